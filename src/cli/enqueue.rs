@@ -1,0 +1,214 @@
+//! `enqueue`: build payloads from flags or read them as JSON, check them, and add the jobs.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::{CliError, open_queue};
+use crate::approval::{self, UploadLimits};
+use crate::config::Config;
+use crate::queue::{NewJob, now_ms};
+use crate::worker::WorkerSettings;
+
+/// Examples shown by `enqueue --help`.
+pub const EXAMPLES: &str = "Examples:
+  approval-worker enqueue --process-code PROC-EXPENSE --originator manager4220 --dept-id -1 \\
+      --form '报销事由=差旅' --form '金额=1200' --attach /srv/approval-spool/receipt.pdf
+  approval-worker enqueue --payload job.json --idempotency-key order-42
+  producer | approval-worker enqueue --payload -      # one JSON object per line";
+
+/// `enqueue` arguments.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Read the payload(s) from this file ('-' for stdin): one JSON object, or JSON lines.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["process_code", "originator", "attach", "form"])]
+    pub payload: Option<PathBuf>,
+    /// Approval template code (PROC-…).
+    #[arg(long, required_unless_present = "payload")]
+    pub process_code: Option<String>,
+    /// The originator's DingTalk userId.
+    #[arg(long, required_unless_present = "payload", value_name = "USER_ID")]
+    pub originator: Option<String>,
+    /// The originator's department id; -1 is the root department.
+    #[arg(long, allow_negative_numbers = true, value_name = "ID")]
+    pub dept_id: Option<i64>,
+    /// The originator's unionId (resolved from the userId when absent).
+    #[arg(long)]
+    pub union_id: Option<String>,
+    /// A file to attach (repeat for several). Relative paths are resolved here.
+    #[arg(long, value_name = "PATH")]
+    pub attach: Vec<PathBuf>,
+    /// A form value as NAME=VALUE (repeat for several).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub form: Vec<String>,
+    /// Label of the template's DDAttachment component [default: from config].
+    #[arg(long)]
+    pub attachment_field: Option<String>,
+    /// An approver group as TYPE:USER[,USER…] with TYPE AND, OR or NONE (repeatable).
+    #[arg(long, value_name = "TYPE:USERS")]
+    pub approver: Vec<String>,
+    /// A userId to copy (repeatable).
+    #[arg(long, value_name = "USER_ID")]
+    pub cc: Vec<String>,
+    /// Deduplication key: enqueueing the same key again returns the existing job.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i64,
+    /// Queue name [default: default].
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Attempts before the job fails [default: from config].
+    #[arg(long)]
+    pub max_attempts: Option<i64>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `enqueue`.
+pub async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), CliError> {
+    let payloads = match &args.payload {
+        Some(path) => read_payloads(path)?,
+        None => vec![payload_from_flags(&args)?],
+    };
+    if let Some(max) = args.max_attempts.filter(|max| *max < 1) {
+        return Err(CliError::Usage(format!("--max-attempts: {max} is below 1")));
+    }
+    let settings = WorkerSettings::from_config(config);
+    let jobs = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(index, payload)| {
+            check(
+                &payload,
+                &settings.attachment_field,
+                &settings.upload,
+                index,
+            )?;
+            let idempotency_key = match &args.idempotency_key {
+                Some(key) if index == 0 => Some(key.clone()),
+                Some(key) => Some(format!("{key}#{index}")),
+                None => None,
+            };
+            Ok(NewJob {
+                payload: payload.to_string(),
+                idempotency_key,
+                queue: args.queue.clone(),
+                priority: args.priority,
+                run_at: None,
+                max_attempts: args.max_attempts,
+            })
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
+    let queue = open_queue(config).await?;
+    let outcomes = queue.enqueue_many(&jobs, now_ms()).await?;
+    queue.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcomes).unwrap_or_default());
+    } else {
+        for outcome in outcomes {
+            if outcome.created {
+                println!("{}", outcome.id);
+            } else {
+                println!("{} (existing job with this idempotency key)", outcome.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(
+    payload: &Value,
+    field: &str,
+    limits: &UploadLimits,
+    index: usize,
+) -> Result<(), CliError> {
+    approval::validate(&payload.to_string(), field, limits)
+        .map(|_| ())
+        .map_err(|e| CliError::Usage(format!("job {}: {e}", index + 1)))
+}
+
+fn read_payloads(path: &PathBuf) -> Result<Vec<Value>, CliError> {
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+    };
+    read.map_err(|e| CliError::Usage(format!("--payload {}: {e}", path.display())))?;
+    // A single (possibly pretty-printed) object, or one object per line.
+    if let Ok(value) = serde_json::from_str::<Value>(&text) {
+        return match value {
+            Value::Object(_) => Ok(vec![value]),
+            Value::Array(items) => Ok(items),
+            _ => Err(CliError::Usage(
+                "--payload: expected a JSON object per job".into(),
+            )),
+        };
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str::<Value>(line)
+                .map_err(|e| CliError::Usage(format!("--payload line {}: {e}", n + 1)))
+        })
+        .collect()
+}
+
+fn payload_from_flags(args: &EnqueueArgs) -> Result<Value, CliError> {
+    let mut form = Vec::new();
+    for entry in &args.form {
+        let Some((name, value)) = entry.split_once('=') else {
+            return Err(CliError::Usage(format!(
+                "--form {entry:?}: expected NAME=VALUE"
+            )));
+        };
+        form.push(json!({"name": name, "value": value}));
+    }
+    let mut attachments = Vec::new();
+    for path in &args.attach {
+        let absolute = std::path::absolute(path)
+            .map_err(|e| CliError::Usage(format!("--attach {}: {e}", path.display())))?;
+        attachments.push(json!({"path": absolute}));
+    }
+    let mut approvers = Vec::new();
+    for entry in &args.approver {
+        let Some((kind, users)) = entry.split_once(':') else {
+            return Err(CliError::Usage(format!(
+                "--approver {entry:?}: expected TYPE:USER[,USER…]"
+            )));
+        };
+        let users: Vec<&str> = users.split(',').filter(|u| !u.is_empty()).collect();
+        approvers.push(json!({"action_type": kind, "user_ids": users}));
+    }
+    let mut payload = json!({
+        "process_code": args.process_code,
+        "originator_user_id": args.originator,
+        "form": form,
+        "attachments": attachments,
+    });
+    let object = payload
+        .as_object_mut()
+        .ok_or_else(|| CliError::Usage("payload is not an object".into()))?;
+    if let Some(dept) = args.dept_id {
+        object.insert("dept_id".into(), json!(dept));
+    }
+    if let Some(union_id) = &args.union_id {
+        object.insert("union_id".into(), json!(union_id));
+    }
+    if let Some(field) = &args.attachment_field {
+        object.insert("attachment_field".into(), json!(field));
+    }
+    if !approvers.is_empty() {
+        object.insert("approvers".into(), json!(approvers));
+    }
+    if !args.cc.is_empty() {
+        object.insert("cc_list".into(), json!(args.cc));
+    }
+    Ok(payload)
+}

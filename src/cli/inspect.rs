@@ -1,0 +1,271 @@
+//! `jobs`, `show`, `retry`, `cancel`, `stats`: reading and steering the queue.
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::table::{render, time};
+use super::{CliError, open_queue};
+use crate::config::Config;
+use crate::queue::{JobFilter, JobId, JobRow, JobStatus, now_ms};
+
+const DEFAULT_LIST_LIMIT: i64 = 50;
+
+/// `jobs` arguments.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs with this status (queued, running, succeeded, failed, cancelled).
+    #[arg(long)]
+    pub status: Option<JobStatus>,
+    /// Only jobs of this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
+    pub limit: i64,
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `show` arguments.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The job id.
+    pub id: JobId,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of commands that take one job id.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The job id.
+    pub id: JobId,
+}
+
+/// Arguments of commands that only print.
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The JSON form of a job (payload, checkpoint and result as JSON, not strings).
+pub fn job_json(job: &JobRow) -> Value {
+    let parse = |text: &Option<String>| {
+        text.as_deref()
+            .map(|t| {
+                serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::String(t.to_string()))
+            })
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "id": job.id,
+        "idempotency_key": job.idempotency_key,
+        "queue": job.queue,
+        "priority": job.priority,
+        "status": job.status,
+        "step": job.step,
+        "attempt": job.attempt,
+        "uncharged_attempts": job.uncharged_attempts,
+        "max_attempts": job.max_attempts,
+        "run_at": job.run_at,
+        "last_error": job.last_error,
+        "result": parse(&job.result),
+        "cancel_requested": job.cancel_requested,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "finished_at": job.finished_at,
+        "payload": parse(&Some(job.payload.clone())),
+        "checkpoint": parse(&job.checkpoint),
+    })
+}
+
+/// The instance id of a succeeded job, from its result.
+pub fn instance_id(job: &JobRow) -> Option<String> {
+    let result: Value = serde_json::from_str(job.result.as_deref()?).ok()?;
+    result.get("instance_id")?.as_str().map(str::to_string)
+}
+
+/// Renders jobs as the human table used by `jobs` and `demo`.
+pub fn jobs_table(jobs: &[JobRow]) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            let outcome = match job.status.as_str() {
+                "succeeded" => instance_id(job).unwrap_or_default(),
+                _ => job.last_error.clone().unwrap_or_default(),
+            };
+            vec![
+                job.id.to_string(),
+                job.status.clone(),
+                job.step.clone(),
+                job.attempt.to_string(),
+                time(job.updated_at),
+                truncate(&outcome, 100),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "ID",
+            "STATUS",
+            "STEP",
+            "ATTEMPT",
+            "UPDATED (UTC)",
+            "INSTANCE / LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max_chars - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Runs `jobs`.
+pub async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError> {
+    let queue = open_queue(config).await?;
+    let filter = JobFilter {
+        status: args.status,
+        queue: args.queue,
+        since_ms: None,
+        limit: args.limit,
+    };
+    let jobs = queue.list(&filter).await?;
+    queue.close().await;
+    if args.json {
+        let list: Vec<Value> = jobs.iter().map(job_json).collect();
+        println!("{}", Value::Array(list));
+    } else if jobs.is_empty() {
+        println!("no jobs");
+    } else {
+        print!("{}", jobs_table(&jobs));
+    }
+    Ok(())
+}
+
+/// Runs `show`.
+pub async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError> {
+    let queue = open_queue(config).await?;
+    let job = queue.get(args.id).await?;
+    let events = queue.events(args.id).await?;
+    queue.close().await;
+    let detail = job_json(&job);
+    if args.json {
+        let mut detail = detail;
+        detail["events"] = serde_json::to_value(&events).unwrap_or(Value::Null);
+        println!("{detail}");
+        return Ok(());
+    }
+    println!(
+        "job {}  status {}  step {}  attempt {}",
+        job.id, job.status, job.step, job.attempt
+    );
+    println!(
+        "created {}  updated {}",
+        time(job.created_at),
+        time(job.updated_at)
+    );
+    if let Some(key) = &job.idempotency_key {
+        println!("idempotency key {key}");
+    }
+    if let Some(error) = &job.last_error {
+        println!("last error: {error}");
+    }
+    let pretty = |value: &Value| serde_json::to_string_pretty(value).unwrap_or_default();
+    println!("\npayload:\n{}", pretty(&detail["payload"]));
+    if !detail["checkpoint"].is_null() {
+        println!("\ncheckpoint:\n{}", pretty(&detail["checkpoint"]));
+    }
+    if !detail["result"].is_null() {
+        println!("\nresult:\n{}", pretty(&detail["result"]));
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                time(e.at),
+                e.kind.clone(),
+                e.step.clone().unwrap_or_default(),
+                e.attempt.map(|a| a.to_string()).unwrap_or_default(),
+                e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+                e.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    println!("\nhistory:");
+    print!(
+        "{}",
+        render(
+            &["AT (UTC)", "EVENT", "STEP", "ATTEMPT", "DURATION", "ERROR"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// Runs `retry`.
+pub async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
+    let queue = open_queue(config).await?;
+    queue.retry(args.id, now_ms()).await?;
+    queue.close().await;
+    println!("job {} queued again at its checkpoint", args.id);
+    Ok(())
+}
+
+/// Runs `cancel`.
+pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
+    let queue = open_queue(config).await?;
+    let status = queue.cancel(args.id, now_ms()).await?;
+    queue.close().await;
+    match status {
+        JobStatus::Running => println!(
+            "job {} is running: it stops at its next step boundary",
+            args.id
+        ),
+        _ => println!("job {} cancelled", args.id),
+    }
+    Ok(())
+}
+
+/// Runs `stats`.
+pub async fn stats(config: &Config, args: JsonArgs) -> Result<(), CliError> {
+    let queue = open_queue(config).await?;
+    let stats = queue.stats(now_ms()).await?;
+    queue.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = stats
+        .by_status
+        .iter()
+        .map(|(status, count)| vec![status.clone(), count.to_string()])
+        .collect();
+    print!("{}", render(&["STATUS", "JOBS"], &rows));
+    if !stats.by_step.is_empty() {
+        let rows: Vec<Vec<String>> = stats
+            .by_step
+            .iter()
+            .map(|(status, step, count)| vec![status.clone(), step.clone(), count.to_string()])
+            .collect();
+        println!();
+        print!("{}", render(&["STATUS", "STEP", "JOBS"], &rows));
+    }
+    println!(
+        "\nsucceeded in the last hour: {}",
+        stats.succeeded_last_hour
+    );
+    if let Some(oldest) = stats.oldest_queued_at {
+        println!("oldest queued job created: {} UTC", time(oldest));
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! `worker.toml`: the settings, their defaults, environment overrides and validation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "APPROVAL_WORKER_CONFIG";
+/// Config file read from the working directory when neither `--config` nor the env var is set.
+pub const DEFAULT_CONFIG_FILE: &str = "worker.toml";
+/// Environment variable overriding `[database] path`.
+pub const DATABASE_PATH_ENV: &str = "APPROVAL_WORKER_DATABASE";
+
+const DEFAULT_DATABASE_PATH: &str = "approval-worker.db";
+const DEFAULT_SECRET_ENV: &str = "DINGTALK_APP_SECRET";
+const DEFAULT_API_BASE: &str = "https://api.dingtalk.com";
+const DEFAULT_OAPI_BASE: &str = "https://oapi.dingtalk.com";
+const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 20;
+const DEFAULT_ATTACHMENT_FIELD: &str = "附件";
+const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
+const DEFAULT_MAX_FILE_BYTES: u64 = 500 * 1024 * 1024;
+const DEFAULT_CONCURRENCY: u32 = 8;
+const DEFAULT_POLL_INTERVAL_MS: u64 = 200;
+const DEFAULT_LEASE_SECS: u64 = 60;
+const DEFAULT_MAX_ATTEMPTS: u32 = 12;
+const DEFAULT_BACKOFF_BASE_SECS: u64 = 5;
+const DEFAULT_BACKOFF_MAX_SECS: u64 = 3600;
+const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+const DEFAULT_QUEUE_NAME: &str = "default";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[database]`
+    pub database: DatabaseConfig,
+    /// `[dingtalk]`
+    pub dingtalk: DingTalkConfig,
+    /// `[upload]`
+    pub upload: UploadConfig,
+    /// `[worker]`
+    pub worker: WorkerConfig,
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The SQLite file (created owner-only if missing).
+    pub path: PathBuf,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            path: PathBuf::from(DEFAULT_DATABASE_PATH),
+        }
+    }
+}
+
+/// `[dingtalk]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DingTalkConfig {
+    /// The internal app's Client ID (AppKey).
+    pub app_key: String,
+    /// Environment variable holding the app secret.
+    pub app_secret_env: String,
+    /// File holding the app secret (e.g. from systemd `LoadCredential=`); wins over the env.
+    pub app_secret_file: Option<PathBuf>,
+    /// The app's AgentId.
+    pub agent_id: i64,
+    /// Base URL of the new-style API.
+    pub api_base: String,
+    /// Base URL of the legacy API.
+    pub oapi_base: String,
+    /// Calls per second shared by all workers of this process (0 = unlimited).
+    pub rate_limit_per_sec: u32,
+    /// Default label of the template's DDAttachment component.
+    pub attachment_field: String,
+    /// TCP connect timeout.
+    pub connect_timeout_secs: u64,
+    /// Per-request timeout (for OSS: longest silence while uploading).
+    pub request_timeout_secs: u64,
+}
+
+impl Default for DingTalkConfig {
+    fn default() -> Self {
+        DingTalkConfig {
+            app_key: String::new(),
+            app_secret_env: DEFAULT_SECRET_ENV.to_string(),
+            app_secret_file: None,
+            agent_id: 0,
+            api_base: DEFAULT_API_BASE.to_string(),
+            oapi_base: DEFAULT_OAPI_BASE.to_string(),
+            rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
+            attachment_field: DEFAULT_ATTACHMENT_FIELD.to_string(),
+            connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// `[upload]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Attachments must lie in one of these directories (symlinks resolved).
+    pub allowed_dirs: Vec<PathBuf>,
+    /// Largest attachment in bytes.
+    pub max_file_bytes: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            allowed_dirs: Vec::new(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+/// `[worker]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Which queue this process serves.
+    pub queue: String,
+    /// Jobs run at once.
+    pub concurrency: u32,
+    /// How often an idle worker looks for due jobs.
+    pub poll_interval_ms: u64,
+    /// How long a claim stays valid without a heartbeat.
+    pub lease_secs: u64,
+    /// Attempts before a job fails (a job's own `max_attempts` wins).
+    pub max_attempts: u32,
+    /// First retry delay ceiling.
+    pub backoff_base_secs: u64,
+    /// Largest retry delay.
+    pub backoff_max_secs: u64,
+    /// How long `run` lets in-flight steps finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queue: DEFAULT_QUEUE_NAME.to_string(),
+            concurrency: DEFAULT_CONCURRENCY,
+            poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+            lease_secs: DEFAULT_LEASE_SECS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff_base_secs: DEFAULT_BACKOFF_BASE_SECS,
+            backoff_max_secs: DEFAULT_BACKOFF_MAX_SECS,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+        }
+    }
+}
+
+/// A configuration problem; the message names the file or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a wrong type.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, with the key and line.
+        message: String,
+    },
+    /// Values that parse but cannot work, one line each.
+    #[error("config {}:\n  {}", .path.display(), .problems.join("\n  "))]
+    Invalid {
+        /// The file (or `<defaults>`).
+        path: PathBuf,
+        /// One message per bad key.
+        problems: Vec<String>,
+    },
+    /// The app secret is not available.
+    #[error("{0}")]
+    Secret(String),
+}
+
+impl Config {
+    /// Reads `path`, or the default file if it exists, else the defaults. An explicitly named
+    /// file that is missing is an error.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match explicit {
+            Some(path) => (path.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path)?,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        if let Some(db) = std::env::var_os(DATABASE_PATH_ENV) {
+            config.database.path = PathBuf::from(db);
+        }
+        config.validate(&path)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Checks values that parse but cannot work; reports every problem at once.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, message: &str| {
+            if !ok {
+                problems.push(message.to_string());
+            }
+        };
+        check(
+            !self.database.path.as_os_str().is_empty(),
+            "[database] path: must not be empty",
+        );
+        for (key, url) in [
+            ("api_base", &self.dingtalk.api_base),
+            ("oapi_base", &self.dingtalk.oapi_base),
+        ] {
+            check(
+                url.starts_with("https://") || url.starts_with("http://"),
+                &format!("[dingtalk] {key}: {url:?} is not an http(s) URL"),
+            );
+        }
+        check(
+            !self.dingtalk.attachment_field.trim().is_empty(),
+            "[dingtalk] attachment_field: must not be empty",
+        );
+        check(
+            self.dingtalk.connect_timeout_secs > 0,
+            "[dingtalk] connect_timeout_secs: must be at least 1",
+        );
+        check(
+            self.dingtalk.request_timeout_secs > 0,
+            "[dingtalk] request_timeout_secs: must be at least 1",
+        );
+        check(
+            self.upload.max_file_bytes > 0,
+            "[upload] max_file_bytes: must be at least 1",
+        );
+        for dir in &self.upload.allowed_dirs {
+            check(
+                dir.is_absolute(),
+                &format!(
+                    "[upload] allowed_dirs: {} is not an absolute path",
+                    dir.display()
+                ),
+            );
+        }
+        let w = &self.worker;
+        check(!w.queue.is_empty(), "[worker] queue: must not be empty");
+        check(
+            (1..=1024).contains(&w.concurrency),
+            "[worker] concurrency: must be between 1 and 1024",
+        );
+        check(
+            (10..=60_000).contains(&w.poll_interval_ms),
+            "[worker] poll_interval_ms: must be between 10 and 60000",
+        );
+        check(w.lease_secs >= 5, "[worker] lease_secs: must be at least 5");
+        check(
+            w.max_attempts >= 1,
+            "[worker] max_attempts: must be at least 1",
+        );
+        check(
+            w.backoff_base_secs >= 1,
+            "[worker] backoff_base_secs: must be at least 1",
+        );
+        check(
+            w.backoff_max_secs >= w.backoff_base_secs,
+            "[worker] backoff_max_secs: must not be below backoff_base_secs",
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Checks what only `run` needs: the app key, agent id and secret.
+    pub fn validate_for_run(&self) -> Result<Secret, ConfigError> {
+        let mut problems = Vec::new();
+        if self.dingtalk.app_key.is_empty() {
+            problems.push("[dingtalk] app_key: required to run".to_string());
+        }
+        if self.dingtalk.agent_id <= 0 {
+            problems.push("[dingtalk] agent_id: required to run (the app's AgentId)".to_string());
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from("(loaded config)"),
+                problems,
+            });
+        }
+        self.app_secret()
+    }
+
+    /// The app secret, from `app_secret_file` or the `app_secret_env` variable.
+    pub fn app_secret(&self) -> Result<Secret, ConfigError> {
+        if let Some(file) = &self.dingtalk.app_secret_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                ConfigError::Secret(format!(
+                    "[dingtalk] app_secret_file: cannot read {}: {e}",
+                    file.display()
+                ))
+            })?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                return Err(ConfigError::Secret(format!(
+                    "[dingtalk] app_secret_file: {} is empty",
+                    file.display()
+                )));
+            }
+            return Ok(Secret::new(secret));
+        }
+        match std::env::var(&self.dingtalk.app_secret_env) {
+            Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
+            _ => Err(ConfigError::Secret(format!(
+                "the app secret is not set: export {} or set [dingtalk] app_secret_file",
+                self.dingtalk.app_secret_env
+            ))),
+        }
+    }
+
+    /// Connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.dingtalk.connect_timeout_secs)
+    }
+
+    /// Request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.dingtalk.request_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_name() {
+        let err = Config::parse("[worker]\nconcurency = 4\n", Path::new("w.toml")).unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let config = Config::parse(
+            "[worker]\nconcurrency = 0\nlease_secs = 1\n[dingtalk]\napi_base = \"ftp://x\"\n",
+            Path::new("w.toml"),
+        )
+        .unwrap();
+        let err = config
+            .validate(Path::new("w.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[worker] concurrency"), "{err}");
+        assert!(err.contains("[worker] lease_secs"), "{err}");
+        assert!(err.contains("[dingtalk] api_base"), "{err}");
+    }
+
+    #[test]
+    fn the_example_worker_toml_is_valid() {
+        let text = include_str!("../worker.toml");
+        let config = Config::parse(text, Path::new("worker.toml")).unwrap();
+        config.validate(Path::new("worker.toml")).unwrap();
+        assert_eq!(config.worker.max_attempts, 12);
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug_output() {
+        let secret = Secret::new("s3cr3t-value");
+        assert!(!format!("{secret:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,105 @@
+//! Client-wide pacing: the calls-per-second limiter and the pause DingTalk's throttling imposes.
+
+use std::num::NonZeroU32;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+use super::error::{DingTalkError, MAX_IN_CALL_WAIT};
+
+/// Shared by all clones of one client, hence by all workers of one app.
+pub(super) struct Limiter {
+    rate: Option<DefaultDirectRateLimiter>,
+    /// Set when DingTalk answers "too fast"; every call waits for it, so one throttle answer
+    /// slows all workers instead of each finding out on its own.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Limiter {
+    /// `per_sec` calls per second with a burst of the same size; 0 means unlimited.
+    pub(super) fn new(per_sec: u32) -> Self {
+        Self {
+            rate: NonZeroU32::new(per_sec).map(|n| RateLimiter::direct(Quota::per_second(n))),
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Waits until a call may be sent. A pause longer than an in-call retry may wait fails
+    /// at once with [`DingTalkError::Paused`], so the queue reschedules instead of a worker
+    /// sleeping for minutes.
+    pub(super) async fn ready(&self, endpoint: &'static str) -> Result<(), DingTalkError> {
+        if let Some(remaining) = self.pause_remaining() {
+            if remaining > MAX_IN_CALL_WAIT {
+                return Err(DingTalkError::Paused {
+                    endpoint,
+                    retry_after: remaining,
+                });
+            }
+            tokio::time::sleep(remaining).await;
+        }
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+        Ok(())
+    }
+
+    /// Holds back every call for `retry_after` (extends, never shortens, a running pause).
+    pub(super) fn pause(&self, retry_after: Duration) {
+        let until = Instant::now() + retry_after;
+        let mut paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if paused.is_none_or(|current| current < until) {
+            *paused = Some(until);
+        }
+    }
+
+    fn pause_remaining(&self) -> Option<Duration> {
+        let paused = self
+            .paused_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        paused
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|remaining| !remaining.is_zero())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn short_pause_is_awaited_long_pause_fails_fast() {
+        let limiter = Limiter::new(0);
+        limiter.pause(Duration::from_millis(300));
+        let start = Instant::now();
+        limiter.ready("e").await.unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(300));
+
+        limiter.pause(Duration::from_secs(30));
+        limiter.pause(Duration::from_secs(5)); // must not shorten the running pause
+        let err = limiter.ready("e").await.unwrap_err();
+        let DingTalkError::Paused { retry_after, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert!(retry_after > Duration::from_secs(29));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_spaces_calls() {
+        let limiter = Limiter::new(10);
+        let start = std::time::Instant::now();
+        for _ in 0..15 {
+            limiter.ready("e").await.unwrap();
+        }
+        // Burst of 10, then 5 more at 100 ms each.
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    }
+}

@@ -1,0 +1,146 @@
+//! HTTP client for api.dingtalk.com and oapi.dingtalk.com: settings, the shared client handle
+//! and the public types of the approval-with-attachment flow (dingtalk-api.md).
+//!
+//! Knows nothing of jobs or queues. One [`DingTalk`] per app; clones share the token cache,
+//! the rate limiter, the throttle pause and the unionId cache.
+
+mod attachment;
+mod call;
+mod classify;
+mod error;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod fake;
+mod limiter;
+mod storage;
+mod token;
+mod user;
+mod wire;
+mod workflow;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+
+pub use attachment::{dd_attachment_file_ids, dd_attachment_value};
+pub use error::{DingTalkError, ErrorClass};
+pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
+pub use workflow::{Approver, CreateInstance, FormValue, InstanceInfo};
+
+use crate::secret::Secret;
+use limiter::Limiter;
+use token::TokenCache;
+
+/// How to reach DingTalk and as which app.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Base URL of the new-style API, normally `https://api.dingtalk.com`.
+    pub api_base: String,
+    /// Base URL of the legacy API, normally `https://oapi.dingtalk.com`.
+    pub oapi_base: String,
+    /// The internal app's Client ID (AppKey).
+    pub app_key: String,
+    /// The app's Client Secret.
+    pub app_secret: Secret,
+    /// The app's AgentId, sent with the space query and as `microappAgentId`.
+    pub agent_id: i64,
+    /// Calls per second across all clones of the client; 0 means unlimited.
+    pub rate_limit_per_sec: u32,
+    /// Limit for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Limit for a whole call (request and response).
+    pub request_timeout: Duration,
+}
+
+/// A DingTalk client for one app. Cheap to clone; clones share all state.
+#[derive(Clone)]
+pub struct DingTalk {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: ClientSettings,
+    http: reqwest::Client,
+    tokens: TokenCache,
+    limiter: Limiter,
+    /// userId → unionId; the mapping never changes, and the directory bounds its size.
+    union_ids: Mutex<HashMap<String, String>>,
+    /// One lookup at a time, so concurrent jobs of a new originator share one call.
+    union_lookup: tokio::sync::Mutex<()>,
+    token_fetches: AtomicU64,
+}
+
+impl DingTalk {
+    /// Builds the client; fails on unusable base URLs or an HTTP stack that cannot start.
+    pub fn new(settings: ClientSettings) -> Result<Self, DingTalkError> {
+        for (name, base) in [
+            ("api_base", &settings.api_base),
+            ("oapi_base", &settings.oapi_base),
+        ] {
+            let url = reqwest::Url::parse(base)
+                .map_err(|e| DingTalkError::Config(format!("{name} {base:?}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.query().is_some() {
+                return Err(DingTalkError::Config(format!(
+                    "{name} {base:?}: expected an http(s) URL without query"
+                )));
+            }
+        }
+        if settings.app_key.is_empty() || settings.app_secret.expose().is_empty() {
+            return Err(DingTalkError::Config(
+                "app_key and app_secret must not be empty".to_owned(),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("approval-worker/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            // A redirect would carry the access-token header to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| DingTalkError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                limiter: Limiter::new(settings.rate_limit_per_sec),
+                settings,
+                http,
+                tokens: TokenCache::new(),
+                union_ids: Mutex::new(HashMap::new()),
+                union_lookup: tokio::sync::Mutex::new(()),
+                token_fetches: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// How many requests went to the token endpoint (for tests and metrics).
+    pub fn token_fetches(&self) -> u64 {
+        self.inner.token_fetches.load(Ordering::Relaxed)
+    }
+
+    fn agent_id(&self) -> i64 {
+        self.inner.settings.agent_id
+    }
+}
+
+impl fmt::Debug for DingTalk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let settings = &self.inner.settings;
+        f.debug_struct("DingTalk")
+            .field("api_base", &settings.api_base)
+            .field("oapi_base", &settings.oapi_base)
+            .field("app_key", &settings.app_key)
+            .field("agent_id", &settings.agent_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;

@@ -1,0 +1,24 @@
+//! approval-worker submits DingTalk approval instances with file attachments, reliably, from
+//! a persistent SQLite queue.
+//!
+//! # Layout
+//! - [`queue`]: the SQLite queue, the only module with SQL (enqueue, claim, fenced
+//!   checkpoints, rescue, operator queries).
+//! - [`approval`]: the state machine `space → upload_info → put → commit → … → submit →
+//!   done`; advances one step at a time and decides retries, knowing no SQL or leases.
+//! - [`dingtalk`] and [`oss`]: HTTP clients for DingTalk and the OSS upload; they know
+//!   nothing of jobs.
+//! - [`worker`]: the pool that claims jobs and drives them through the steps; the only
+//!   module using both the queue and the state machine.
+//! - [`sandbox`]: a DingTalk-compatible server on 127.0.0.1 for the demo and the tests.
+//! - [`config`], [`cli`], [`secret`]: settings, the command line, credential hygiene.
+
+pub mod approval;
+pub mod cli;
+pub mod config;
+pub mod dingtalk;
+pub mod oss;
+pub mod queue;
+pub mod sandbox;
+pub mod secret;
+pub mod worker;

@@ -1,0 +1,267 @@
+//! Reads and operator actions for the command line: list, show, history, retry, cancel,
+//! stats and prune.
+
+use serde::Serialize;
+use sqlx::FromRow;
+
+use super::{JobId, JobStatus, Queue, QueueError};
+
+/// A job as stored, for `jobs` and `show`.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct JobRow {
+    /// Primary key.
+    pub id: JobId,
+    /// The producer's deduplication key.
+    pub idempotency_key: Option<String>,
+    /// Queue name.
+    pub queue: String,
+    /// Higher runs first.
+    pub priority: i64,
+    /// Lifecycle status.
+    pub status: String,
+    /// Current step name.
+    pub step: String,
+    /// Immutable input (JSON text).
+    pub payload: String,
+    /// Serialized step to resume from (JSON text).
+    pub checkpoint: Option<String>,
+    /// Claims so far.
+    pub attempt: i64,
+    /// Claims not charged against the limit.
+    pub uncharged_attempts: i64,
+    /// The job's own attempt limit.
+    pub max_attempts: Option<i64>,
+    /// Earliest next start (unix ms).
+    pub run_at: i64,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+    /// When the lease ends (unix ms).
+    pub lease_expires_at: Option<i64>,
+    /// The latest failure.
+    pub last_error: Option<String>,
+    /// Outcome on success (JSON text).
+    pub result: Option<String>,
+    /// A cancel is pending.
+    pub cancel_requested: bool,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Unix ms.
+    pub finished_at: Option<i64>,
+}
+
+/// One row of a job's history.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct EventRow {
+    /// Event id (orders the history).
+    pub id: i64,
+    /// The job.
+    pub job_id: JobId,
+    /// Unix ms.
+    pub at: i64,
+    /// What happened.
+    pub kind: String,
+    /// The step concerned.
+    pub step: Option<String>,
+    /// The attempt it happened in.
+    pub attempt: Option<i64>,
+    /// How long the step ran.
+    pub duration_ms: Option<i64>,
+    /// Failure reason.
+    pub error: Option<String>,
+    /// HTTP status of the failed call.
+    pub http_status: Option<i64>,
+}
+
+/// Which jobs `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only jobs created at or after (unix ms).
+    pub since_ms: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// Queue counts for `stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    /// Jobs per status.
+    pub by_status: Vec<(String, i64)>,
+    /// Unfinished jobs per (status, step).
+    pub by_step: Vec<(String, String, i64)>,
+    /// Creation time of the oldest queued job (unix ms).
+    pub oldest_queued_at: Option<i64>,
+    /// Jobs that succeeded in the hour before `now`.
+    pub succeeded_last_hour: i64,
+}
+
+const JOB_COLUMNS: &str = "id, idempotency_key, queue, priority, status, step, payload, checkpoint, \
+     attempt, uncharged_attempts, max_attempts, run_at, lease_owner, lease_expires_at, \
+     last_error, result, cancel_requested, created_at, updated_at, finished_at";
+
+impl Queue {
+    /// Jobs matching `filter`, newest first.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, QueueError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR queue = ?2) \
+               AND (?3 IS NULL OR created_at >= ?3) \
+             ORDER BY id DESC LIMIT ?4"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(filter.status.map(JobStatus::as_str))
+            .bind(&filter.queue)
+            .bind(filter.since_ms)
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// One job.
+    pub async fn get(&self, id: JobId) -> Result<JobRow, QueueError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(QueueError::NotFound(id))
+    }
+
+    /// A job's history, oldest first.
+    pub async fn events(&self, id: JobId) -> Result<Vec<EventRow>, QueueError> {
+        Ok(sqlx::query_as(
+            "SELECT id, job_id, at, kind, step, attempt, duration_ms, error, http_status \
+             FROM job_events WHERE job_id = ?1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Re-queues a failed or cancelled job at its checkpoint with a fresh set of attempts.
+    pub async fn retry(&self, id: JobId, now_ms: i64) -> Result<(), QueueError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', run_at = ?1, uncharged_attempts = attempt, \
+                 cancel_requested = 0, finished_at = NULL, updated_at = ?1 \
+             WHERE id = ?2 AND status IN ('failed', 'cancelled') \
+             RETURNING attempt",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = done else {
+            drop(tx);
+            let job = self.get(id).await?;
+            return Err(QueueError::WrongStatus {
+                id,
+                status: job.status,
+                reason: "only failed or cancelled jobs can be retried",
+            });
+        };
+        let attempt: i64 = sqlx::Row::try_get(&row, 0)?;
+        sqlx::query(
+            "INSERT INTO job_events (job_id, at, kind, attempt) VALUES (?1, ?2, 'retried', ?3)",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Cancels a queued job at once, or asks a running one to stop at its next step boundary.
+    /// Returns the status the job has afterwards.
+    pub async fn cancel(&self, id: JobId, now_ms: i64) -> Result<JobStatus, QueueError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let queued = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, updated_at = ?1, \
+                 finished_at = ?1 \
+             WHERE id = ?2 AND status = 'queued'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if queued.rows_affected() == 1 {
+            sqlx::query(
+                "INSERT INTO job_events (job_id, at, kind, error) \
+                 VALUES (?1, ?2, 'cancelled', 'cancelled while queued')",
+            )
+            .bind(id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(JobStatus::Cancelled);
+        }
+        let running = sqlx::query(
+            "UPDATE jobs SET cancel_requested = 1, updated_at = ?1 \
+             WHERE id = ?2 AND status = 'running'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if running.rows_affected() == 1 {
+            return Ok(JobStatus::Running);
+        }
+        let job = self.get(id).await?;
+        Err(QueueError::WrongStatus {
+            id,
+            status: job.status,
+            reason: "only queued or running jobs can be cancelled",
+        })
+    }
+
+    /// Counts for `stats`.
+    pub async fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
+        let by_status =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        let by_step = sqlx::query_as(
+            "SELECT status, step, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') \
+             GROUP BY status, step ORDER BY status, step",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let (oldest_queued_at,): (Option<i64>,) =
+            sqlx::query_as("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'")
+                .fetch_one(&self.pool)
+                .await?;
+        let (succeeded_last_hour,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded' AND updated_at >= ?1",
+        )
+        .bind(now_ms - 3_600_000)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Stats {
+            by_status,
+            by_step,
+            oldest_queued_at,
+            succeeded_last_hour,
+        })
+    }
+
+    /// Deletes finished jobs (and their events) that finished before `before_ms`.
+    pub async fn prune(&self, before_ms: i64) -> Result<u64, QueueError> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             AND finished_at < ?1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

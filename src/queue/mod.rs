@@ -1,0 +1,252 @@
+//! The job queue in SQLite: the only module that speaks SQL.
+//!
+//! Every write after a claim is fenced on `(id, attempt, status = 'running')` and checks that
+//! exactly one row changed; a write that changes nothing means another claim owns the job now
+//! and surfaces as [`QueueError::LeaseLost`]. Time is always bound from Rust (`now_ms`), never
+//! read inside SQL, so tests control it.
+
+mod admin;
+mod claim;
+mod enqueue;
+mod transition;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+pub use admin::{EventRow, JobFilter, JobRow, Stats};
+pub use claim::ClaimedJob;
+pub use enqueue::{Enqueued, NewJob};
+pub use transition::{EventKind, Failure};
+
+/// How long a writer waits for another process's write lock before giving up.
+pub const BUSY_TIMEOUT_SECS: u64 = 10;
+/// The queue name a job gets when its producer names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A job's primary key.
+pub type JobId = i64;
+
+/// Errors at the queue boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// SQLite refused or failed a statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database file could not be prepared.
+    #[error("cannot open database {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The job was re-claimed (or finished) by someone else: this claim must stop quietly.
+    #[error("lease lost on job {id} attempt {attempt}")]
+    LeaseLost {
+        /// The job.
+        id: JobId,
+        /// The attempt whose write was refused.
+        attempt: i64,
+    },
+    /// No job has this id.
+    #[error("no job with id {0}")]
+    NotFound(JobId),
+    /// The job is not in a status that allows the operation.
+    #[error("job {id} is {status}: {reason}")]
+    WrongStatus {
+        /// The job.
+        id: JobId,
+        /// Its current status.
+        status: String,
+        /// What was refused.
+        reason: &'static str,
+    },
+}
+
+/// A job's lifecycle status, as stored in `jobs.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for `run_at`, then for a worker.
+    Queued,
+    /// Claimed by a worker holding a lease.
+    Running,
+    /// The approval instance exists; `result` holds its id.
+    Succeeded,
+    /// Given up; `last_error` says why.
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown status {s:?} (expected queued, running, succeeded, failed or cancelled)")
+            })
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one claim of one job; every write after the claim carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The job.
+    pub id: JobId,
+    /// The attempt the claim started.
+    pub attempt: i64,
+}
+
+/// The queue: a pool of connections to one SQLite file.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pool: SqlitePool,
+}
+
+impl Queue {
+    /// Opens (creating if needed, owner-only) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Queue, QueueError> {
+        create_private_file(path)?;
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
+            .foreign_keys(true);
+        // One connection: SQLite has a single writer anyway, and in-process writers queueing
+        // on the pool is far cheaper than them sleeping in SQLite's busy handler.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Queue { pool })
+    }
+
+    /// Reads back the connection pragmas the queue relies on, as `(name, value)` pairs.
+    pub async fn pragmas(&self) -> Result<Vec<(String, String)>, QueueError> {
+        let mut out = Vec::new();
+        let mut conn = self.pool.acquire().await?;
+        for name in [
+            "journal_mode",
+            "synchronous",
+            "busy_timeout",
+            "foreign_keys",
+        ] {
+            let row = sqlx::query(&format!("PRAGMA {name}"))
+                .fetch_one(&mut *conn)
+                .await?;
+            let value = match row.try_get::<i64, _>(0) {
+                Ok(number) => number.to_string(),
+                Err(_) => row.try_get::<String, _>(0)?,
+            };
+            out.push((name.to_string(), value));
+        }
+        Ok(out)
+    }
+
+    /// The query plan SQLite chooses for the claim, one line per plan row.
+    pub async fn claim_plan(&self) -> Result<Vec<String>, QueueError> {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", claim::CLAIM_SQL))
+                .bind("owner")
+                .bind(0_i64)
+                .bind(0_i64)
+                .bind(DEFAULT_QUEUE)
+                .bind(1_i64)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|row| row.3).collect())
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates the database file with mode 0600 before SQLite does, so the data (and the WAL,
+/// which SQLite creates with the database's mode) is never readable by other users.
+fn create_private_file(path: &Path) -> Result<(), QueueError> {
+    let open_error = |source| QueueError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(open_error)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(open_error(e)),
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every time column.
+pub fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Turns "no row changed" into the lease-lost outcome of a fenced write.
+fn fenced(rows: u64, fence: Fence) -> Result<(), QueueError> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(lease_lost(fence))
+    }
+}
+
+fn lease_lost(fence: Fence) -> QueueError {
+    QueueError::LeaseLost {
+        id: fence.id,
+        attempt: fence.attempt,
+    }
+}

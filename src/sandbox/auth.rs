@@ -1,0 +1,84 @@
+//! Identity endpoints: the app access token and the oapi userId → unionId lookup.
+
+use axum::response::Response;
+use serde_json::json;
+
+use super::error;
+use super::ids;
+use super::pipeline::{self, Call};
+use super::state::{Shared, user_name};
+use super::wire::{self, TokenRequest, UserGetRequest};
+
+/// `POST /v1.0/oauth2/accessToken`
+pub(super) fn token(shared: &Shared, call: &Call) -> Response {
+    let request: TokenRequest = match pipeline::json_body(call, "invalidParameter") {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let options = &shared.options;
+    if request.app_key != options.app_key || request.app_secret != options.app_secret {
+        return error::api(
+            400,
+            "invalidClientIdOrSecret",
+            "无效的clientId或者clientSecret",
+        );
+    }
+    let token = shared.lock().issue_token(options.token_ttl);
+    error::ok(&json!({"accessToken": token, "expireIn": options.token_ttl.as_secs()}))
+}
+
+/// `POST /topapi/v2/user/get?access_token=T` — oapi style: HTTP 200, `errcode` tells.
+pub(super) fn user_get(shared: &Shared, call: &Call) -> Response {
+    let token_ok = call
+        .query
+        .get("access_token")
+        .is_some_and(|t| shared.lock().token_valid(t));
+    if !token_ok {
+        return error::oapi(40014, "不合法的access_token");
+    }
+    let request = match user_get_request(call) {
+        Ok(request) => request,
+        Err(message) => return error::oapi(400_002, &format!("无效的参数: {message}")),
+    };
+    if let Some(language) = &request.language
+        && language != "zh_CN"
+        && language != "en_US"
+    {
+        return error::oapi(400_002, "无效的参数: language must be zh_CN or en_US");
+    }
+    if !shared.lock().user_exists(&request.userid) {
+        return error::oapi(33012, "无效的userId");
+    }
+    let user_id = request.userid;
+    error::oapi_ok(json!({"result": {
+        "userid": user_id,
+        "unionid": ids::union_id(&user_id),
+        "name": user_name(&user_id),
+        "active": true,
+        "dept_id_list": [1],
+    }}))
+}
+
+/// DingTalk accepts both a JSON and a form-encoded body here.
+fn user_get_request(call: &Call) -> Result<UserGetRequest, String> {
+    if wire::is_json(&call.headers) {
+        return wire::parse(&call.body);
+    }
+    if !wire::is_form(&call.headers) {
+        return Err(
+            "Content-Type must be application/json or application/x-www-form-urlencoded".into(),
+        );
+    }
+    let text = std::str::from_utf8(&call.body).map_err(|e| e.to_string())?;
+    let mut form = wire::decode_form(text);
+    if let Some(unknown) = form.keys().find(|k| *k != "userid" && *k != "language") {
+        return Err(format!("unknown field `{unknown}`"));
+    }
+    let userid = form
+        .remove("userid")
+        .ok_or_else(|| "missing field `userid`".to_owned())?;
+    Ok(UserGetRequest {
+        userid,
+        language: form.remove("language"),
+    })
+}

@@ -1,0 +1,268 @@
+//! A DingTalk-compatible HTTP server on loopback (the handle, its options and the router),
+//! for the `demo` command and the tests.
+//!
+//! It behaves like an outside server: strict request validation with DingTalk's own error
+//! shapes, an OSS endpoint that checks header signatures, a QPS limit, token and ticket
+//! expiry, and faults injected per endpoint. It records every request so tests can assert
+//! on what the client actually sent. It depends on nothing else in this crate.
+
+mod auth;
+mod error;
+mod faults;
+mod form;
+mod ids;
+mod listener;
+mod oss;
+mod pipeline;
+mod records;
+mod state;
+mod storage;
+mod wire;
+mod workflow;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{post, put};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use faults::Fault;
+pub use records::{Endpoint, Instance, Received, StoredFile, UnknownEndpoint};
+
+use listener::{ConnTag, KillableListener};
+use pipeline::handler;
+use state::Shared;
+
+/// AppKey (Client ID) the sandbox accepts by default.
+pub const DEFAULT_APP_KEY: &str = "dingsandboxkey";
+/// AppSecret the sandbox accepts by default.
+pub const DEFAULT_APP_SECRET: &str = "sandbox-secret";
+/// AgentId the sandbox expects in `agentId` / `microappAgentId` by default.
+pub const DEFAULT_AGENT_ID: i64 = 3_012_345_678;
+/// spaceId of the approval attachment space by default.
+pub const DEFAULT_SPACE_ID: i64 = 3_996_960_664;
+
+/// How long an orderly shutdown waits for in-flight requests before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How the sandbox is set up.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// Where to listen; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// The app's key.
+    pub app_key: String,
+    /// The app's secret.
+    pub app_secret: String,
+    /// The app's AgentId; requests must carry it as `agentId` / `microappAgentId`.
+    pub agent_id: i64,
+    /// The approval attachment space.
+    pub space_id: i64,
+    /// Label of the template's (required) DDAttachment component.
+    pub attachment_label: String,
+    /// Access token lifetime.
+    pub token_ttl: Duration,
+    /// Upload ticket lifetime (`expirationSeconds`).
+    pub ticket_ttl: Duration,
+    /// Upload grant lifetime after spaces/infos/query.
+    pub grant_ttl: Duration,
+    /// Calls per second allowed per DingTalk API; `None` = unlimited.
+    pub qps_limit: Option<u32>,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            app_key: DEFAULT_APP_KEY.to_owned(),
+            app_secret: DEFAULT_APP_SECRET.to_owned(),
+            agent_id: DEFAULT_AGENT_ID,
+            space_id: DEFAULT_SPACE_ID,
+            attachment_label: "附件".to_owned(),
+            token_ttl: Duration::from_secs(7200),
+            ticket_ttl: Duration::from_secs(900),
+            grant_ttl: Duration::from_secs(600),
+            qps_limit: None,
+        }
+    }
+}
+
+/// A running sandbox. Dropping it stops the server.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Binds `options.bind` and serves in a background task.
+    pub async fn start(options: SandboxOptions) -> std::io::Result<Sandbox> {
+        let tcp = tokio::net::TcpListener::bind(options.bind).await?;
+        let addr = tcp.local_addr()?;
+        // A wildcard bind is reachable through loopback; the URL must be one clients can dial.
+        let url_addr = if addr.ip().is_unspecified() {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        } else {
+            addr
+        };
+        let shared = Arc::new(Shared::new(options, format!("http://{url_addr}")));
+        let app = router(Arc::clone(&shared)).into_make_service_with_connect_info::<ConnTag>();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = axum::serve(KillableListener::new(tcp), app).with_graceful_shutdown(async {
+            // A dropped sender means the handle is gone: stop as well.
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::debug!("sandbox: server ended with {e}");
+            }
+        });
+        tracing::debug!(%addr, "sandbox: listening");
+        Ok(Sandbox {
+            shared,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`; serves both the api and the oapi paths, and OSS under `/oss/`.
+    pub fn base_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The options the sandbox runs with.
+    pub fn options(&self) -> &SandboxOptions {
+        &self.shared.options
+    }
+
+    /// Every request received so far, in arrival order, including refused and faulted ones.
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Approval instances created so far.
+    pub fn instances(&self) -> Vec<Instance> {
+        let state = self.shared.lock();
+        state.instances.iter().map(|r| r.instance.clone()).collect()
+    }
+
+    /// Files committed so far.
+    pub fn files(&self) -> Vec<StoredFile> {
+        let state = self.shared.lock();
+        state.files.iter().map(|f| f.file.clone()).collect()
+    }
+
+    /// The bytes of a committed file; `None` when unknown or larger than 64 MiB
+    /// (only length and MD5 are kept for those).
+    pub fn file_content(&self, file_id: &str) -> Option<Bytes> {
+        let state = self.shared.lock();
+        state
+            .files
+            .iter()
+            .find(|f| f.file.file_id == file_id)
+            .and_then(|f| f.content.clone())
+    }
+
+    /// The next `times` calls to `endpoint` suffer `fault` (queued after earlier injections).
+    pub fn inject(&self, endpoint: Endpoint, fault: Fault, times: u32) {
+        self.shared.lock().inject(endpoint, fault, times);
+    }
+
+    /// Every issued access token becomes invalid now.
+    pub fn expire_tokens(&self) {
+        self.shared.lock().expire_tokens();
+    }
+
+    /// Every upload ticket issued so far expires now.
+    pub fn expire_tickets(&self) {
+        self.shared.lock().expire_tickets();
+    }
+
+    /// Makes `user_id` exist (all ids do except those starting with `ghost`).
+    pub fn add_user(&self, user_id: &str) {
+        self.shared.lock().add_user(user_id);
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to a few seconds), then returns.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Graceful stop in the background: Drop cannot await.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// All routes: api.dingtalk.com and oapi.dingtalk.com paths plus the OSS upload path.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/v1.0/oauth2/accessToken",
+            post(handler(Endpoint::Token, auth::token)),
+        )
+        .route(
+            "/topapi/v2/user/get",
+            post(handler(Endpoint::UserGet, auth::user_get)),
+        )
+        .route(
+            "/v1.0/workflow/processInstances/spaces/infos/query",
+            post(handler(Endpoint::Space, workflow::space)),
+        )
+        .route(
+            "/v1.0/storage/spaces/{space_id}/files/uploadInfos/query",
+            post(handler(Endpoint::UploadInfo, storage::upload_info)),
+        )
+        .route("/oss/{*object_key}", put(oss::put))
+        .route(
+            "/v1.0/storage/spaces/{space_id}/files/commit",
+            post(handler(Endpoint::Commit, storage::commit)),
+        )
+        .route(
+            "/v1.0/workflow/processInstances",
+            post(handler(Endpoint::CreateInstance, workflow::create))
+                .get(handler(Endpoint::GetInstance, workflow::get)),
+        )
+        .route(
+            "/v1.0/workflow/processes/instanceIds/query",
+            post(handler(Endpoint::ListInstanceIds, workflow::list_ids)),
+        )
+        .fallback(pipeline::unknown_path)
+        .method_not_allowed_fallback(pipeline::unknown_path)
+        .with_state(shared)
+}

@@ -1,0 +1,154 @@
+//! The sandbox's public vocabulary: endpoint names and the records tests read back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// One DingTalk (or OSS) API the sandbox serves; faults and QPS limits are kept per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// `POST /v1.0/oauth2/accessToken`
+    Token,
+    /// `POST /topapi/v2/user/get` (oapi style)
+    UserGet,
+    /// `POST /v1.0/workflow/processInstances/spaces/infos/query`
+    Space,
+    /// `POST /v1.0/storage/spaces/{spaceId}/files/uploadInfos/query`
+    UploadInfo,
+    /// `PUT /oss/{objectKey}` (the OSS side, not a DingTalk API)
+    OssPut,
+    /// `POST /v1.0/storage/spaces/{spaceId}/files/commit`
+    Commit,
+    /// `POST /v1.0/workflow/processInstances`
+    CreateInstance,
+    /// `GET /v1.0/workflow/processInstances`
+    GetInstance,
+    /// `POST /v1.0/workflow/processes/instanceIds/query`
+    ListInstanceIds,
+}
+
+impl Endpoint {
+    /// Every endpoint, in the order a job meets them.
+    pub fn all() -> &'static [Endpoint] {
+        &[
+            Endpoint::Token,
+            Endpoint::UserGet,
+            Endpoint::Space,
+            Endpoint::UploadInfo,
+            Endpoint::OssPut,
+            Endpoint::Commit,
+            Endpoint::CreateInstance,
+            Endpoint::GetInstance,
+            Endpoint::ListInstanceIds,
+        ]
+    }
+
+    /// The snake_case name used by `Display`, `FromStr` and serde.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Token => "token",
+            Endpoint::UserGet => "user_get",
+            Endpoint::Space => "space",
+            Endpoint::UploadInfo => "upload_info",
+            Endpoint::OssPut => "oss_put",
+            Endpoint::Commit => "commit",
+            Endpoint::CreateInstance => "create_instance",
+            Endpoint::GetInstance => "get_instance",
+            Endpoint::ListInstanceIds => "list_instance_ids",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A string that names no [`Endpoint`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown sandbox endpoint `{0}` (expected one of token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids)"
+)]
+pub struct UnknownEndpoint(pub String);
+
+impl FromStr for Endpoint {
+    type Err = UnknownEndpoint;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Endpoint::all()
+            .iter()
+            .copied()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| UnknownEndpoint(s.to_owned()))
+    }
+}
+
+/// One request as the sandbox received it, with what it answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Received {
+    /// Which API was called.
+    pub endpoint: Endpoint,
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    /// Decoded query parameters.
+    pub query: BTreeMap<String, String>,
+    /// Request headers; names lowercased, repeated headers joined with `, `.
+    pub headers: BTreeMap<String, String>,
+    /// The body, when it parsed as JSON.
+    pub body: Option<serde_json::Value>,
+    /// Body length in bytes as received.
+    pub body_len: u64,
+    /// Hex MD5 of the body (OSS PUT only).
+    pub body_md5: Option<String>,
+    /// HTTP status answered; 0 while in flight or when the connection was dropped
+    /// before any work. Under `LoseResponse` it is the status of the answer that was lost.
+    pub status: u16,
+    /// The injected fault this request suffered, e.g. `server_error(503)`.
+    pub fault: Option<String>,
+}
+
+/// An approval instance created through the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Instance {
+    /// The id returned to the client.
+    pub instance_id: String,
+    /// Template code (`PROC-…`).
+    pub process_code: String,
+    /// userId of the originator.
+    pub originator_user_id: String,
+    /// Department given on create, if any.
+    pub dept_id: Option<i64>,
+    /// `(name, value)` of each form component, as received.
+    pub form: Vec<(String, String)>,
+    /// The `approvers` array as received (`null` when absent).
+    pub approvers: serde_json::Value,
+    /// userIds copied.
+    pub cc_list: Vec<String>,
+    /// Creation time, unix milliseconds.
+    pub created_at_ms: i64,
+}
+
+/// A file committed to the approval space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredFile {
+    /// Space id, decimal string as in the dentry.
+    pub space_id: String,
+    /// Dentry id (the DDAttachment `fileId`).
+    pub file_id: String,
+    /// Final name (after any auto-rename).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Lowercase suffix without the dot; empty when the name has none.
+    pub extension: String,
+    /// Hex MD5 of the uploaded bytes.
+    pub md5: String,
+    /// The upload ticket the file was committed from.
+    pub upload_key: String,
+}

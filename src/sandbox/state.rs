@@ -1,0 +1,215 @@
+//! The sandbox's in-memory world: tokens, users, grants, upload tickets, files,
+//! instances, queued faults and QPS windows, all behind one mutex.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::SandboxOptions;
+use super::faults::Fault;
+use super::ids;
+use super::records::{Endpoint, Instance, Received, StoredFile};
+
+/// What every handler shares: fixed options plus the mutable state.
+pub(super) struct Shared {
+    pub options: SandboxOptions,
+    /// `http://host:port` the clients reach us at; upload URLs are built from it.
+    pub base_url: String,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(super) fn new(options: SandboxOptions, base_url: String) -> Self {
+        Self {
+            options,
+            base_url,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Locks the state. Never hold the guard across an await.
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking handler must not wedge the sandbox for the rest of a test run.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An upload ticket from uploadInfos/query and what became of it.
+pub(super) struct Ticket {
+    pub upload_key: String,
+    pub union_id: String,
+    pub expires_at: Instant,
+    /// Headers the PUT must carry verbatim (names as given to the client).
+    pub signed_headers: BTreeMap<String, String>,
+    pub pre_md5: Option<String>,
+    pub pre_size: Option<i64>,
+    /// Last successful PUT.
+    pub upload: Option<Upload>,
+    pub committed: bool,
+}
+
+/// The bytes of one successful PUT.
+#[derive(Clone)]
+pub(super) struct Upload {
+    pub len: u64,
+    pub md5: String,
+    /// Kept only up to the in-memory cap.
+    pub content: Option<Bytes>,
+}
+
+/// A committed file with the dentry fields the public record leaves out.
+pub(super) struct FileRecord {
+    pub file: StoredFile,
+    pub content: Option<Bytes>,
+    pub version: i64,
+    pub creator: String,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+    pub uuid: String,
+}
+
+/// One form component as GetProcessInstance returns it.
+pub(super) struct Component {
+    pub id: String,
+    pub name: String,
+    pub value: String,
+    pub component_type: String,
+    pub biz_alias: Option<String>,
+    pub ext_value: Option<String>,
+}
+
+/// A created instance with the fields only GetProcessInstance shows.
+pub(super) struct InstanceRecord {
+    pub instance: Instance,
+    pub components: Vec<Component>,
+    pub title: String,
+    pub business_id: String,
+}
+
+/// A fixed one-second window of calls to one endpoint.
+struct Window {
+    started: Instant,
+    calls: u32,
+}
+
+/// Everything mutable.
+#[derive(Default)]
+pub(super) struct State {
+    pub requests: Vec<Received>,
+    current_token: Option<String>,
+    tokens: HashMap<String, Instant>,
+    added_users: HashSet<String>,
+    /// unionId → end of its upload grant.
+    grants: HashMap<String, Instant>,
+    /// uploadKey → ticket.
+    pub tickets: HashMap<String, Ticket>,
+    /// OSS object key → uploadKey.
+    pub objects: HashMap<String, String>,
+    pub files: Vec<FileRecord>,
+    pub instances: Vec<InstanceRecord>,
+    faults: HashMap<Endpoint, VecDeque<Fault>>,
+    windows: HashMap<Endpoint, Window>,
+    issued_dentries: u64,
+    issued_instances: u64,
+}
+
+/// First dentry id handed out; real ids are 12-digit decimals.
+const FIRST_DENTRY_ID: u64 = 120_349_587_612;
+
+impl State {
+    /// Like DingTalk: while a token is valid the same one comes back, with its life renewed.
+    pub(super) fn issue_token(&mut self, ttl: Duration) -> String {
+        let now = Instant::now();
+        let until = now + ttl;
+        if let Some(token) = &self.current_token
+            && let Some(expiry) = self.tokens.get_mut(token)
+            && *expiry > now
+        {
+            *expiry = until;
+            return token.clone();
+        }
+        let token = ids::random_hex(16);
+        self.tokens.insert(token.clone(), until);
+        self.current_token = Some(token.clone());
+        token
+    }
+
+    pub(super) fn token_valid(&self, token: &str) -> bool {
+        self.tokens
+            .get(token)
+            .is_some_and(|expiry| *expiry > Instant::now())
+    }
+
+    pub(super) fn expire_tokens(&mut self) {
+        self.tokens.clear();
+        self.current_token = None;
+    }
+
+    /// Every user exists except ids starting with `ghost`, unless added explicitly.
+    pub(super) fn user_exists(&self, user_id: &str) -> bool {
+        !user_id.is_empty() && (!user_id.starts_with("ghost") || self.added_users.contains(user_id))
+    }
+
+    pub(super) fn add_user(&mut self, user_id: &str) {
+        self.added_users.insert(user_id.to_owned());
+    }
+
+    pub(super) fn grant_upload(&mut self, union_id: String, ttl: Duration) {
+        self.grants.insert(union_id, Instant::now() + ttl);
+    }
+
+    pub(super) fn may_upload(&self, union_id: &str) -> bool {
+        self.grants
+            .get(union_id)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    pub(super) fn expire_tickets(&mut self) {
+        let now = Instant::now();
+        for ticket in self.tickets.values_mut() {
+            ticket.expires_at = now;
+        }
+    }
+
+    pub(super) fn inject(&mut self, endpoint: Endpoint, fault: Fault, times: u32) {
+        let queue = self.faults.entry(endpoint).or_default();
+        queue.extend(std::iter::repeat_n(fault, times as usize));
+    }
+
+    pub(super) fn take_fault(&mut self, endpoint: Endpoint) -> Option<Fault> {
+        self.faults.get_mut(&endpoint)?.pop_front()
+    }
+
+    /// Counts this call; true when it is over `limit` in the current one-second window.
+    pub(super) fn over_qps(&mut self, endpoint: Endpoint, limit: u32) -> bool {
+        let now = Instant::now();
+        let window = self.windows.entry(endpoint).or_insert(Window {
+            started: now,
+            calls: 0,
+        });
+        if now.duration_since(window.started) >= Duration::from_secs(1) {
+            window.started = now;
+            window.calls = 0;
+        }
+        window.calls = window.calls.saturating_add(1);
+        window.calls > limit
+    }
+
+    pub(super) fn next_dentry_id(&mut self) -> String {
+        let id = FIRST_DENTRY_ID + self.issued_dentries;
+        self.issued_dentries += 1;
+        id.to_string()
+    }
+
+    pub(super) fn next_instance_seq(&mut self) -> u64 {
+        self.issued_instances += 1;
+        self.issued_instances
+    }
+}
+
+/// The display name the sandbox gives a user.
+pub(super) fn user_name(user_id: &str) -> String {
+    format!("测试用户{user_id}")
+}

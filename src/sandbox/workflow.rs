@@ -1,0 +1,355 @@
+//! Workflow endpoints: approval space grant, start / read an instance, list instance ids.
+
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::error;
+use super::form;
+use super::ids;
+use super::pipeline::{self, Call};
+use super::records::Instance;
+use super::state::{Component, InstanceRecord, Shared, user_name};
+use super::wire::{CreateInstanceRequest, ListIdsRequest, SpaceRequest};
+
+const INSTANCE_STATUSES: [&str; 3] = ["RUNNING", "TERMINATED", "COMPLETED"];
+
+/// `POST /v1.0/workflow/processInstances/spaces/infos/query`
+pub(super) fn space(shared: &Shared, call: &Call) -> Response {
+    if let Err(response) = pipeline::require_token(shared, call) {
+        return *response;
+    }
+    let request: SpaceRequest = match pipeline::json_body(call, "invalidParameter") {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    match request.agent_id {
+        None => return error::api(400, "invalidAgentId", "agentId must not be empty"),
+        Some(id) if id != shared.options.agent_id => {
+            return error::api(
+                400,
+                "invalidAgentId",
+                format!("agentId {id} is not this app's AgentId"),
+            );
+        }
+        Some(_) => {}
+    }
+    if request.user_id.is_empty() {
+        return error::api(400, "invalidUserId", "userId must not be empty");
+    }
+    let mut state = shared.lock();
+    if !state.user_exists(&request.user_id) {
+        return error::api(
+            400,
+            "userNotExist",
+            format!("用户不存在: {}", request.user_id),
+        );
+    }
+    state.grant_upload(ids::union_id(&request.user_id), shared.options.grant_ttl);
+    drop(state);
+    error::ok(&json!({"result": {"spaceId": shared.options.space_id}, "success": true}))
+}
+
+/// `POST /v1.0/workflow/processInstances`
+pub(super) fn create(shared: &Shared, call: &Call) -> Response {
+    if let Err(response) = pipeline::require_token(shared, call) {
+        return *response;
+    }
+    let request: CreateInstanceRequest = match pipeline::json_body(call, "invalidParameter") {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    if let Some(id) = request.microapp_agent_id
+        && id != shared.options.agent_id
+    {
+        return error::api(
+            400,
+            "invalidAgentId",
+            format!("microappAgentId {id} is not this app's AgentId"),
+        );
+    }
+    if !request.process_code.starts_with("PROC-") {
+        return error::api(
+            400,
+            "processCodeError",
+            format!("审批模板不存在: {}", request.process_code),
+        );
+    }
+    let mut state = shared.lock();
+    if let Err(message) = check_people(&request, |user| state.user_exists(user)) {
+        return error::api(400, "processInstanceInvalidParameter", message);
+    }
+    if let Err(message) = check_routing(&request) {
+        return error::api(400, "invalidParameter", message);
+    }
+    if let Err(response) = form::validate(shared, &state.files, &request.form_component_values) {
+        return *response;
+    }
+
+    let created_at_ms = ids::now_ms();
+    let seq = state.next_instance_seq();
+    let instance_id = ids::uuid_like();
+    let components = request
+        .form_component_values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let kind = v.component_type.clone().unwrap_or_else(|| {
+                if form::is_attachment(shared, v) {
+                    "DDAttachment"
+                } else {
+                    "TextField"
+                }
+                .to_owned()
+            });
+            Component {
+                id: v.id.clone().unwrap_or_else(|| format!("{kind}_{i}")),
+                name: v.name.clone(),
+                value: v.value.clone(),
+                component_type: kind,
+                biz_alias: v.biz_alias.clone(),
+                ext_value: v.ext_value.clone(),
+            }
+        })
+        .collect();
+    state.instances.push(InstanceRecord {
+        instance: Instance {
+            instance_id: instance_id.clone(),
+            process_code: request.process_code.clone(),
+            originator_user_id: request.originator_user_id.clone(),
+            dept_id: request.dept_id,
+            form: request
+                .form_component_values
+                .iter()
+                .map(|v| (v.name.clone(), v.value.clone()))
+                .collect(),
+            approvers: serde_json::to_value(&request.approvers).unwrap_or(Value::Null),
+            cc_list: request.cc_list.clone().unwrap_or_default(),
+            created_at_ms,
+        },
+        components,
+        title: format!("{}提交的审批", user_name(&request.originator_user_id)),
+        business_id: ids::business_id(created_at_ms, seq),
+    });
+    drop(state);
+    error::ok(&json!({"instanceId": instance_id}))
+}
+
+/// Originator, department, approvers and cc must be real people of the org.
+fn check_people(
+    request: &CreateInstanceRequest,
+    exists: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    if !exists(&request.originator_user_id) {
+        return Err(format!("发起人不存在: {}", request.originator_user_id));
+    }
+    let has_approvers = request.approvers.as_ref().is_some_and(|a| !a.is_empty());
+    match request.dept_id {
+        None if !has_approvers => {
+            return Err("deptId is required when approvers is not given".into());
+        }
+        Some(id) if id == 0 || id < -1 => return Err(format!("发起人不在部门 {id} 中")),
+        _ => {}
+    }
+    let approvers = request.approvers.iter().flatten().flat_map(|a| &a.user_ids);
+    let cc = request.cc_list.iter().flatten();
+    let actioners = request
+        .target_select_actioners
+        .iter()
+        .flatten()
+        .flat_map(|t| &t.actioner_user_ids);
+    match approvers
+        .chain(cc)
+        .chain(actioners)
+        .find(|user| !exists(user))
+    {
+        Some(user) => Err(format!("用户不存在: {user}")),
+        None => Ok(()),
+    }
+}
+
+/// Shape limits on approvers, cc and actioners.
+fn check_routing(request: &CreateInstanceRequest) -> Result<(), String> {
+    if let Some(approvers) = &request.approvers {
+        if approvers.len() > 20 {
+            return Err("approvers allows at most 20 nodes".into());
+        }
+        for approver in approvers {
+            if !["AND", "OR", "NONE"].contains(&approver.action_type.as_str()) {
+                return Err(format!(
+                    "approvers.actionType {} must be AND, OR or NONE",
+                    approver.action_type
+                ));
+            }
+            if approver.user_ids.is_empty()
+                || (approver.action_type == "NONE" && approver.user_ids.len() > 1)
+            {
+                return Err(
+                    "approvers.userIds must hold one user for NONE, one or more for AND/OR".into(),
+                );
+            }
+        }
+    }
+    if request.cc_list.as_ref().is_some_and(|cc| cc.len() > 50) {
+        return Err("ccList allows at most 50 users".into());
+    }
+    if let Some(position) = &request.cc_position
+        && !["START", "FINISH", "START_FINISH"].contains(&position.as_str())
+    {
+        return Err(format!(
+            "ccPosition {position} must be START, FINISH or START_FINISH"
+        ));
+    }
+    if let Some(actioners) = &request.target_select_actioners {
+        if actioners.len() > 20 {
+            return Err("targetSelectActioners allows at most 20 items".into());
+        }
+        if actioners.iter().any(|t| t.actioner_key.is_empty()) {
+            return Err("targetSelectActioners.actionerKey must not be empty".into());
+        }
+    }
+    Ok(())
+}
+
+/// `GET /v1.0/workflow/processInstances?processInstanceId=ID`
+pub(super) fn get(shared: &Shared, call: &Call) -> Response {
+    if let Err(response) = pipeline::require_token(shared, call) {
+        return *response;
+    }
+    let Some(id) = call
+        .query
+        .get("processInstanceId")
+        .filter(|id| !id.is_empty())
+    else {
+        return error::api(400, "invalidParameter", "processInstanceId is required");
+    };
+    let state = shared.lock();
+    let Some(record) = state
+        .instances
+        .iter()
+        .find(|r| &r.instance.instance_id == id)
+    else {
+        return error::api(
+            400,
+            "processInstanceNotExist",
+            format!("审批实例不存在: {id}"),
+        );
+    };
+    let instance = &record.instance;
+    let components: Vec<Value> = record.components.iter().map(component_json).collect();
+    let approvers: Vec<&String> = request_approvers(&instance.approvers);
+    let body = json!({
+        "result": {
+            "title": record.title,
+            "createTime": ids::iso_minute(instance.created_at_ms),
+            "originatorUserId": instance.originator_user_id,
+            "originatorDeptId": instance.dept_id.unwrap_or(-1).to_string(),
+            "originatorDeptName": "根部门",
+            "status": "RUNNING",
+            "result": "",
+            "businessId": record.business_id,
+            "approverUserIds": approvers,
+            "ccUserIds": instance.cc_list,
+            "bizAction": "NONE",
+            "attachedProcessInstanceIds": [],
+            "formComponentValues": components,
+            "operationRecords": [],
+            "tasks": [],
+        },
+        "success": "true",
+    });
+    drop(state);
+    error::ok(&body)
+}
+
+fn request_approvers(approvers: &Value) -> Vec<&String> {
+    approvers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("userIds")?.as_array())
+        .flatten()
+        .filter_map(|u| match u {
+            Value::String(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn component_json(component: &Component) -> Value {
+    let mut value = json!({
+        "id": component.id,
+        "name": component.name,
+        "value": component.value,
+        "componentType": component.component_type,
+    });
+    if let Some(object) = value.as_object_mut() {
+        if let Some(alias) = &component.biz_alias {
+            object.insert("bizAlias".into(), json!(alias));
+        }
+        if let Some(ext) = &component.ext_value {
+            object.insert("extValue".into(), json!(ext));
+        }
+    }
+    value
+}
+
+/// `POST /v1.0/workflow/processes/instanceIds/query`
+pub(super) fn list_ids(shared: &Shared, call: &Call) -> Response {
+    if let Err(response) = pipeline::require_token(shared, call) {
+        return *response;
+    }
+    let request: ListIdsRequest = match pipeline::json_body(call, "invalidParameter") {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    if !(1..=20).contains(&request.max_results) {
+        return error::api(
+            400,
+            "invalidParameter",
+            "maxResults must be between 1 and 20",
+        );
+    }
+    if request.next_token < 0 {
+        return error::api(400, "invalidParameter", "nextToken must not be negative");
+    }
+    if request.user_ids.as_ref().is_some_and(|u| u.len() > 10) {
+        return error::api(400, "invalidParameter", "userIds allows at most 10 users");
+    }
+    let statuses = request.statuses.clone().unwrap_or_default();
+    if let Some(bad) = statuses
+        .iter()
+        .find(|s| !INSTANCE_STATUSES.contains(&s.as_str()))
+    {
+        return error::api(400, "invalidParameter", format!("unknown status {bad}"));
+    }
+    // Every sandbox instance stays RUNNING.
+    let running_wanted = statuses.is_empty() || statuses.iter().any(|s| s == "RUNNING");
+    let state = shared.lock();
+    let matching: Vec<String> = state
+        .instances
+        .iter()
+        .map(|r| &r.instance)
+        .filter(|i| running_wanted && i.process_code == request.process_code)
+        .filter(|i| i.created_at_ms >= request.start_time)
+        .filter(|i| request.end_time.is_none_or(|end| i.created_at_ms <= end))
+        .filter(|i| {
+            request
+                .user_ids
+                .as_ref()
+                .is_none_or(|users| users.contains(&i.originator_user_id))
+        })
+        .map(|i| i.instance_id.clone())
+        .collect();
+    drop(state);
+    let offset = usize::try_from(request.next_token).unwrap_or(usize::MAX);
+    let limit = usize::try_from(request.max_results).unwrap_or(20);
+    let page: Vec<&String> = matching.iter().skip(offset).take(limit).collect();
+    let mut result = json!({"list": page});
+    let next = offset.saturating_add(limit);
+    if next < matching.len()
+        && let Some(object) = result.as_object_mut()
+    {
+        object.insert("nextToken".into(), json!(next.to_string()));
+    }
+    error::ok(&json!({"result": result, "success": true}))
+}

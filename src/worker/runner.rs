@@ -1,0 +1,220 @@
+//! One claimed job: validate, resume at the checkpoint, advance and checkpoint step by step,
+//! then succeed, fail, retry later, cancel or release.
+
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::Worker;
+use crate::approval::{self, Attempt, Step, StepError};
+use crate::queue::{ClaimedJob, Failure, Fence, QueueError, now_ms};
+
+/// Stale-input redos (expired ticket, consumed uploadKey) allowed within one attempt before
+/// the job waits for a later attempt instead.
+const MAX_STALE_REDOS_PER_ATTEMPT: u32 = 3;
+/// The step name recorded when the payload itself is at fault.
+const PAYLOAD_STEP: &str = "payload";
+
+/// Runs one claimed job until it leaves this worker's hands.
+pub(super) async fn run(worker: &Worker, job: ClaimedJob, shutdown: &CancellationToken) {
+    let span = tracing::info_span!("job", job_id = job.id, attempt = job.attempt);
+    let outcome = drive(worker, &job, shutdown).instrument(span.clone()).await;
+    let _entered = span.enter();
+    match outcome {
+        Ok(()) => {}
+        Err(QueueError::LeaseLost { .. }) => {
+            tracing::warn!("lease lost: another claim owns this job now; stopping quietly");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not record the job's progress; its lease will expire and it will be rescued")
+        }
+    }
+}
+
+async fn drive(
+    worker: &Worker,
+    claimed: &ClaimedJob,
+    shutdown: &CancellationToken,
+) -> Result<(), QueueError> {
+    let inner = &worker.inner;
+    let settings = &inner.settings;
+    let queue = &inner.queue;
+    let fence = claimed.fence();
+
+    let job = match approval::validate(
+        &claimed.payload,
+        &settings.attachment_field,
+        &settings.upload,
+    ) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!(error = %e, "payload refused");
+            return queue
+                .fail(
+                    fence,
+                    &failure(PAYLOAD_STEP, e.to_string(), None, 0),
+                    now_ms(),
+                )
+                .await;
+        }
+    };
+    let mut step = match Step::from_checkpoint(claimed.checkpoint.as_deref()) {
+        Ok(step) => step,
+        Err(e) => {
+            let message = format!("checkpoint unreadable: {e}");
+            return queue
+                .fail(fence, &failure("checkpoint", message, None, 0), now_ms())
+                .await;
+        }
+    };
+    if claimed.cancel_requested && may_cancel(&step, claimed.attempt) {
+        return queue.cancel_running(fence, now_ms()).await;
+    }
+
+    let mut redos = 0;
+    loop {
+        if let Step::Done {
+            instance_id, files, ..
+        } = &step
+        {
+            let result = approval::result_json(instance_id, files).to_string();
+            tracing::info!(instance_id = %instance_id, "approval instance created");
+            return queue
+                .succeed(fence, &result, &step.to_checkpoint(), now_ms())
+                .await;
+        }
+        if shutdown.is_cancelled() {
+            tracing::info!(
+                step = step.name(),
+                "shutting down: releasing job at its checkpoint"
+            );
+            return queue.release(fence, now_ms()).await;
+        }
+        let started = Instant::now();
+        let at = Attempt {
+            attempt: claimed.attempt,
+            now_ms: now_ms(),
+        };
+        let done_step = step.name();
+        let outcome = inner.approval.advance(&job, step.clone(), at).await;
+        let duration_ms = elapsed_ms(started);
+        match outcome {
+            Ok(next) => {
+                tracing::debug!(
+                    step = done_step,
+                    next = next.name(),
+                    duration_ms,
+                    "step done"
+                );
+                if matches!(next, Step::Done { .. }) {
+                    step = next;
+                    continue;
+                }
+                let cancel = queue
+                    .checkpoint(
+                        fence,
+                        done_step,
+                        duration_ms,
+                        next.name(),
+                        &next.to_checkpoint(),
+                        now_ms(),
+                    )
+                    .await?;
+                step = next;
+                if cancel && may_cancel(&step, claimed.attempt) {
+                    tracing::info!("cancel requested: stopping at the step boundary");
+                    return queue.cancel_running(fence, now_ms()).await;
+                }
+            }
+            Err(StepError::Stale { reason, back_to }) if redos < MAX_STALE_REDOS_PER_ATTEMPT => {
+                redos += 1;
+                tracing::info!(step = done_step, reason = %reason, back_to = back_to.name(), "step input went stale");
+                let f = failure(done_step, reason.message, reason.http_status, duration_ms);
+                queue
+                    .step_failed(
+                        fence,
+                        &f,
+                        back_to.name(),
+                        &back_to.to_checkpoint(),
+                        now_ms(),
+                    )
+                    .await?;
+                step = *back_to;
+            }
+            Err(error) => {
+                return give_up_or_retry(worker, claimed, fence, done_step, error, duration_ms)
+                    .await;
+            }
+        }
+    }
+}
+
+/// A cancel may stop the job unless a create may already have been sent by an earlier
+/// attempt: then only reconciliation can tell, and finishing is the truthful outcome.
+fn may_cancel(step: &Step, attempt: i64) -> bool {
+    !matches!(step, Step::Submit { intent, .. } if intent.attempt != attempt)
+}
+
+async fn give_up_or_retry(
+    worker: &Worker,
+    claimed: &ClaimedJob,
+    fence: Fence,
+    step_name: &str,
+    error: StepError,
+    duration_ms: i64,
+) -> Result<(), QueueError> {
+    let inner = &worker.inner;
+    let settings = &inner.settings;
+    let reason = error.reason().clone();
+    let now = now_ms();
+    if let StepError::Permanent(_) = error {
+        tracing::warn!(step = step_name, error = %reason, "job failed permanently");
+        let f = failure(step_name, reason.message, reason.http_status, duration_ms);
+        return inner.queue.fail(fence, &f, now).await;
+    }
+    let max_attempts = claimed
+        .max_attempts
+        .unwrap_or_else(|| i64::from(settings.max_attempts));
+    if claimed.charged_attempts() >= max_attempts {
+        tracing::warn!(step = step_name, error = %reason, "job failed: attempts exhausted");
+        let message = format!(
+            "gave up after {} attempts: {}",
+            claimed.charged_attempts(),
+            reason.message
+        );
+        let f = failure(step_name, message, reason.http_status, duration_ms);
+        return inner.queue.fail(fence, &f, now).await;
+    }
+    let backoff = approval::backoff(
+        claimed.charged_attempts(),
+        settings.backoff_base,
+        settings.backoff_max,
+        rand::random::<f64>(),
+    );
+    let delay = approval::retry_delay(&error, backoff);
+    tracing::info!(step = step_name, error = %error, delay_ms = delay.as_millis() as u64, "step failed; retrying later");
+    let f = failure(
+        step_name,
+        error.to_string(),
+        reason.http_status,
+        duration_ms,
+    );
+    let run_at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    // The checkpoint stays as it was: an ambiguous submit keeps its intent, so the next
+    // attempt reconciles before creating.
+    inner.queue.retry_later(fence, &f, run_at, now).await
+}
+
+fn failure(step: &str, message: String, http_status: Option<u16>, duration_ms: i64) -> Failure {
+    Failure {
+        step: step.to_string(),
+        message,
+        http_status,
+        duration_ms,
+    }
+}
+
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,201 @@
+//! The binary as users and scripts run it: outputs and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_approval-worker");
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .env_remove("APPROVAL_WORKER_CONFIG")
+        .env_remove("APPROVAL_WORKER_DATABASE")
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn a_config_with_an_unknown_key_is_refused_with_exit_78_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("worker.toml"), "[worker]\nconcurency = 4\n").unwrap();
+    let out = run(dir.path(), &["jobs"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("concurency"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_config_with_a_bad_value_is_refused_with_exit_78_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[worker]\nlease_secs = 1\n").unwrap();
+    let out = run(dir.path(), &["--config", "bad.toml", "jobs"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("[worker] lease_secs"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_explicit_config_file_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["--config", "nope.toml", "jobs"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out.stderr).contains("nope.toml"));
+}
+
+#[test]
+fn run_without_credentials_explains_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_remove("DINGTALK_APP_SECRET")
+        .args(["run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("app_key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn enqueue_from_flags_accepts_the_root_department_and_lists_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::write(spool.join("a.pdf"), b"%PDF-1.4").unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        format!(
+            "[upload]\nallowed_dirs = [{:?}]\n",
+            spool.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "enqueue",
+            "--process-code",
+            "PROC-1",
+            "--originator",
+            "manager4220",
+            "--dept-id",
+            "-1",
+            "--attach",
+            "spool/a.pdf",
+            "--form",
+            "事由=出差",
+            "--idempotency-key",
+            "k1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1");
+    let again = run(
+        dir.path(),
+        &[
+            "enqueue",
+            "--process-code",
+            "PROC-1",
+            "--originator",
+            "manager4220",
+            "--dept-id",
+            "-1",
+            "--attach",
+            "spool/a.pdf",
+            "--idempotency-key",
+            "k1",
+        ],
+    );
+    assert!(
+        text(&again.stdout).starts_with("1 (existing"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    let out = run(dir.path(), &["jobs", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let jobs: Value = serde_json::from_str(&text(&out.stdout)).expect("jobs --json is JSON");
+    let job = &jobs[0];
+    assert_eq!(job["id"], 1);
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["step"], "space");
+    assert_eq!(job["idempotency_key"], "k1");
+    assert_eq!(job["payload"]["dept_id"], -1);
+    assert!(
+        job["payload"]["attachments"][0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with('/')
+    );
+    for key in [
+        "attempt",
+        "last_error",
+        "result",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(job.get(key).is_some(), "jobs --json lacks {key}");
+    }
+}
+
+#[test]
+fn enqueue_refuses_a_bad_payload_with_exit_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &[
+            "enqueue",
+            "--process-code",
+            "PROC-1",
+            "--originator",
+            "u1",
+            "--dept-id",
+            "-1",
+            "--attach",
+            "/nonexistent/a.pdf",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("attachments[0].path"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn show_of_an_unknown_job_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(dir.path(), &["show", "42"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no job with id 42"));
+}
+
+#[test]
+fn the_demo_runs_the_whole_pipeline_and_prints_instance_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        &["demo", "--jobs", "3", "--dir", dir.path().to_str().unwrap()],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("3/3 jobs succeeded"), "{stdout}");
+    assert_eq!(stdout.matches("succeeded  done").count(), 3, "{stdout}");
+}

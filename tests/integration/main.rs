@@ -1,0 +1,12 @@
+//! Integration tests: one binary, driving the real worker and binary against the sandbox on
+//! 127.0.0.1. Shared set-up lives in `helpers`.
+
+// Test code: a failed set-up step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod cli;
+mod helpers;
+mod pipeline;
+mod producers;
+mod queue;

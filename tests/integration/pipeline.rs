@@ -1,0 +1,289 @@
+//! The whole pipeline against the sandbox: what DingTalk receives, in what order and shape.
+
+use approval_worker::approval::Step;
+use approval_worker::queue::{NewJob, now_ms};
+use approval_worker::sandbox::{Endpoint, SandboxOptions};
+use serde_json::{Value, json};
+
+use crate::helpers::{Harness, bytes, md5_hex, result_of};
+
+#[tokio::test]
+async fn a_job_with_one_attachment_creates_one_instance_with_the_exact_request_sequence() {
+    let mut h = Harness::new().await;
+    let data = bytes(4096, 1);
+    let file = h.file("报销单据.pdf", &data);
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    h.start();
+    let job = h.finished(id).await;
+    h.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let sequence: Vec<Endpoint> = h.sandbox.requests().iter().map(|r| r.endpoint).collect();
+    assert_eq!(
+        sequence,
+        vec![
+            Endpoint::Token,
+            Endpoint::UserGet,
+            Endpoint::Space,
+            Endpoint::UploadInfo,
+            Endpoint::OssPut,
+            Endpoint::Commit,
+            Endpoint::CreateInstance,
+        ]
+    );
+    let puts = h.received(Endpoint::OssPut);
+    assert_eq!(puts[0].body_len, data.len() as u64);
+    assert_eq!(puts[0].body_md5.as_deref(), Some(md5_hex(&data).as_str()));
+    assert!(
+        !puts[0].headers.contains_key("content-type"),
+        "{:?}",
+        puts[0].headers
+    );
+
+    let instances = h.sandbox.instances();
+    assert_eq!(instances.len(), 1);
+    let files = h.sandbox.files();
+    let file = &files[0];
+    let attachment = instances[0]
+        .form
+        .iter()
+        .find(|(name, _)| name == "附件")
+        .map(|(_, value)| value.clone())
+        .expect("attachment field");
+    let expected = format!(
+        r#"[{{"spaceId":"{}","fileName":"报销单据.pdf","fileSize":"4096","fileType":"pdf","fileId":"{}"}}]"#,
+        file.space_id, file.file_id
+    );
+    assert_eq!(attachment, expected);
+    assert_eq!(
+        instances[0].form[0],
+        ("报销事由".to_string(), "出差".to_string())
+    );
+    assert_eq!(instances[0].dept_id, Some(-1));
+
+    let result = result_of(&job);
+    assert_eq!(result["instance_id"], json!(instances[0].instance_id));
+    assert_eq!(result["files"][0]["file_id"], json!(file.file_id));
+    assert_eq!(result["files"][0]["file_size"], json!(4096));
+}
+
+#[tokio::test]
+async fn a_job_with_three_attachments_uploads_each_once_in_order_and_references_all() {
+    let mut h = Harness::new().await;
+    let sizes = [10_usize, 70_000, 300_000];
+    let names = ["a.txt", "b.pdf", "c.zip"];
+    let paths: Vec<_> = names
+        .iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (name, size))| h.file(name, &bytes(size, i as u8)))
+        .collect();
+    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let id = h.enqueue(&h.payload(&refs)).await;
+    h.start();
+    let job = h.finished(id).await;
+    h.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let sequence: Vec<Endpoint> = h.sandbox.requests().iter().map(|r| r.endpoint).collect();
+    let per_file = [Endpoint::UploadInfo, Endpoint::OssPut, Endpoint::Commit];
+    let mut expected = vec![Endpoint::Token, Endpoint::UserGet, Endpoint::Space];
+    for _ in 0..3 {
+        expected.extend(per_file);
+    }
+    expected.push(Endpoint::CreateInstance);
+    assert_eq!(sequence, expected);
+    let put_sizes: Vec<u64> = h
+        .received(Endpoint::OssPut)
+        .iter()
+        .map(|r| r.body_len)
+        .collect();
+    assert_eq!(put_sizes, vec![10, 70_000, 300_000]);
+
+    let instances = h.sandbox.instances();
+    assert_eq!(instances.len(), 1);
+    let value = &instances[0]
+        .form
+        .iter()
+        .find(|(n, _)| n == "附件")
+        .expect("field")
+        .1;
+    let parsed: Vec<Value> = serde_json::from_str(value).expect("DDAttachment is a JSON array");
+    let file_names: Vec<&str> = parsed
+        .iter()
+        .map(|f| f["fileName"].as_str().unwrap())
+        .collect();
+    assert_eq!(file_names, names);
+    for entry in &parsed {
+        let keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 5);
+        assert!(
+            entry.as_object().unwrap().values().all(Value::is_string),
+            "{entry}"
+        );
+    }
+    assert_eq!(result_of(&job)["files"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn the_token_is_fetched_once_for_many_jobs() {
+    let mut h = Harness::new().await;
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let file = h.file(&format!("f{n}.pdf"), &bytes(100, n));
+        ids.push(h.enqueue(&h.payload(&[&file])).await);
+    }
+    h.start();
+    for id in ids {
+        assert_eq!(h.finished(id).await.status, "succeeded");
+    }
+    h.stop().await;
+    assert_eq!(h.received(Endpoint::Token).len(), 1);
+    assert_eq!(h.sandbox.instances().len(), 8);
+    // The unionId is cached too: one user lookup for the one originator.
+    assert_eq!(h.received(Endpoint::UserGet).len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_and_the_job_still_succeeds() {
+    let mut h = Harness::new().await;
+    let first = h.file("first.pdf", &bytes(100, 1));
+    let id = h.enqueue(&h.payload(&[&first])).await;
+    h.start();
+    assert_eq!(h.finished(id).await.status, "succeeded");
+    h.sandbox.expire_tokens();
+    let second = h.file("second.pdf", &bytes(100, 2));
+    let id = h.enqueue(&h.payload(&[&second])).await;
+    let job = h.finished(id).await;
+    h.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    assert_eq!(h.received(Endpoint::Token).len(), 2);
+    assert_eq!(h.sandbox.instances().len(), 2);
+}
+
+#[tokio::test]
+async fn a_short_lived_token_is_renewed_before_it_expires() {
+    let options = SandboxOptions {
+        token_ttl: std::time::Duration::from_secs(1),
+        ..SandboxOptions::default()
+    };
+    let mut h = Harness::with_sandbox(options).await;
+    let first = h.file("first.pdf", &bytes(100, 1));
+    let id = h.enqueue(&h.payload(&[&first])).await;
+    h.start();
+    assert_eq!(h.finished(id).await.status, "succeeded");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = h.file("second.pdf", &bytes(100, 2));
+    let id = h.enqueue(&h.payload(&[&second])).await;
+    assert_eq!(h.finished(id).await.status, "succeeded");
+    h.stop().await;
+    let refused = h
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.status == 400 || r.status == 401)
+        .count();
+    assert_eq!(refused, 0, "no call should have carried an expired token");
+    assert_eq!(h.received(Endpoint::Token).len(), 2);
+}
+
+#[tokio::test]
+async fn enqueueing_twice_with_one_idempotency_key_makes_one_job_and_one_instance() {
+    let mut h = Harness::new().await;
+    let file = h.file("once.pdf", &bytes(100, 3));
+    let job = NewJob {
+        payload: h.payload(&[&file]).to_string(),
+        idempotency_key: Some("order-42".into()),
+        ..NewJob::default()
+    };
+    let first = h.queue.enqueue(&job, now_ms()).await.unwrap();
+    let second = h.queue.enqueue(&job, now_ms()).await.unwrap();
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(first.id, second.id);
+    h.start();
+    assert_eq!(h.finished(first.id).await.status, "succeeded");
+    h.stop().await;
+    assert_eq!(h.sandbox.instances().len(), 1);
+}
+
+#[tokio::test]
+async fn a_job_checkpointed_at_commit_resumes_at_commit_without_a_second_upload() {
+    // Run one job to learn real upload tickets, then cut a second job off after its PUT by
+    // building its checkpoint from the sandbox's state: the worker must resume at commit.
+    let mut h = Harness::new().await;
+    let file = h.file("resume.pdf", &bytes(2048, 9));
+    let dingtalk = h.dingtalk();
+    let union_id = dingtalk.union_id("manager4220").await.unwrap();
+    let space_id = dingtalk.approval_space("manager4220").await.unwrap();
+    let data = std::fs::read(&file).unwrap();
+    let request = approval_worker::dingtalk::UploadInfoRequest {
+        name: "resume.pdf".into(),
+        size: data.len() as u64,
+        md5_hex: md5_hex(&data),
+    };
+    let ticket = dingtalk
+        .upload_info(space_id, &union_id, &request)
+        .await
+        .unwrap();
+    let oss = approval_worker::oss::Oss::new(
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    oss.put_file(
+        &ticket.resource_urls[0],
+        &ticket.headers,
+        &file,
+        data.len() as u64,
+        &md5_hex(&data),
+    )
+    .await
+    .unwrap();
+    let checkpoint = Step::Commit {
+        progress: approval_worker::approval::Progress {
+            union_id,
+            space_id,
+            granted_at_ms: now_ms(),
+            files: vec![],
+        },
+        upload: approval_worker::approval::PendingUpload {
+            ticket,
+            size: data.len() as u64,
+            md5: md5_hex(&data),
+            expires_at_ms: now_ms() + 600_000,
+        },
+    };
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    sqlx_checkpoint(&h, id, &checkpoint).await;
+    let before = h.sandbox.requests().len();
+
+    h.start();
+    let job = h.finished(id).await;
+    h.stop().await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    // The worker's own client fetches its token; then only the remaining steps run.
+    let after: Vec<Endpoint> = h.sandbox.requests()[before..]
+        .iter()
+        .map(|r| r.endpoint)
+        .filter(|e| *e != Endpoint::Token)
+        .collect();
+    assert_eq!(after, vec![Endpoint::Commit, Endpoint::CreateInstance]);
+    assert_eq!(h.received(Endpoint::OssPut).len(), 1);
+}
+
+/// Stores a checkpoint the way a crashed worker would have left it (plain SQL, another
+/// connection, as an outside process would).
+async fn sqlx_checkpoint(h: &Harness, id: i64, step: &Step) {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", h.config.database.path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE jobs SET step = ?1, checkpoint = ?2 WHERE id = ?3")
+        .bind(step.name())
+        .bind(step.to_checkpoint())
+        .bind(id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}

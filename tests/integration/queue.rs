@@ -1,0 +1,324 @@
+//! The queue's contract: pragmas, the claim's plan, fencing, rescue, idempotency, cancel and
+//! retry — asserted on stored rows.
+
+use approval_worker::queue::{Failure, NewJob, Queue, QueueError, now_ms};
+use serde_json::json;
+
+async fn fresh() -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
+    (dir, queue)
+}
+
+fn job() -> NewJob {
+    NewJob {
+        payload: json!({"process_code": "PROC-1"}).to_string(),
+        ..NewJob::default()
+    }
+}
+
+#[tokio::test]
+async fn the_connection_runs_in_wal_mode_with_the_configured_pragmas() {
+    let (_dir, queue) = fresh().await;
+    let pragmas = queue.pragmas().await.unwrap();
+    let get = |name: &str| pragmas.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(get("journal_mode"), "wal");
+    assert_eq!(get("synchronous"), "1", "NORMAL");
+    assert_eq!(get("busy_timeout"), "10000");
+    assert_eq!(get("foreign_keys"), "1");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _queue) = fresh().await;
+    let mode = std::fs::metadata(dir.path().join("q.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn the_claim_walks_its_index_without_sorting() {
+    let (_dir, queue) = fresh().await;
+    let plan = queue.claim_plan().await.unwrap().join("\n");
+    assert!(plan.contains("jobs_claim"), "{plan}");
+    assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+}
+
+#[tokio::test]
+async fn the_claim_takes_due_jobs_by_priority_then_age_and_leases_them() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let low = queue.enqueue(&job(), now).await.unwrap().id;
+    let high = queue
+        .enqueue(
+            &NewJob {
+                priority: 5,
+                ..job()
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id;
+    let later = queue
+        .enqueue(
+            &NewJob {
+                run_at: Some(now + 60_000),
+                ..job()
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id;
+    let first = queue.claim("default", "w1", 1, 30_000, now).await.unwrap();
+    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), vec![high]);
+    let rest = queue.claim("default", "w1", 10, 30_000, now).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![low]);
+    let row = queue.get(low).await.unwrap();
+    assert_eq!((row.status.as_str(), row.attempt), ("running", 1));
+    assert_eq!(row.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(row.lease_expires_at, Some(now + 30_000));
+    assert_eq!(queue.get(later).await.unwrap().status, "queued");
+}
+
+#[tokio::test]
+async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_again() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let id = queue.enqueue(&job(), now).await.unwrap().id;
+    let stale = queue
+        .claim("default", "w1", 1, 1_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(queue.rescue(now + 2_000).await.unwrap(), vec![id]);
+    let fresh_claim = queue
+        .claim("default", "w2", 1, 30_000, now + 2_000)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(fresh_claim.attempt, 2);
+
+    let refused = queue
+        .checkpoint(stale.fence(), "space", 1, "upload_info", "{}", now + 3_000)
+        .await;
+    assert!(
+        matches!(refused, Err(QueueError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+    let refused = queue.succeed(stale.fence(), "{}", "{}", now + 3_000).await;
+    assert!(
+        matches!(refused, Err(QueueError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+
+    queue
+        .checkpoint(
+            fresh_claim.fence(),
+            "space",
+            1,
+            "upload_info",
+            r#"{"step":"x"}"#,
+            now + 3_000,
+        )
+        .await
+        .unwrap();
+    let row = queue.get(id).await.unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.step.as_str(), row.attempt),
+        ("running", "upload_info", 2)
+    );
+    // The rescue did not charge the lost attempt.
+    assert_eq!(fresh_claim.charged_attempts(), 1);
+}
+
+#[tokio::test]
+async fn every_transition_leaves_one_event() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let id = queue.enqueue(&job(), now).await.unwrap().id;
+    let claim = queue
+        .claim("default", "w1", 1, 30_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    queue
+        .checkpoint(claim.fence(), "space", 12, "upload_info", "{}", now)
+        .await
+        .unwrap();
+    let failure = Failure {
+        step: "upload_info".into(),
+        message: "HTTP 503".into(),
+        http_status: Some(503),
+        duration_ms: 3,
+    };
+    queue
+        .retry_later(claim.fence(), &failure, now + 10, now)
+        .await
+        .unwrap();
+    let claim = queue
+        .claim("default", "w1", 1, 30_000, now + 10)
+        .await
+        .unwrap()
+        .remove(0);
+    queue
+        .succeed(claim.fence(), r#"{"instance_id":"i"}"#, "{}", now + 20)
+        .await
+        .unwrap();
+    let kinds: Vec<String> = queue
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "claimed",
+            "step_done",
+            "retry_scheduled",
+            "claimed",
+            "succeeded"
+        ]
+    );
+    let events = queue.events(id).await.unwrap();
+    assert_eq!(events[2].http_status, Some(503));
+    assert_eq!(events[2].error.as_deref(), Some("HTTP 503"));
+    let row = queue.get(id).await.unwrap();
+    assert_eq!(row.status, "succeeded");
+    assert_eq!(row.finished_at, Some(now + 20));
+}
+
+#[tokio::test]
+async fn a_release_requeues_at_the_checkpoint_without_charging_the_attempt() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let id = queue.enqueue(&job(), now).await.unwrap().id;
+    let claim = queue
+        .claim("default", "w1", 1, 30_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    queue
+        .checkpoint(claim.fence(), "space", 1, "upload_info", r#"{"k":1}"#, now)
+        .await
+        .unwrap();
+    queue.release(claim.fence(), now).await.unwrap();
+    let again = queue
+        .claim("default", "w1", 1, 30_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.id, id);
+    assert_eq!(again.checkpoint.as_deref(), Some(r#"{"k":1}"#));
+    assert_eq!(again.charged_attempts(), 1);
+}
+
+#[tokio::test]
+async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let queued = queue.enqueue(&job(), now + 1_000).await.unwrap().id;
+    let running = queue.enqueue(&job(), now).await.unwrap().id;
+    let claim = queue
+        .claim("default", "w1", 1, 30_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(claim.id, running);
+    assert_eq!(
+        queue.cancel(queued, now).await.unwrap().as_str(),
+        "cancelled"
+    );
+    assert_eq!(
+        queue.cancel(running, now).await.unwrap().as_str(),
+        "running"
+    );
+    let asked = queue
+        .checkpoint(claim.fence(), "space", 1, "upload_info", "{}", now)
+        .await
+        .unwrap();
+    assert!(asked, "the checkpoint reports the pending cancel");
+    queue.cancel_running(claim.fence(), now).await.unwrap();
+    assert_eq!(queue.get(running).await.unwrap().status, "cancelled");
+    assert!(matches!(
+        queue.cancel(running, now).await,
+        Err(QueueError::WrongStatus { .. })
+    ));
+}
+
+#[tokio::test]
+async fn retry_requeues_a_failed_job_with_a_fresh_set_of_attempts() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let id = queue
+        .enqueue(
+            &NewJob {
+                max_attempts: Some(1),
+                ..job()
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id;
+    let claim = queue
+        .claim("default", "w1", 1, 30_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    let failure = Failure {
+        step: "space".into(),
+        message: "boom".into(),
+        ..Failure::default()
+    };
+    queue.fail(claim.fence(), &failure, now).await.unwrap();
+    queue.retry(id, now).await.unwrap();
+    let again = queue
+        .claim("default", "w1", 1, 30_000, now)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.attempt, 2);
+    assert_eq!(again.charged_attempts(), 1);
+}
+
+#[tokio::test]
+async fn a_batch_enqueue_is_one_transaction_and_dedupes_keys_within_it() {
+    let (_dir, queue) = fresh().await;
+    let keyed = NewJob {
+        idempotency_key: Some("k".into()),
+        ..job()
+    };
+    let out = queue
+        .enqueue_many(&[keyed.clone(), job(), keyed], now_ms())
+        .await
+        .unwrap();
+    assert_eq!(out[0].id, out[2].id);
+    assert!(out[0].created && out[1].created && !out[2].created);
+    let bad = NewJob {
+        payload: "{not json".into(),
+        ..job()
+    };
+    assert!(queue.enqueue_many(&[job(), bad], now_ms()).await.is_err());
+    assert_eq!(
+        queue.list(&Default::default()).await.unwrap().len(),
+        0,
+        "limit 0 lists nothing"
+    );
+    let all = approval_worker::queue::JobFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        queue.list(&all).await.unwrap().len(),
+        2,
+        "the failed batch added nothing"
+    );
+}
