@@ -13,6 +13,8 @@ pub const CONFIG_ENV: &str = "APPROVAL_WORKER_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "worker.toml";
 /// Environment variable overriding `[database] path`.
 pub const DATABASE_PATH_ENV: &str = "APPROVAL_WORKER_DATABASE";
+/// Where systemd puts `LoadCredential=` files; a relative `app_secret_file` is resolved in it.
+pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 const DEFAULT_DATABASE_PATH: &str = "approval-worker.db";
 const DEFAULT_SECRET_ENV: &str = "DINGTALK_APP_SECRET";
@@ -44,6 +46,37 @@ pub struct Config {
     pub upload: UploadConfig,
     /// `[worker]`
     pub worker: WorkerConfig,
+    /// `[metrics]`
+    pub metrics: MetricsConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `run` serves `/metrics` (Prometheus text) and `/healthz`; none when absent.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Log format on stderr, unless `--log-format` says otherwise.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[database]`
@@ -70,7 +103,8 @@ pub struct DingTalkConfig {
     pub app_key: String,
     /// Environment variable holding the app secret.
     pub app_secret_env: String,
-    /// File holding the app secret (e.g. from systemd `LoadCredential=`); wins over the env.
+    /// File holding the app secret; wins over the env. A relative name is looked up in
+    /// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
     pub app_secret_file: Option<PathBuf>,
     /// The app's AgentId.
     pub agent_id: i64,
@@ -86,6 +120,8 @@ pub struct DingTalkConfig {
     pub connect_timeout_secs: u64,
     /// Per-request timeout (for OSS: longest silence while uploading).
     pub request_timeout_secs: u64,
+    /// Counted calls per month (China Standard Time) after which `run` stops claiming.
+    pub monthly_call_budget: Option<u64>,
 }
 
 impl Default for DingTalkConfig {
@@ -101,6 +137,7 @@ impl Default for DingTalkConfig {
             attachment_field: DEFAULT_ATTACHMENT_FIELD.to_string(),
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            monthly_call_budget: None,
         }
     }
 }
@@ -255,6 +292,10 @@ impl Config {
             "[dingtalk] request_timeout_secs: must be at least 1",
         );
         check(
+            self.dingtalk.monthly_call_budget != Some(0),
+            "[dingtalk] monthly_call_budget: must be at least 1 (leave it out for no budget)",
+        );
+        check(
             self.upload.max_file_bytes > 0,
             "[upload] max_file_bytes: must be at least 1",
         );
@@ -320,7 +361,8 @@ impl Config {
 
     /// The app secret, from `app_secret_file` or the `app_secret_env` variable.
     pub fn app_secret(&self) -> Result<Secret, ConfigError> {
-        if let Some(file) = &self.dingtalk.app_secret_file {
+        if let Some(file) = self.app_secret_path()? {
+            let file = &file;
             let text = std::fs::read_to_string(file).map_err(|e| {
                 ConfigError::Secret(format!(
                     "[dingtalk] app_secret_file: cannot read {}: {e}",
@@ -345,6 +387,16 @@ impl Config {
         }
     }
 
+    /// Where the secret file is: `app_secret_file` as written when absolute, else inside
+    /// `$CREDENTIALS_DIRECTORY`. `None` when the secret comes from the environment.
+    pub fn app_secret_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(file) = &self.dingtalk.app_secret_file else {
+            return Ok(None);
+        };
+        let credentials = std::env::var_os(CREDENTIALS_DIRECTORY_ENV);
+        resolve_secret_file(file, credentials.as_deref().map(Path::new)).map(Some)
+    }
+
     /// Connect timeout.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.dingtalk.connect_timeout_secs)
@@ -356,9 +408,52 @@ impl Config {
     }
 }
 
+fn resolve_secret_file(file: &Path, credentials: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if file.is_absolute() {
+        return Ok(file.to_path_buf());
+    }
+    match credentials.filter(|dir| !dir.as_os_str().is_empty()) {
+        Some(dir) => Ok(dir.join(file)),
+        None => Err(ConfigError::Secret(format!(
+            "[dingtalk] app_secret_file: {} is relative, which names a systemd credential, \
+             but ${CREDENTIALS_DIRECTORY_ENV} is not set (use LoadCredential= or an absolute path)",
+            file.display()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_secret_file_is_a_systemd_credential() {
+        let dir = Path::new("/run/credentials/approval-worker.service");
+        assert_eq!(
+            resolve_secret_file(Path::new("app_secret"), Some(dir)).unwrap(),
+            dir.join("app_secret")
+        );
+        assert_eq!(
+            resolve_secret_file(Path::new("/etc/secret"), Some(dir)).unwrap(),
+            Path::new("/etc/secret")
+        );
+        let err = resolve_secret_file(Path::new("app_secret"), None).unwrap_err();
+        assert!(err.to_string().contains("CREDENTIALS_DIRECTORY"), "{err}");
+    }
+
+    #[test]
+    fn new_sections_parse_and_a_zero_budget_is_refused() {
+        let config = Config::parse(
+            "[metrics]\nlisten = \"127.0.0.1:9187\"\n[log]\nformat = \"json\"\n\
+             [dingtalk]\nmonthly_call_budget = 0\n",
+            Path::new("w.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.metrics.listen.unwrap().port(), 9187);
+        assert_eq!(config.log.format, LogFormat::Json);
+        let err = config.validate(Path::new("w.toml")).unwrap_err();
+        assert!(err.to_string().contains("monthly_call_budget"), "{err}");
+    }
 
     #[test]
     fn an_unknown_key_is_refused_with_its_name() {

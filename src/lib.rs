@@ -14,6 +14,7 @@
 //! - [`config`], [`cli`], [`secret`]: settings, the command line, credential hygiene.
 
 pub mod approval;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dingtalk;

@@ -4,11 +4,12 @@
 use std::process::ExitCode;
 
 use approval_worker::cli::{self, Cli, LogFormat};
+use approval_worker::config::Config;
 use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    init_tracing(log_format(&cli));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,6 +27,20 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `--log-format`, else the config's `[log] format` (a config that does not load is reported
+/// by the command itself, with its exit code), else text.
+fn log_format(cli: &Cli) -> LogFormat {
+    cli.log_format.unwrap_or_else(|| {
+        if cli.reads_config() {
+            Config::load(cli.config.as_deref())
+                .map(|config| config.log.format)
+                .unwrap_or_default()
+        } else {
+            LogFormat::default()
+        }
+    })
 }
 
 fn init_tracing(format: LogFormat) {

@@ -20,24 +20,33 @@ pub use payload::{
 };
 pub use step::{PendingUpload, Progress, Step, SubmitIntent};
 
-use crate::dingtalk::{Approver, CreateInstance, Dentry, DingTalk, FormValue, UploadInfoRequest};
+use crate::dingtalk::{
+    Approver, CreateInstance, Dentry, DingTalk, ErrorClass, FormValue, UploadInfoRequest,
+};
 use crate::oss::Oss;
 
 /// How long an upload grant from spaces/infos/query is trusted before it is renewed. The
 /// real lifetime is undocumented (the legacy custom-space grant defaulted to 30 s), so a job
 /// that paused longer renews it before asking for a ticket.
 pub const GRANT_REFRESH_MS: i64 = 30_000;
-/// A ticket this close to its expiry is not used: the PUT itself takes time.
+/// A ticket this close to its expiry is not used: the PUT itself takes time. A short-lived
+/// ticket keeps at most a quarter of its lifetime as margin, so it stays usable at all.
 pub const TICKET_MARGIN_MS: i64 = 30_000;
 /// How far before the recorded intent reconciliation looks for the instance, for clock skew
 /// between this machine and DingTalk.
 pub const RECONCILE_SKEW_MS: i64 = 5 * 60_000;
+/// How long after a create was sent a reconciliation that finds no instance is believed: a
+/// create whose answer never came may still be in flight inside DingTalk, and creating again
+/// before it lands would make a second approval. Twice the default request timeout; `run`
+/// sets it from the configured one ([`Approval::with_submit_settle`]).
+pub const DEFAULT_SUBMIT_SETTLE: Duration = Duration::from_secs(60);
 
 /// Drives jobs through the steps with the DingTalk and OSS clients.
 #[derive(Clone)]
 pub struct Approval {
     dingtalk: DingTalk,
     oss: Oss,
+    submit_settle: Duration,
 }
 
 /// What `advance` needs to know about the claim it runs under.
@@ -47,12 +56,37 @@ pub struct Attempt {
     pub attempt: i64,
     /// Now, unix ms.
     pub now_ms: i64,
+    /// False once the job has used up its attempts: a submit may still reconcile (an earlier
+    /// create may have landed) but must not send another create.
+    pub may_create: bool,
 }
 
 impl Approval {
     /// A state machine using these clients.
     pub fn new(dingtalk: DingTalk, oss: Oss) -> Self {
-        Approval { dingtalk, oss }
+        Approval {
+            dingtalk,
+            oss,
+            submit_settle: DEFAULT_SUBMIT_SETTLE,
+        }
+    }
+
+    /// Sets how long a create without an answer may still land (see
+    /// [`DEFAULT_SUBMIT_SETTLE`]); at least the DingTalk request timeout is sensible.
+    pub fn with_submit_settle(mut self, settle: Duration) -> Self {
+        self.submit_settle = settle;
+        self
+    }
+
+    /// How long to wait before retrying after `error`, given the queue's backoff: at least
+    /// the pause DingTalk asked for, and after an ambiguous create at least the settle time,
+    /// so the next attempt's reconciliation can be believed.
+    pub fn retry_delay(&self, error: &StepError, backoff_delay: Duration) -> Duration {
+        match error {
+            StepError::RetryAfter { after, .. } => (*after).max(backoff_delay),
+            StepError::Ambiguous(_) => self.submit_settle.max(backoff_delay),
+            _ => backoff_delay,
+        }
     }
 
     /// Does the I/O of exactly one step.
@@ -99,13 +133,10 @@ impl Approval {
         at: Attempt,
     ) -> Result<Step, StepError> {
         let attachment = next_attachment(job, &progress)?;
+        let mut refreshed = false;
         if at.now_ms - progress.granted_at_ms > GRANT_REFRESH_MS {
-            progress.space_id = self
-                .dingtalk
-                .approval_space(&job.payload.originator_user_id)
-                .await
-                .map_err(|e| StepError::from_dingtalk(e, false))?;
-            progress.granted_at_ms = at.now_ms;
+            self.refresh_grant(job, &mut progress, at).await?;
+            refreshed = true;
         }
         let (size, md5) = files::fingerprint(&attachment.path).await?;
         let request = UploadInfoRequest {
@@ -113,11 +144,24 @@ impl Approval {
             size,
             md5_hex: md5.clone(),
         };
-        let ticket = self
+        let mut answer = self
             .dingtalk
             .upload_info(progress.space_id, &progress.union_id, &request)
-            .await
-            .map_err(|e| StepError::from_dingtalk(e, false))?;
+            .await;
+        if let Err(error) = &answer
+            && error.class() == ErrorClass::Permanent
+            && !refreshed
+        {
+            // The grant's lifetime is undocumented: a refusal may only mean it lapsed.
+            // Renewing it is one harmless call; a refusal after that is the real answer.
+            tracing::debug!(error = %error, "uploadInfos refused; renewing the upload grant once");
+            self.refresh_grant(job, &mut progress, at).await?;
+            answer = self
+                .dingtalk
+                .upload_info(progress.space_id, &progress.union_id, &request)
+                .await;
+        }
+        let ticket = answer.map_err(|e| StepError::from_dingtalk(e, false))?;
         let lifetime_ms =
             i64::try_from(ticket.expiration_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let upload = PendingUpload {
@@ -129,6 +173,22 @@ impl Approval {
         Ok(Step::Put { progress, upload })
     }
 
+    /// Queries the approval space again, which renews the originator's upload grant.
+    async fn refresh_grant(
+        &self,
+        job: &Job,
+        progress: &mut Progress,
+        at: Attempt,
+    ) -> Result<(), StepError> {
+        progress.space_id = self
+            .dingtalk
+            .approval_space(&job.payload.originator_user_id)
+            .await
+            .map_err(|e| StepError::from_dingtalk(e, false))?;
+        progress.granted_at_ms = at.now_ms;
+        Ok(())
+    }
+
     async fn put(
         &self,
         job: &Job,
@@ -137,8 +197,12 @@ impl Approval {
         at: Attempt,
     ) -> Result<Step, StepError> {
         let attachment = next_attachment(job, &progress)?;
-        if at.now_ms + TICKET_MARGIN_MS >= upload.expires_at_ms {
-            return Err(stale("upload ticket expired before the PUT", progress));
+        if at.now_ms + ticket_margin_ms(&upload) >= upload.expires_at_ms {
+            return Err(stale(
+                "upload ticket expired before the PUT",
+                None,
+                progress,
+            ));
         }
         let Some(url) = upload.ticket.resource_urls.first() else {
             return Err(StepError::permanent("upload ticket has no resourceUrls"));
@@ -155,9 +219,11 @@ impl Approval {
             .await
         {
             Ok(_) => Ok(Step::Commit { progress, upload }),
-            Err(error) if error.is_expired() => {
-                Err(stale(&format!("OSS refused the ticket: {error}"), progress))
-            }
+            Err(error) if error.is_expired() => Err(stale(
+                &format!("OSS refused the ticket: {error}"),
+                error.http_status(),
+                progress,
+            )),
             Err(error) => Err(StepError::from_oss(error)),
         }
     }
@@ -184,7 +250,7 @@ impl Approval {
             Ok(dentry) => dentry,
             // An orphan file in the space is harmless; uploading again is the way forward.
             Err(error) if error.is_upload_key_rejected() => {
-                return Err(stale(&error.to_string(), progress));
+                return Err(stale(&error.to_string(), error.http_status(), progress));
             }
             Err(error) => return Err(StepError::from_dingtalk(error, false)),
         };
@@ -196,6 +262,7 @@ impl Approval {
         let intent = SubmitIntent {
             at_ms: at.now_ms,
             attempt: at.attempt,
+            armed_at_ms: None,
         };
         Ok(Step::Submit { progress, intent })
     }
@@ -208,17 +275,7 @@ impl Approval {
         at: Attempt,
     ) -> Result<Step, StepError> {
         if intent.attempt != at.attempt {
-            // An earlier attempt may have created the instance and lost the answer.
-            let since_ms = intent.at_ms - RECONCILE_SKEW_MS;
-            if let Some(instance_id) =
-                reconcile::find_instance(&self.dingtalk, job, &progress.files, since_ms).await?
-            {
-                return Ok(Step::Done {
-                    instance_id,
-                    files: progress.files,
-                    adopted: true,
-                });
-            }
+            return self.reconcile(job, progress, intent, at).await;
         }
         let request = create_request(job, &progress.files);
         let instance_id = self
@@ -249,9 +306,12 @@ fn next_attachment<'a>(job: &'a Job, progress: &Progress) -> Result<&'a Attachme
     })
 }
 
-fn stale(message: &str, progress: Progress) -> StepError {
+fn stale(message: &str, http_status: Option<u16>, progress: Progress) -> StepError {
     StepError::Stale {
-        reason: Reason::new(message),
+        reason: Reason {
+            message: message.to_string(),
+            http_status,
+        },
         back_to: Box::new(Step::UploadInfo { progress }),
     }
 }
@@ -305,10 +365,72 @@ pub fn result_json(instance_id: &str, files: &[Dentry]) -> serde_json::Value {
     })
 }
 
-/// How long to wait before retrying after a failed attempt, per the error and the backoff.
-pub fn retry_delay(error: &StepError, backoff_delay: Duration) -> Duration {
-    match error {
-        StepError::RetryAfter { after, .. } => (*after).max(backoff_delay),
-        _ => backoff_delay,
+/// The margin kept before a ticket's expiry: [`TICKET_MARGIN_MS`], or a quarter of the
+/// ticket's lifetime when that is shorter.
+fn ticket_margin_ms(upload: &PendingUpload) -> i64 {
+    let lifetime_ms =
+        i64::try_from(upload.ticket.expiration_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    TICKET_MARGIN_MS.min(lifetime_ms / 4)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::dingtalk::UploadTicket;
+
+    fn upload(expiration_secs: u64) -> PendingUpload {
+        PendingUpload {
+            ticket: UploadTicket {
+                upload_key: "k".into(),
+                resource_urls: vec![],
+                headers: BTreeMap::new(),
+                expiration_secs,
+            },
+            size: 1,
+            md5: String::new(),
+            expires_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_long_ticket_keeps_thirty_seconds_and_a_short_one_a_quarter_of_its_life() {
+        assert_eq!(ticket_margin_ms(&upload(900)), TICKET_MARGIN_MS);
+        assert_eq!(ticket_margin_ms(&upload(60)), 15_000);
+        assert_eq!(ticket_margin_ms(&upload(1)), 250);
+    }
+
+    #[test]
+    fn retry_delays_honour_throttle_pauses_and_the_create_settle_time() {
+        // Nothing is sent: the clients only need to exist.
+        let dingtalk = DingTalk::new(crate::dingtalk::ClientSettings {
+            api_base: "http://127.0.0.1:9".into(),
+            oapi_base: "http://127.0.0.1:9".into(),
+            app_key: "key".into(),
+            app_secret: crate::secret::Secret::new("secret"),
+            agent_id: 1,
+            rate_limit_per_sec: 0,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let oss = Oss::new(Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+        let settle = Duration::from_secs(4);
+        let approval = Approval::new(dingtalk, oss).with_submit_settle(settle);
+        let backoff = Duration::from_millis(10);
+        let reason = || Reason::new("x");
+        let delay = |error: &StepError| approval.retry_delay(error, backoff);
+        assert_eq!(delay(&StepError::Ambiguous(reason())), settle);
+        assert_eq!(delay(&StepError::Retryable(reason())), backoff);
+        let after = Duration::from_secs(300);
+        let throttled = StepError::RetryAfter {
+            reason: reason(),
+            after,
+        };
+        assert_eq!(delay(&throttled), after);
+        let long_backoff = approval.retry_delay(&StepError::Ambiguous(reason()), after);
+        assert_eq!(long_backoff, after);
     }
 }

@@ -108,8 +108,66 @@ pub struct PendingUpload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitIntent {
-    /// Written before the create could be sent (unix ms).
+    /// Written before the first create could be sent (unix ms): reconciliation looks for
+    /// instances from here on.
     pub at_ms: i64,
-    /// The attempt that wrote it: a later attempt must reconcile before creating.
+    /// The attempt that may send the create: a later attempt must reconcile before creating.
     pub attempt: i64,
+    /// When `attempt` armed the intent, just before its create could be sent (unix ms);
+    /// absent for the first arming, which happened at `at_ms`. A create sent this recently
+    /// may still be in flight, so finding no instance proves nothing until it settles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub armed_at_ms: Option<i64>,
+}
+
+impl SubmitIntent {
+    /// When the latest create may have been sent (unix ms).
+    pub fn sent_at_ms(&self) -> i64 {
+        self.armed_at_ms.unwrap_or(self.at_ms)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_intent_checkpointed_before_rearming_existed_still_reads() {
+        let step = Step::from_checkpoint(Some(
+            r#"{"step":"submit","progress":{"union_id":"u","space_id":1,"granted_at_ms":5,
+                "files":[]},"intent":{"at_ms":100,"attempt":2}}"#,
+        ))
+        .unwrap();
+        let Step::Submit { intent, .. } = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(intent.sent_at_ms(), 100);
+        assert!(!step_json_has_armed(&Step::Submit {
+            progress: Progress {
+                union_id: "u".into(),
+                space_id: 1,
+                granted_at_ms: 5,
+                files: vec![],
+            },
+            intent,
+        }));
+    }
+
+    #[test]
+    fn a_rearmed_intent_keeps_the_first_time_and_records_the_latest_send() {
+        let intent = SubmitIntent {
+            at_ms: 100,
+            attempt: 3,
+            armed_at_ms: Some(900),
+        };
+        let json = serde_json::to_string(&intent).unwrap();
+        let back: SubmitIntent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, intent);
+        assert_eq!((back.at_ms, back.sent_at_ms()), (100, 900));
+    }
+
+    fn step_json_has_armed(step: &Step) -> bool {
+        step.to_checkpoint().contains("armed_at_ms")
+    }
 }

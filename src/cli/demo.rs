@@ -18,6 +18,15 @@ use crate::queue::{JobFilter, NewJob, Queue, now_ms};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::secret::Secret;
 
+/// Examples shown by `demo --help`.
+pub const DEMO_EXAMPLES: &str = "Examples:
+  approval-worker demo
+  approval-worker demo --jobs 20 --dir /tmp/approval-demo   # keep the database to inspect";
+/// Examples shown by `sandbox --help`.
+pub const SANDBOX_EXAMPLES: &str = "Examples:
+  approval-worker sandbox --port 8787
+  approval-worker sandbox --qps 20 --ticket-ttl-secs 60   # throttling and short tickets";
+
 /// Default port of `sandbox`.
 pub const DEFAULT_SANDBOX_PORT: u16 = 8787;
 const DEFAULT_DEMO_JOBS: usize = 6;

@@ -17,7 +17,11 @@ pub const EXAMPLES: &str = "Examples:
   approval-worker enqueue --process-code PROC-EXPENSE --originator manager4220 --dept-id -1 \\
       --form '报销事由=差旅' --form '金额=1200' --attach /srv/approval-spool/receipt.pdf
   approval-worker enqueue --payload job.json --idempotency-key order-42
-  producer | approval-worker enqueue --payload -      # one JSON object per line";
+  producer | approval-worker enqueue --payload -      # one JSON object per line
+  approval-worker enqueue --payload job.json --wait    # follow it to its instance id
+
+With --wait the exit code tells the outcome: 0 when every job succeeded, 1 when one failed or
+was cancelled. Interrupting the wait leaves the jobs queued.";
 
 /// `enqueue` arguments.
 #[derive(Debug, Args)]
@@ -64,7 +68,11 @@ pub struct EnqueueArgs {
     /// Attempts before the job fails [default: from config].
     #[arg(long)]
     pub max_attempts: Option<i64>,
-    /// Print the outcome as JSON.
+    /// Follow the job(s) live until they finish: each step, a progress bar for large
+    /// uploads, then the instance id or the error.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print the outcome as JSON (with --wait: the finished jobs).
     #[arg(long)]
     pub json: bool,
 }
@@ -105,7 +113,30 @@ pub async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), CliError>
         })
         .collect::<Result<Vec<_>, CliError>>()?;
     let queue = open_queue(config).await?;
-    let outcomes = queue.enqueue_many(&jobs, now_ms()).await?;
+    let outcomes = queue.enqueue_many(&jobs, now_ms()).await;
+    let outcomes = match outcomes {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            queue.close().await;
+            return Err(e.into());
+        }
+    };
+    if args.wait {
+        if !args.json {
+            for outcome in &outcomes {
+                let existing = if outcome.created {
+                    ""
+                } else {
+                    " (existing job with this idempotency key)"
+                };
+                println!("enqueued job {}{existing}", outcome.id);
+            }
+        }
+        let ids: Vec<_> = outcomes.iter().map(|outcome| outcome.id).collect();
+        let followed = super::follow::follow(&queue, &ids, args.json).await;
+        queue.close().await;
+        return followed;
+    }
     queue.close().await;
     if args.json {
         println!("{}", serde_json::to_string(&outcomes).unwrap_or_default());

@@ -1,14 +1,36 @@
-//! `jobs`, `show`, `retry`, `cancel`, `stats`: reading and steering the queue.
+//! `jobs`, `show`, `retry`, `cancel`: reading and steering single jobs.
+
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::duration::{ms_before, parse_duration};
 use super::table::{render, time};
 use super::{CliError, open_queue};
 use crate::config::Config;
 use crate::queue::{JobFilter, JobId, JobRow, JobStatus, now_ms};
 
 const DEFAULT_LIST_LIMIT: i64 = 50;
+
+/// Examples shown by `jobs --help`.
+pub const JOBS_EXAMPLES: &str = "Examples:
+  approval-worker jobs --status failed --since 1h
+  approval-worker jobs --queue default --limit 10
+  approval-worker jobs --status queued --json | jq '.[].id'";
+/// Examples shown by `show --help`.
+pub const SHOW_EXAMPLES: &str = "Examples:
+  approval-worker show 42
+  approval-worker show 42 --json | jq '.events[] | select(.kind == \"step_done\")'";
+/// Examples shown by `retry --help`.
+pub const RETRY_EXAMPLES: &str = "Examples:
+  approval-worker retry 42      # a failed or cancelled job, from its checkpoint
+
+A job whose create may have been sent reconciles before creating, so a retry never makes a
+second approval.";
+/// Examples shown by `cancel --help`.
+pub const CANCEL_EXAMPLES: &str = "Examples:
+  approval-worker cancel 42     # queued: at once; running: at its next step boundary";
 
 /// `jobs` arguments.
 #[derive(Debug, Args)]
@@ -19,6 +41,9 @@ pub struct JobsArgs {
     /// Only jobs of this queue.
     #[arg(long)]
     pub queue: Option<String>,
+    /// Only jobs created within this long before now, e.g. 90s, 15m, 1h, 7d.
+    #[arg(long, value_name = "AGE", value_parser = parse_duration)]
+    pub since: Option<Duration>,
     /// At most this many, newest first.
     #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
     pub limit: i64,
@@ -42,12 +67,7 @@ pub struct ShowArgs {
 pub struct IdArgs {
     /// The job id.
     pub id: JobId,
-}
-
-/// Arguments of commands that only print.
-#[derive(Debug, Args)]
-pub struct JsonArgs {
-    /// Print JSON.
+    /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -133,10 +153,16 @@ fn truncate(text: &str, max_chars: usize) -> String {
 /// Runs `jobs`.
 pub async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError> {
     let queue = open_queue(config).await?;
+    if args.limit < 1 {
+        return Err(CliError::Usage(format!(
+            "--limit: {} is below 1",
+            args.limit
+        )));
+    }
     let filter = JobFilter {
         status: args.status,
         queue: args.queue,
-        since_ms: None,
+        since_ms: args.since.map(|since| ms_before(now_ms(), since)),
         limit: args.limit,
     };
     let jobs = queue.list(&filter).await?;
@@ -217,7 +243,11 @@ pub async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let queue = open_queue(config).await?;
     queue.retry(args.id, now_ms()).await?;
     queue.close().await;
-    println!("job {} queued again at its checkpoint", args.id);
+    if args.json {
+        println!("{}", json!({"id": args.id, "status": JobStatus::Queued}));
+    } else {
+        println!("job {} queued again at its checkpoint", args.id);
+    }
     Ok(())
 }
 
@@ -226,46 +256,20 @@ pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let queue = open_queue(config).await?;
     let status = queue.cancel(args.id, now_ms()).await?;
     queue.close().await;
+    if args.json {
+        let stopping = status == JobStatus::Running;
+        println!(
+            "{}",
+            json!({"id": args.id, "status": status, "cancel_requested": stopping})
+        );
+        return Ok(());
+    }
     match status {
         JobStatus::Running => println!(
             "job {} is running: it stops at its next step boundary",
             args.id
         ),
         _ => println!("job {} cancelled", args.id),
-    }
-    Ok(())
-}
-
-/// Runs `stats`.
-pub async fn stats(config: &Config, args: JsonArgs) -> Result<(), CliError> {
-    let queue = open_queue(config).await?;
-    let stats = queue.stats(now_ms()).await?;
-    queue.close().await;
-    if args.json {
-        println!("{}", serde_json::to_string(&stats).unwrap_or_default());
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = stats
-        .by_status
-        .iter()
-        .map(|(status, count)| vec![status.clone(), count.to_string()])
-        .collect();
-    print!("{}", render(&["STATUS", "JOBS"], &rows));
-    if !stats.by_step.is_empty() {
-        let rows: Vec<Vec<String>> = stats
-            .by_step
-            .iter()
-            .map(|(status, step, count)| vec![status.clone(), step.clone(), count.to_string()])
-            .collect();
-        println!();
-        print!("{}", render(&["STATUS", "STEP", "JOBS"], &rows));
-    }
-    println!(
-        "\nsucceeded in the last hour: {}",
-        stats.succeeded_last_hour
-    );
-    if let Some(oldest) = stats.oldest_queued_at {
-        println!("oldest queued job created: {} UTC", time(oldest));
     }
     Ok(())
 }

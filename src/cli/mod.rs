@@ -1,15 +1,21 @@
 //! The command line: argument definitions and dispatch to one function per command.
 
+mod admin;
+mod bench;
+mod check;
 mod demo;
+mod duration;
 mod enqueue;
+mod follow;
 mod inspect;
 mod run;
 mod table;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
 
+pub use crate::config::LogFormat;
 use crate::config::{Config, ConfigError};
 use crate::queue::{Queue, QueueError};
 
@@ -20,54 +26,110 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code for a runtime failure.
 pub const EXIT_RUNTIME: u8 = 1;
 
+/// Examples shown by the top-level `--help`.
+const EXAMPLES: &str = "Examples:
+  approval-worker demo                       # the whole pipeline against a local sandbox
+  approval-worker --config worker.toml check --user manager4220
+  approval-worker enqueue --payload job.json --wait
+  approval-worker run
+  approval-worker jobs --status failed --since 1h
+  approval-worker stats
+
+Exit codes: 0 ok, 1 runtime failure (or a job that failed under enqueue --wait),
+2 usage error (bad arguments or payload, unknown job), 78 configuration error.";
+
 /// Submits DingTalk approval instances with file attachments from a persistent SQLite queue.
 #[derive(Debug, Parser)]
-#[command(name = "approval-worker", version, about, long_about = None)]
+#[command(name = "approval-worker", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Cli {
     /// Config file [default: worker.toml in the working directory, if present].
     #[arg(long, global = true, env = crate::config::CONFIG_ENV, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format on stderr [default: [log] format, else text].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+impl Cli {
+    /// Whether the command reads the configuration (and so its `[log]` section).
+    pub fn reads_config(&self) -> bool {
+        !matches!(
+            self.command,
+            Command::Demo(_) | Command::Sandbox(_) | Command::Completions(_) | Command::Bench(_)
+        )
+    }
+}
+
+/// Examples shown by `migrate --help`.
+const MIGRATE_EXAMPLES: &str = "Examples:
+  approval-worker --config /etc/approval-worker/worker.toml migrate
+
+`run` migrates too; run this first to upgrade the schema before starting new binaries.";
+/// Examples shown by `completions --help`.
+const COMPLETIONS_EXAMPLES: &str = "Examples:
+  approval-worker completions bash > /etc/bash_completion.d/approval-worker
+  approval-worker completions zsh > \"${fpath[1]}/_approval-worker\"
+  approval-worker completions fish > ~/.config/fish/completions/approval-worker.fish";
+
+/// `completions` arguments.
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or upgrade the database schema.
+    #[command(after_help = MIGRATE_EXAMPLES)]
     Migrate,
     /// Add jobs to the queue (from flags, or JSON from a file or stdin).
     #[command(after_help = enqueue::EXAMPLES)]
     Enqueue(Box<enqueue::EnqueueArgs>),
     /// Run the worker daemon until SIGTERM/SIGINT.
+    #[command(after_help = run::EXAMPLES)]
     Run,
     /// List jobs, newest first.
+    #[command(after_help = inspect::JOBS_EXAMPLES)]
     Jobs(inspect::JobsArgs),
     /// Show one job: payload, checkpoint and history.
+    #[command(after_help = inspect::SHOW_EXAMPLES)]
     Show(inspect::ShowArgs),
     /// Re-queue a failed or cancelled job at its checkpoint.
+    #[command(after_help = inspect::RETRY_EXAMPLES)]
     Retry(inspect::IdArgs),
     /// Cancel a queued job, or stop a running one at its next step boundary.
+    #[command(after_help = inspect::CANCEL_EXAMPLES)]
     Cancel(inspect::IdArgs),
-    /// Counts by status and step.
-    Stats(inspect::JsonArgs),
+    /// Counts by status and step, last hour's throughput, the oldest waiting job, and
+    /// DingTalk calls this month.
+    #[command(after_help = admin::STATS_EXAMPLES)]
+    Stats(admin::StatsArgs),
+    /// Delete finished jobs (and their history) older than a given age.
+    #[command(after_help = admin::PRUNE_EXAMPLES)]
+    Prune(admin::PruneArgs),
+    /// Copy the database to a file while workers keep running.
+    #[command(after_help = admin::BACKUP_EXAMPLES)]
+    Backup(admin::BackupArgs),
+    /// Validate the configuration and try DingTalk: token, unionId, approval space.
+    #[command(after_help = check::EXAMPLES)]
+    Check(check::CheckArgs),
+    /// Print a shell completion script.
+    #[command(after_help = COMPLETIONS_EXAMPLES)]
+    Completions(CompletionsArgs),
     /// Run the local DingTalk-compatible sandbox server until Ctrl-C.
+    #[command(after_help = demo::SANDBOX_EXAMPLES)]
     Sandbox(demo::SandboxArgs),
     /// Run the whole pipeline against the embedded sandbox and print the result.
+    #[command(after_help = demo::DEMO_EXAMPLES)]
     Demo(demo::DemoArgs),
+    /// Measure throughput, latency and cost per job (see docs/benchmarks.md).
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// A command's failure, mapped to an exit code in one place.
@@ -110,7 +172,12 @@ impl CliError {
 pub async fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => demo::demo(args).await,
+        Command::Bench(args) => bench::bench(*args).await,
         Command::Sandbox(args) => demo::sandbox(args).await,
+        Command::Completions(args) => {
+            completions(args.shell);
+            Ok(())
+        }
         command => {
             let config = Config::load(cli.config.as_deref())?;
             match command {
@@ -121,11 +188,41 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                 Command::Show(args) => inspect::show(&config, args).await,
                 Command::Retry(args) => inspect::retry(&config, args).await,
                 Command::Cancel(args) => inspect::cancel(&config, args).await,
-                Command::Stats(args) => inspect::stats(&config, args).await,
-                Command::Demo(_) | Command::Sandbox(_) => Ok(()),
+                Command::Stats(args) => admin::stats(&config, args).await,
+                Command::Prune(args) => admin::prune(&config, args).await,
+                Command::Backup(args) => admin::backup(&config, args).await,
+                Command::Check(args) => {
+                    let source = config_source(cli.config.as_deref());
+                    check::check(&config, &source, args).await
+                }
+                Command::Demo(_)
+                | Command::Sandbox(_)
+                | Command::Completions(_)
+                | Command::Bench(_) => Ok(()),
             }
         }
     }
+}
+
+/// Where the configuration came from, for messages.
+fn config_source(explicit: Option<&std::path::Path>) -> String {
+    match explicit {
+        Some(path) => path.display().to_string(),
+        None if std::path::Path::new(crate::config::DEFAULT_CONFIG_FILE).exists() => {
+            crate::config::DEFAULT_CONFIG_FILE.to_string()
+        }
+        None => "(no config file: defaults)".to_string(),
+    }
+}
+
+fn completions(shell: clap_complete::Shell) {
+    let mut command = Cli::command();
+    let name = command.get_name().to_string();
+    // Generated into memory first: writing straight to a closed pipe panics inside clap.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    // A reader that stopped early (`| head`) is not an error worth reporting.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
 }
 
 async fn open_queue(config: &Config) -> Result<Queue, CliError> {

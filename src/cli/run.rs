@@ -1,5 +1,6 @@
-//! `run`: the daemon. Builds the clients and the pool from config, and turns SIGTERM/SIGINT
-//! into a graceful drain (a second signal stops at once).
+//! `run`: the daemon. Builds the clients and the pool from config, speaks sd_notify, serves
+//! metrics if asked, and turns SIGTERM/SIGINT into a graceful drain (a second signal stops
+//! at once).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -12,19 +13,51 @@ use crate::oss::Oss;
 use crate::secret::Secret;
 use crate::worker::{Worker, WorkerSettings};
 
+/// Examples shown by `run --help`.
+pub const EXAMPLES: &str = "Examples:
+  approval-worker --config /etc/approval-worker/worker.toml run
+  APPROVAL_WORKER_LOG=debug approval-worker run --log-format json
+
+Under systemd (Type=notify) it reports READY, STATUS, WATCHDOG and STOPPING; see
+contrib/approval-worker.service. SIGTERM drains (in-flight steps finish within
+shutdown_grace_secs); a second SIGTERM or Ctrl-C stops at once, releasing leases.";
+
 /// Runs `run`.
 pub async fn run(config: &Config) -> Result<(), CliError> {
     let secret = config.validate_for_run()?;
     let queue = open_queue(config).await?;
     let worker = build_worker(config, secret, queue.clone())?;
+    worker.speak_sd_notify();
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
+    let stop_http = CancellationToken::new();
+    let http = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("[metrics] listen: cannot listen on {addr}"))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(address = %bound, "serving http://{bound}/metrics and /healthz");
+            Some(tokio::spawn(crate::worker::serve(
+                worker.clone(),
+                listener,
+                stop_http.clone(),
+            )))
+        }
+        None => None,
+    };
     tokio::spawn(watch_signals(shutdown.clone(), force.clone()));
-    worker
-        .run(shutdown, force)
-        .await
-        .context("worker stopped")?;
+    let outcome = worker.run(shutdown, force).await;
+    stop_http.cancel();
+    if let Some(http) = http {
+        match http.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "metrics listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     queue.close().await;
+    outcome.context("worker stopped")?;
     Ok(())
 }
 
@@ -34,7 +67,19 @@ pub fn build_worker(
     secret: Secret,
     queue: crate::queue::Queue,
 ) -> Result<Worker, CliError> {
-    let dingtalk = DingTalk::new(ClientSettings {
+    let dingtalk = dingtalk_client(config, secret)?;
+    let oss = Oss::new(config.connect_timeout(), config.request_timeout())
+        .context("building the OSS client")?;
+    Ok(Worker::new(
+        queue,
+        Approval::new(dingtalk, oss).with_submit_settle(config.request_timeout() * 2),
+        WorkerSettings::from_config(config),
+    ))
+}
+
+/// The DingTalk client as the configuration describes it.
+pub fn dingtalk_client(config: &Config, secret: Secret) -> Result<DingTalk, CliError> {
+    let client = DingTalk::new(ClientSettings {
         api_base: config.dingtalk.api_base.clone(),
         oapi_base: config.dingtalk.oapi_base.clone(),
         app_key: config.dingtalk.app_key.clone(),
@@ -45,13 +90,7 @@ pub fn build_worker(
         request_timeout: config.request_timeout(),
     })
     .context("building the DingTalk client")?;
-    let oss = Oss::new(config.connect_timeout(), config.request_timeout())
-        .context("building the OSS client")?;
-    Ok(Worker::new(
-        queue,
-        Approval::new(dingtalk, oss),
-        WorkerSettings::from_config(config),
-    ))
+    Ok(client)
 }
 
 /// First SIGTERM/SIGINT: drain. Second: stop now.

@@ -243,6 +243,7 @@ impl DingTalk {
         let started = std::time::Instant::now();
         let (status, result) = self.exchange::<T>(request, builder, token.is_none()).await;
         let result = result.map_err(|e| e.redacted(&secrets));
+        inner.calls.record(request.endpoint, &result);
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(_) => debug!(

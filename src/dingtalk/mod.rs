@@ -7,6 +7,7 @@
 mod attachment;
 mod call;
 mod classify;
+mod counter;
 mod error;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -27,11 +28,13 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 
 pub use attachment::{dd_attachment_file_ids, dd_attachment_value};
+pub use counter::{CallCount, RESULT_OK, counts_against_quota};
 pub use error::{DingTalkError, ErrorClass};
 pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
 pub use workflow::{Approver, CreateInstance, FormValue, InstanceInfo};
 
 use crate::secret::Secret;
+use counter::CallCounter;
 use limiter::Limiter;
 use token::TokenCache;
 
@@ -72,6 +75,7 @@ struct Inner {
     /// One lookup at a time, so concurrent jobs of a new originator share one call.
     union_lookup: tokio::sync::Mutex<()>,
     token_fetches: AtomicU64,
+    calls: CallCounter,
 }
 
 impl DingTalk {
@@ -115,6 +119,7 @@ impl DingTalk {
                 union_ids: Mutex::new(HashMap::new()),
                 union_lookup: tokio::sync::Mutex::new(()),
                 token_fetches: AtomicU64::new(0),
+                calls: CallCounter::default(),
             }),
         })
     }
@@ -122,6 +127,16 @@ impl DingTalk {
     /// How many requests went to the token endpoint (for tests and metrics).
     pub fn token_fetches(&self) -> u64 {
         self.inner.token_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Every call sent so far, tallied per endpoint and result (for metrics and the quota).
+    pub fn call_counts(&self) -> Vec<CallCount> {
+        self.inner.calls.snapshot()
+    }
+
+    /// Fetches an access token now (or uses the cached one): proves the app key and secret.
+    pub async fn check_token(&self) -> Result<(), DingTalkError> {
+        self.token().await.map(|_| ())
     }
 
     fn agent_id(&self) -> i64 {

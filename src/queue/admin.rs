@@ -96,8 +96,12 @@ pub struct Stats {
     pub by_step: Vec<(String, String, i64)>,
     /// Creation time of the oldest queued job (unix ms).
     pub oldest_queued_at: Option<i64>,
+    /// The oldest queued job.
+    pub oldest_queued_id: Option<JobId>,
     /// Jobs that succeeded in the hour before `now`.
     pub succeeded_last_hour: i64,
+    /// Jobs that failed in the hour before `now`.
+    pub failed_last_hour: i64,
 }
 
 const JOB_COLUMNS: &str = "id, idempotency_key, queue, priority, status, step, payload, checkpoint, \
@@ -235,12 +239,15 @@ impl Queue {
         )
         .fetch_all(&self.pool)
         .await?;
-        let (oldest_queued_at,): (Option<i64>,) =
-            sqlx::query_as("SELECT MIN(created_at) FROM jobs WHERE status = 'queued'")
-                .fetch_one(&self.pool)
-                .await?;
-        let (succeeded_last_hour,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded' AND updated_at >= ?1",
+        let oldest: Option<(JobId, i64)> = sqlx::query_as(
+            "SELECT id, created_at FROM jobs WHERE status = 'queued' \
+             ORDER BY created_at, id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let (succeeded_last_hour, failed_last_hour): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(status = 'succeeded'), 0), COALESCE(SUM(status = 'failed'), 0) \
+             FROM jobs WHERE status IN ('succeeded', 'failed') AND updated_at >= ?1",
         )
         .bind(now_ms - 3_600_000)
         .fetch_one(&self.pool)
@@ -248,8 +255,10 @@ impl Queue {
         Ok(Stats {
             by_status,
             by_step,
-            oldest_queued_at,
+            oldest_queued_at: oldest.map(|(_, at)| at),
+            oldest_queued_id: oldest.map(|(id, _)| id),
             succeeded_last_hour,
+            failed_last_hour,
         })
     }
 

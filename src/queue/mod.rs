@@ -8,10 +8,16 @@
 mod admin;
 mod claim;
 mod enqueue;
+pub mod measure;
+mod monitor;
+mod quota;
 mod transition;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,8 +25,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use admin::{EventRow, JobFilter, JobRow, Stats};
-pub use claim::ClaimedJob;
+pub use claim::{CHANGE_CHECK, ClaimedJob};
 pub use enqueue::{Enqueued, NewJob};
+pub use monitor::Depth;
+pub use quota::{CallDelta, MonthlyCalls, quota_month};
 pub use transition::{EventKind, Failure};
 
 /// How long a writer waits for another process's write lock before giving up.
@@ -137,31 +145,94 @@ pub struct Fence {
     pub attempt: i64,
 }
 
-/// The queue: a pool of connections to one SQLite file.
+/// The queue: a pool of connections to one SQLite file, and the group-commit writer that
+/// every fenced transition goes through.
 #[derive(Clone, Debug)]
 pub struct Queue {
     pool: SqlitePool,
+    writer: writer::Writer,
+    commits: Arc<AtomicU64>,
+    files: Arc<DbFiles>,
+}
+
+/// The database file and its WAL, watched for other processes' commits.
+#[derive(Debug)]
+struct DbFiles {
+    database: std::path::PathBuf,
+    wal: std::path::PathBuf,
+}
+
+impl DbFiles {
+    fn new(path: &Path) -> DbFiles {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        DbFiles {
+            database: path.to_owned(),
+            wal: wal.into(),
+        }
+    }
+
+    /// Sizes and mtimes: every commit appends to (or rewrites) the WAL, and checkpoints
+    /// write the database file.
+    fn fingerprint(&self) -> [Option<(u64, std::time::SystemTime)>; 2] {
+        let stat = |path: &Path| {
+            std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        };
+        [stat(&self.wal), stat(&self.database)]
+    }
+}
+
+/// How [`Queue::open_with`] sets up the connection beyond the fixed pragmas.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// `PRAGMA wal_autocheckpoint` in pages; `None` keeps SQLite's default (1000), `Some(0)`
+    /// turns automatic checkpoints off (the benchmark does, to measure the WAL it writes).
+    pub wal_autocheckpoint_pages: Option<u32>,
 }
 
 impl Queue {
     /// Opens (creating if needed, owner-only) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Queue, QueueError> {
+        Queue::open_with(path, &OpenOptions::default()).await
+    }
+
+    /// [`Queue::open`] with extra connection settings.
+    pub async fn open_with(path: &Path, open: &OpenOptions) -> Result<Queue, QueueError> {
         create_private_file(path)?;
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
-            .foreign_keys(true);
+        let mut options = connect_options(path);
+        if let Some(pages) = open.wal_autocheckpoint_pages {
+            options = options.pragma("wal_autocheckpoint", pages.to_string());
+        }
         // One connection: SQLite has a single writer anyway, and in-process writers queueing
         // on the pool is far cheaper than them sleeping in SQLite's busy handler.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // The default pings the connection on every acquire: a thread hand-off per
+            // statement for nothing, as a local SQLite connection cannot go stale.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Queue { pool })
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = writer::Writer::spawn(pool.clone(), Arc::clone(&commits));
+        Ok(Queue {
+            pool,
+            writer,
+            commits,
+            files: Arc::new(DbFiles::new(path)),
+        })
+    }
+
+    /// Transactions (and autocommit writes) this queue has committed since it was opened:
+    /// the benchmark divides it by the jobs finished to report commits per job.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    fn count_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads back the connection pragmas the queue relies on, as `(name, value)` pairs.
@@ -206,6 +277,18 @@ impl Queue {
     }
 }
 
+/// The connection settings every queue connection uses (the benchmark's raw-commit ceiling
+/// uses them too, so it measures the same disk with the same durability).
+pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
+        .foreign_keys(true)
+}
+
 /// Creates the database file with mode 0600 before SQLite does, so the data (and the WAL,
 /// which SQLite creates with the database's mode) is never readable by other users.
 fn create_private_file(path: &Path) -> Result<(), QueueError> {
@@ -233,15 +316,6 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Turns "no row changed" into the lease-lost outcome of a fenced write.
-fn fenced(rows: u64, fence: Fence) -> Result<(), QueueError> {
-    if rows == 1 {
-        Ok(())
-    } else {
-        Err(lease_lost(fence))
-    }
 }
 
 fn lease_lost(fence: Fence) -> QueueError {

@@ -1,9 +1,14 @@
 //! Fenced writes a claim makes: checkpoint, retry later, succeed, fail, release, cancel.
-//! Each changes the job row and records its event in one transaction.
+//! Each changes the job row and records its event in one transaction (the group-commit
+//! writer's, shared with other jobs' writes that arrived meanwhile).
 
+use std::collections::HashMap;
+
+use sqlx::sqlite::SqliteArguments;
 use sqlx::{Sqlite, Transaction};
 
-use super::{Fence, Queue, QueueError, fenced, lease_lost};
+use super::writer::TransitionRequest;
+use super::{ClaimedJob, Fence, JobId, Queue, QueueError};
 
 /// The kinds of rows in `job_events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,18 +66,25 @@ pub struct Failure {
     pub duration_ms: i64,
 }
 
-/// The columns of one event row.
-struct Event<'a> {
-    kind: EventKind,
-    step: Option<&'a str>,
-    duration_ms: Option<i64>,
-    error: Option<&'a str>,
-    http_status: Option<u16>,
+/// One event row, owned so it can wait in the writer's queue.
+#[derive(Debug, Clone)]
+pub(super) struct EventRecord {
+    pub(super) job_id: JobId,
+    pub(super) attempt: i64,
+    pub(super) at: i64,
+    pub(super) kind: EventKind,
+    pub(super) step: Option<String>,
+    pub(super) duration_ms: Option<i64>,
+    pub(super) error: Option<String>,
+    pub(super) http_status: Option<u16>,
 }
 
-impl<'a> Event<'a> {
-    fn plain(kind: EventKind) -> Self {
-        Event {
+impl EventRecord {
+    fn plain(fence: Fence, kind: EventKind, now_ms: i64) -> Self {
+        EventRecord {
+            job_id: fence.id,
+            attempt: fence.attempt,
+            at: now_ms,
             kind,
             step: None,
             duration_ms: None,
@@ -81,41 +93,283 @@ impl<'a> Event<'a> {
         }
     }
 
-    fn failure(kind: EventKind, failure: &'a Failure) -> Self {
-        Event {
-            kind,
-            step: Some(&failure.step),
+    fn failure(fence: Fence, kind: EventKind, failure: &Failure, now_ms: i64) -> Self {
+        EventRecord {
+            step: Some(failure.step.clone()),
             duration_ms: Some(failure.duration_ms),
-            error: Some(&failure.message),
+            error: Some(failure.message.clone()),
             http_status: failure.http_status,
+            ..EventRecord::plain(fence, kind, now_ms)
+        }
+    }
+
+    /// The `claimed` event of a job a claim just leased.
+    pub(super) fn claimed(job: &ClaimedJob, now_ms: i64) -> Self {
+        EventRecord::plain(job.fence(), EventKind::Claimed, now_ms)
+    }
+}
+
+/// What a fenced transition changes on the job row.
+pub(super) enum Change {
+    /// Next step and its checkpoint; answers `cancel_requested`.
+    Checkpoint { step: String, checkpoint: String },
+    /// Back to an earlier step within the attempt.
+    StepFailed { step: String, checkpoint: String },
+    /// Queued again until `run_at_ms`.
+    RetryLater { run_at_ms: i64, last_error: String },
+    /// The instance exists.
+    Succeed { result: String, checkpoint: String },
+    /// Failed or cancelled.
+    Finish {
+        status: &'static str,
+        last_error: Option<String>,
+    },
+    /// Queued again at once, uncharged.
+    Release,
+}
+
+/// Transitions per statement; a batch with more takes several statements.
+const TRANSITIONS_PER_STATEMENT: usize = 64;
+/// Event rows per statement.
+const EVENTS_PER_STATEMENT: usize = 128;
+/// Values bound per event row and per transition row.
+const EVENT_VALUES: usize = 8;
+const TRANSITION_VALUES: usize = 12;
+
+/// The fenced event insert. It runs before the update in the same statement list, so it sees
+/// each job still `running` under the fence exactly when the update will change it; rows
+/// for other jobs (lease lost, or padding with id -1) join nothing and are not inserted.
+const EVENTS_SQL: &str = "WITH e(job_id, at, kind, step, attempt, duration_ms, error, http_status) \
+     AS (VALUES {rows}) \
+     INSERT INTO job_events (job_id, at, kind, step, attempt, duration_ms, error, http_status) \
+     SELECT e.job_id, e.at, e.kind, e.step, e.attempt, e.duration_ms, e.error, e.http_status \
+     FROM e JOIN jobs ON jobs.id = e.job_id AND jobs.attempt = e.attempt \
+         AND jobs.status = 'running';";
+
+/// Every kind of fenced change as one statement: a NULL in `v` leaves the column alone, a
+/// new status ends the lease, a final status sets `finished_at`.
+const TRANSITIONS_SQL: &str = "WITH v(id, attempt, now, status, step, checkpoint, result, run_at, \
+         last_error, clear_error, uncharge, finished) AS (VALUES {rows}) \
+     UPDATE jobs SET status = COALESCE(v.status, jobs.status), \
+         step = COALESCE(v.step, jobs.step), \
+         checkpoint = COALESCE(v.checkpoint, jobs.checkpoint), \
+         result = COALESCE(v.result, jobs.result), \
+         run_at = COALESCE(v.run_at, jobs.run_at), \
+         last_error = CASE WHEN v.clear_error THEN NULL \
+             ELSE COALESCE(v.last_error, jobs.last_error) END, \
+         lease_owner = CASE WHEN v.status IS NULL THEN jobs.lease_owner END, \
+         lease_expires_at = CASE WHEN v.status IS NULL THEN jobs.lease_expires_at END, \
+         uncharged_attempts = jobs.uncharged_attempts + v.uncharge, \
+         updated_at = v.now, \
+         finished_at = CASE WHEN v.finished THEN v.now ELSE jobs.finished_at END \
+     FROM v WHERE jobs.id = v.id AND jobs.attempt = v.attempt AND jobs.status = 'running' \
+     RETURNING jobs.id, jobs.cancel_requested;";
+
+/// One transition as the columns of `v` in [`TRANSITIONS_SQL`].
+struct Columns<'a> {
+    status: Option<&'a str>,
+    step: Option<&'a str>,
+    checkpoint: Option<&'a str>,
+    result: Option<&'a str>,
+    run_at: Option<i64>,
+    last_error: Option<&'a str>,
+    clear_error: bool,
+    uncharge: i64,
+    finished: bool,
+}
+
+impl<'a> Columns<'a> {
+    fn of(request: &'a TransitionRequest) -> Self {
+        let none = Columns {
+            status: None,
+            step: None,
+            checkpoint: None,
+            result: None,
+            run_at: None,
+            last_error: None,
+            clear_error: false,
+            uncharge: 0,
+            finished: false,
+        };
+        match &request.change {
+            Change::Checkpoint { step, checkpoint } | Change::StepFailed { step, checkpoint } => {
+                Columns {
+                    step: Some(step),
+                    checkpoint: Some(checkpoint),
+                    ..none
+                }
+            }
+            Change::RetryLater {
+                run_at_ms,
+                last_error,
+            } => Columns {
+                status: Some("queued"),
+                run_at: Some(*run_at_ms),
+                last_error: Some(last_error),
+                ..none
+            },
+            Change::Succeed { result, checkpoint } => Columns {
+                status: Some("succeeded"),
+                step: Some("done"),
+                checkpoint: Some(checkpoint),
+                result: Some(result),
+                clear_error: true,
+                finished: true,
+                ..none
+            },
+            Change::Finish { status, last_error } => Columns {
+                status: Some(status),
+                last_error: last_error.as_deref(),
+                finished: true,
+                ..none
+            },
+            Change::Release => Columns {
+                status: Some("queued"),
+                run_at: Some(request.now_ms),
+                uncharge: 1,
+                ..none
+            },
         }
     }
 }
 
-async fn insert_event(
+/// Applies fenced transitions and records events inside the writer's transaction, a few
+/// statements for the whole batch. `extra_events` (the claims' events) are recorded too.
+/// Returns, per job whose fence held, its `cancel_requested`; a job missing from the map
+/// lost its lease and nothing of it was written.
+pub(super) async fn apply_batch(
     tx: &mut Transaction<'_, Sqlite>,
-    fence: Fence,
-    event: Event<'_>,
-    now_ms: i64,
-) -> Result<(), QueueError> {
-    sqlx::query(
-        "INSERT INTO job_events (job_id, at, kind, step, attempt, duration_ms, error, http_status) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .bind(fence.id)
-    .bind(now_ms)
-    .bind(event.kind.as_str())
-    .bind(event.step)
-    .bind(fence.attempt)
-    .bind(event.duration_ms)
-    .bind(event.error)
-    .bind(event.http_status)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    transitions: &[&TransitionRequest],
+    extra_events: &[EventRecord],
+) -> Result<HashMap<JobId, bool>, QueueError> {
+    let mut changed = HashMap::with_capacity(transitions.len());
+    let mut extra = extra_events.iter();
+    let mut chunks = transitions.chunks(TRANSITIONS_PER_STATEMENT).peekable();
+    loop {
+        let updates: &[&TransitionRequest] = chunks.next().unwrap_or(&[]);
+        let room = EVENTS_PER_STATEMENT - updates.len();
+        let mut events: Vec<&EventRecord> = extra.by_ref().take(room).collect();
+        events.extend(updates.iter().map(|request| &request.event));
+        if events.is_empty() && updates.is_empty() {
+            break;
+        }
+        let sql = statement_sql(events.len(), updates.len());
+        let rows: Vec<(JobId, bool)> = bind_rows(sqlx::query_as(&sql), &events, updates)
+            .fetch_all(&mut **tx)
+            .await?;
+        changed.extend(rows);
+        if chunks.peek().is_none() && extra.len() == 0 {
+            break;
+        }
+    }
+    Ok(changed)
+}
+
+type Rows<'q> = sqlx::query::QueryAs<'q, Sqlite, (JobId, bool), SqliteArguments<'q>>;
+
+/// The events insert followed by the update, as one multi-statement query (one hand-off to
+/// the connection's thread). Row counts are padded to powers of two with rows that match no
+/// job, so a handful of distinct statements covers every batch and stays prepared.
+fn statement_sql(events: usize, updates: usize) -> String {
+    let mut sql = String::new();
+    if events > 0 {
+        sql.push_str(&EVENTS_SQL.replace("{rows}", &placeholders(padded(events), EVENT_VALUES)));
+    }
+    if updates > 0 {
+        sql.push_str(
+            &TRANSITIONS_SQL.replace("{rows}", &placeholders(padded(updates), TRANSITION_VALUES)),
+        );
+    }
+    sql
+}
+
+/// Binds the rows of [`statement_sql`], padding included.
+fn bind_rows<'q>(
+    mut query: Rows<'q>,
+    events: &[&'q EventRecord],
+    updates: &[&'q TransitionRequest],
+) -> Rows<'q> {
+    let event_rows = padded(events.len());
+    let update_rows = padded(updates.len());
+    for index in 0..event_rows {
+        query = match events.get(index) {
+            Some(event) => query
+                .bind(event.job_id)
+                .bind(event.at)
+                .bind(event.kind.as_str())
+                .bind(event.step.as_deref())
+                .bind(event.attempt)
+                .bind(event.duration_ms)
+                .bind(event.error.as_deref())
+                .bind(event.http_status),
+            None => bind_nulls(query.bind(PADDING_ID), EVENT_VALUES - 1),
+        };
+    }
+    for index in 0..update_rows {
+        query = match updates.get(index) {
+            Some(request) => {
+                let c = Columns::of(request);
+                query
+                    .bind(request.fence.id)
+                    .bind(request.fence.attempt)
+                    .bind(request.now_ms)
+                    .bind(c.status)
+                    .bind(c.step)
+                    .bind(c.checkpoint)
+                    .bind(c.result)
+                    .bind(c.run_at)
+                    .bind(c.last_error)
+                    .bind(c.clear_error)
+                    .bind(c.uncharge)
+                    .bind(c.finished)
+            }
+            None => bind_nulls(query.bind(PADDING_ID), TRANSITION_VALUES - 1),
+        };
+    }
+    query
+}
+
+/// The id of padding rows: no job has it.
+const PADDING_ID: JobId = -1;
+
+fn bind_nulls(mut query: Rows<'_>, count: usize) -> Rows<'_> {
+    for _ in 0..count {
+        query = query.bind(None::<i64>);
+    }
+    query
+}
+
+fn padded(count: usize) -> usize {
+    if count == 0 {
+        0
+    } else {
+        count.next_power_of_two()
+    }
+}
+
+fn placeholders(rows: usize, values: usize) -> String {
+    let row = format!("({})", vec!["?"; values].join(","));
+    vec![row; rows].join(",")
 }
 
 impl Queue {
+    async fn transition(
+        &self,
+        fence: Fence,
+        change: Change,
+        event: EventRecord,
+        now_ms: i64,
+    ) -> Result<bool, QueueError> {
+        self.writer
+            .transition(TransitionRequest {
+                fence,
+                change,
+                event,
+                now_ms,
+            })
+            .await
+    }
+
     /// Stores the next step after `done_step` finished. Returns whether a cancel was
     /// requested meanwhile, so the runner can stop at this step boundary without another read.
     pub async fn checkpoint(
@@ -127,30 +381,16 @@ impl Queue {
         checkpoint_json: &str,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let cancel: Option<(bool,)> = sqlx::query_as(
-            "UPDATE jobs SET step = ?1, checkpoint = ?2, updated_at = ?3 \
-             WHERE id = ?4 AND attempt = ?5 AND status = 'running' \
-             RETURNING cancel_requested",
-        )
-        .bind(next_step)
-        .bind(checkpoint_json)
-        .bind(now_ms)
-        .bind(fence.id)
-        .bind(fence.attempt)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((cancel_requested,)) = cancel else {
-            return Err(lease_lost(fence));
-        };
-        let event = Event {
-            step: Some(done_step),
+        let event = EventRecord {
+            step: Some(done_step.to_owned()),
             duration_ms: Some(duration_ms),
-            ..Event::plain(EventKind::StepDone)
+            ..EventRecord::plain(fence, EventKind::StepDone, now_ms)
         };
-        insert_event(&mut tx, fence, event, now_ms).await?;
-        tx.commit().await?;
-        Ok(cancel_requested)
+        let change = Change::Checkpoint {
+            step: next_step.to_owned(),
+            checkpoint: checkpoint_json.to_owned(),
+        };
+        self.transition(fence, change, event, now_ms).await
     }
 
     /// Records a step failure the job recovers from within this attempt (for example an
@@ -163,27 +403,12 @@ impl Queue {
         checkpoint_json: &str,
         now_ms: i64,
     ) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET step = ?1, checkpoint = ?2, updated_at = ?3 \
-             WHERE id = ?4 AND attempt = ?5 AND status = 'running'",
-        )
-        .bind(next_step)
-        .bind(checkpoint_json)
-        .bind(now_ms)
-        .bind(fence.id)
-        .bind(fence.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(done.rows_affected(), fence)?;
-        insert_event(
-            &mut tx,
-            fence,
-            Event::failure(EventKind::StepFailed, failure),
-            now_ms,
-        )
-        .await?;
-        tx.commit().await?;
+        let event = EventRecord::failure(fence, EventKind::StepFailed, failure, now_ms);
+        let change = Change::StepFailed {
+            step: next_step.to_owned(),
+            checkpoint: checkpoint_json.to_owned(),
+        };
+        self.transition(fence, change, event, now_ms).await?;
         Ok(())
     }
 
@@ -195,23 +420,12 @@ impl Queue {
         run_at_ms: i64,
         now_ms: i64,
     ) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, \
-                 lease_expires_at = NULL, last_error = ?2, updated_at = ?3 \
-             WHERE id = ?4 AND attempt = ?5 AND status = 'running'",
-        )
-        .bind(run_at_ms)
-        .bind(&failure.message)
-        .bind(now_ms)
-        .bind(fence.id)
-        .bind(fence.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(done.rows_affected(), fence)?;
-        let event = Event::failure(EventKind::RetryScheduled, failure);
-        insert_event(&mut tx, fence, event, now_ms).await?;
-        tx.commit().await?;
+        let event = EventRecord::failure(fence, EventKind::RetryScheduled, failure, now_ms);
+        let change = Change::RetryLater {
+            run_at_ms,
+            last_error: failure.message.clone(),
+        };
+        self.transition(fence, change, event, now_ms).await?;
         Ok(())
     }
 
@@ -223,23 +437,12 @@ impl Queue {
         checkpoint_json: &str,
         now_ms: i64,
     ) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'succeeded', step = 'done', result = ?1, checkpoint = ?2, \
-                 last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = ?3, finished_at = ?3 \
-             WHERE id = ?4 AND attempt = ?5 AND status = 'running'",
-        )
-        .bind(result_json)
-        .bind(checkpoint_json)
-        .bind(now_ms)
-        .bind(fence.id)
-        .bind(fence.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(done.rows_affected(), fence)?;
-        insert_event(&mut tx, fence, Event::plain(EventKind::Succeeded), now_ms).await?;
-        tx.commit().await?;
+        let event = EventRecord::plain(fence, EventKind::Succeeded, now_ms);
+        let change = Change::Succeed {
+            result: result_json.to_owned(),
+            checkpoint: checkpoint_json.to_owned(),
+        };
+        self.transition(fence, change, event, now_ms).await?;
         Ok(())
     }
 
@@ -250,71 +453,35 @@ impl Queue {
         failure: &Failure,
         now_ms: i64,
     ) -> Result<(), QueueError> {
-        self.finish_unsuccessfully(
-            fence,
-            "failed",
-            Event::failure(EventKind::Failed, failure),
-            Some(&failure.message),
-            now_ms,
-        )
-        .await
+        let event = EventRecord::failure(fence, EventKind::Failed, failure, now_ms);
+        let change = Change::Finish {
+            status: "failed",
+            last_error: Some(failure.message.clone()),
+        };
+        self.transition(fence, change, event, now_ms).await?;
+        Ok(())
     }
 
     /// Stops the job because a cancel was requested (called only at a step boundary).
     pub async fn cancel_running(&self, fence: Fence, now_ms: i64) -> Result<(), QueueError> {
-        let event = Event {
-            error: Some("cancel requested"),
-            ..Event::plain(EventKind::Cancelled)
+        let event = EventRecord {
+            error: Some("cancel requested".to_owned()),
+            ..EventRecord::plain(fence, EventKind::Cancelled, now_ms)
         };
-        self.finish_unsuccessfully(fence, "cancelled", event, None, now_ms)
-            .await
-    }
-
-    async fn finish_unsuccessfully(
-        &self,
-        fence: Fence,
-        status: &str,
-        event: Event<'_>,
-        last_error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = ?1, last_error = COALESCE(?2, last_error), \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3, finished_at = ?3 \
-             WHERE id = ?4 AND attempt = ?5 AND status = 'running'",
-        )
-        .bind(status)
-        .bind(last_error)
-        .bind(now_ms)
-        .bind(fence.id)
-        .bind(fence.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(done.rows_affected(), fence)?;
-        insert_event(&mut tx, fence, event, now_ms).await?;
-        tx.commit().await?;
+        let change = Change::Finish {
+            status: "cancelled",
+            last_error: None,
+        };
+        self.transition(fence, change, event, now_ms).await?;
         Ok(())
     }
 
     /// Gives the job back unfinished (shutdown): queued again at once at its checkpoint, and
     /// the attempt is not charged.
     pub async fn release(&self, fence: Fence, now_ms: i64) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', run_at = ?1, lease_owner = NULL, \
-                 lease_expires_at = NULL, uncharged_attempts = uncharged_attempts + 1, \
-                 updated_at = ?1 \
-             WHERE id = ?2 AND attempt = ?3 AND status = 'running'",
-        )
-        .bind(now_ms)
-        .bind(fence.id)
-        .bind(fence.attempt)
-        .execute(&mut *tx)
-        .await?;
-        fenced(done.rows_affected(), fence)?;
-        insert_event(&mut tx, fence, Event::plain(EventKind::Released), now_ms).await?;
-        tx.commit().await?;
+        let event = EventRecord::plain(fence, EventKind::Released, now_ms);
+        self.transition(fence, Change::Release, event, now_ms)
+            .await?;
         Ok(())
     }
 }

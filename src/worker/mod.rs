@@ -1,21 +1,35 @@
 //! The worker pool: claims due jobs under a lease, runs each through the approval steps
 //! with a checkpoint after every step, keeps leases alive, rescues expired ones, and drains
 //! gracefully on shutdown. The only module that uses both the queue and the approval steps.
+//! It also reports on itself: sd_notify, metrics, `/healthz`, and the monthly call quota.
 
+mod http;
+mod maintain;
+mod metrics;
+mod notify;
+mod pool;
+mod quota;
 mod runner;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::approval::{Approval, UploadLimits};
 use crate::config::Config;
 use crate::queue::{Fence, JobId, Queue, QueueError, now_ms};
+
+pub use http::serve;
+pub use metrics::{METRICS_PREFIX, Metrics, Snapshot};
+pub use notify::{Notifier, status_line};
+pub use quota::{CallQuota, FLUSH_INTERVAL};
+
+/// The claim loop counts as stalled after this many status intervals without a database
+/// round trip.
+const STALLED_AFTER_INTERVALS: u32 = 3;
 
 /// What the pool needs from the configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +54,10 @@ pub struct WorkerSettings {
     pub attachment_field: String,
     /// Attachment confinement and size limit.
     pub upload: UploadLimits,
+    /// The DingTalk app, whose calls count against the monthly quota.
+    pub app_key: String,
+    /// Counted DingTalk calls per month after which the pool stops claiming.
+    pub monthly_call_budget: Option<u64>,
 }
 
 impl WorkerSettings {
@@ -73,6 +91,8 @@ impl WorkerSettings {
                 allowed_dirs,
                 max_file_bytes: config.upload.max_file_bytes,
             },
+            app_key: config.dingtalk.app_key.clone(),
+            monthly_call_budget: config.dingtalk.monthly_call_budget,
         }
     }
 
@@ -97,6 +117,34 @@ struct Inner {
     wake: Notify,
     /// Claims in flight, so a forced stop can release them.
     running: Mutex<HashMap<JobId, Fence>>,
+    /// Step durations, retries, upload bytes.
+    metrics: Metrics,
+    /// DingTalk calls per month, and the budget.
+    quota: CallQuota,
+    /// sd_notify, once `run` asks for it.
+    notifier: OnceLock<Notifier>,
+    /// When the claim loop last completed a database round trip; `None` until ready.
+    alive_at: Mutex<Option<Instant>>,
+}
+
+/// What `/healthz` reports.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// Startup (migrations, lease recovery) is done.
+    pub ready: bool,
+    /// A round trip to the database just now.
+    pub database: Result<(), String>,
+    /// The claim loop completed a database round trip recently.
+    pub claim_loop_alive: bool,
+    /// Seconds since it last did.
+    pub claim_loop_idle_secs: Option<f64>,
+}
+
+impl Health {
+    /// Healthy: ready, database reachable, claim loop alive.
+    pub fn healthy(&self) -> bool {
+        self.ready && self.database.is_ok() && self.claim_loop_alive
+    }
 }
 
 /// Why `run` stopped abnormally.
@@ -116,6 +164,7 @@ impl Worker {
             std::process::id(),
             rand::random::<u32>()
         );
+        let quota = CallQuota::new(settings.app_key.clone(), settings.monthly_call_budget);
         Worker {
             inner: Arc::new(Inner {
                 queue,
@@ -124,8 +173,79 @@ impl Worker {
                 owner,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                metrics: Metrics::new(),
+                quota,
+                notifier: OnceLock::new(),
+                alive_at: Mutex::new(None),
             }),
         }
+    }
+
+    /// Speaks sd_notify from now on if systemd started the process (`NOTIFY_SOCKET`).
+    pub fn speak_sd_notify(&self) {
+        let _ = self.inner.notifier.set(Notifier::from_env());
+    }
+
+    /// The pool's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    fn notifier(&self) -> &Notifier {
+        static DISABLED: OnceLock<Notifier> = OnceLock::new();
+        self.inner
+            .notifier
+            .get()
+            .unwrap_or_else(|| DISABLED.get_or_init(Notifier::disabled))
+    }
+
+    /// The OpenMetrics text of the pool, with gauges read from the database now.
+    pub async fn render_metrics(&self) -> Result<String, QueueError> {
+        let inner = &self.inner;
+        let now = now_ms();
+        let by_status = inner.queue.status_counts().await?;
+        let depth = inner.queue.depth(&inner.settings.queue, now).await?;
+        let dingtalk = inner.approval.dingtalk();
+        let snapshot = Snapshot {
+            by_status,
+            depth,
+            now_ms: now,
+            in_flight: self.running().len(),
+            concurrency: inner.settings.concurrency,
+            calls: dingtalk.call_counts(),
+            month_calls: inner.quota.used(dingtalk),
+            budget: inner.quota.budget(),
+            claim_loop_idle_secs: self.idle().map(|idle| idle.as_secs_f64()),
+        };
+        Ok(inner.metrics.render(&snapshot))
+    }
+
+    /// Database reachable, claim loop alive.
+    pub async fn health(&self) -> Health {
+        let idle = self.idle();
+        let stalled_after = self.notifier().status_interval() * STALLED_AFTER_INTERVALS;
+        Health {
+            ready: idle.is_some(),
+            database: self.inner.queue.ping().await.map_err(|e| e.to_string()),
+            claim_loop_alive: idle.is_some_and(|idle| idle <= stalled_after),
+            claim_loop_idle_secs: idle.map(|idle| idle.as_secs_f64()),
+        }
+    }
+
+    fn idle(&self) -> Option<Duration> {
+        self.alive_at().map(|at| at.elapsed())
+    }
+
+    fn alive_at(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A plain timestamp: a panic elsewhere cannot leave it half-written.
+        self.inner
+            .alive_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn mark_alive(&self) {
+        *self.alive_at() = Some(Instant::now());
     }
 
     /// This process's lease owner id.
@@ -136,96 +256,6 @@ impl Worker {
     /// Asks the claim loop to look for work now (e.g. after an in-process enqueue).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
-    }
-
-    /// Runs until `shutdown` is cancelled, then drains: no new claims, in-flight jobs stop at
-    /// their next step boundary and are released, all within the grace period; when it runs
-    /// out (or `force` is cancelled) the remaining runners are aborted and released.
-    pub async fn run(
-        &self,
-        shutdown: CancellationToken,
-        force: CancellationToken,
-    ) -> Result<(), WorkerError> {
-        let inner = &self.inner;
-        let semaphore = Arc::new(Semaphore::new(inner.settings.concurrency as usize));
-        let mut runners = JoinSet::new();
-        let maintenance = tokio::spawn(maintain(self.clone(), shutdown.clone()));
-        tracing::info!(owner = %inner.owner, queue = %inner.settings.queue, concurrency = inner.settings.concurrency, "worker started");
-        let outcome = self.claim_loop(&semaphore, &mut runners, &shutdown).await;
-        tracing::info!(in_flight = runners.len(), "worker draining");
-        let drained = tokio::select! {
-            () = drain(&mut runners) => true,
-            () = tokio::time::sleep(inner.settings.shutdown_grace) => false,
-            () = force.cancelled() => false,
-        };
-        if !drained {
-            runners.abort_all();
-            while runners.join_next().await.is_some() {}
-            self.release_all().await;
-        }
-        maintenance.abort();
-        tracing::info!("worker stopped");
-        outcome
-    }
-
-    async fn claim_loop(
-        &self,
-        semaphore: &Arc<Semaphore>,
-        runners: &mut JoinSet<()>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), WorkerError> {
-        let inner = &self.inner;
-        while !shutdown.is_cancelled() {
-            while runners.try_join_next().is_some() {}
-            let free = semaphore.available_permits();
-            let mut claimed_all = false;
-            if free > 0 {
-                let limit = u32::try_from(free).unwrap_or(u32::MAX);
-                let jobs = match inner
-                    .queue
-                    .claim(
-                        &inner.settings.queue,
-                        &inner.owner,
-                        limit,
-                        inner.settings.lease_ms(),
-                        now_ms(),
-                    )
-                    .await
-                {
-                    Ok(jobs) => jobs,
-                    Err(e) => {
-                        tracing::error!(error = %e, "claim failed; retrying after the poll interval");
-                        Vec::new()
-                    }
-                };
-                claimed_all = jobs.len() == free;
-                for job in jobs {
-                    let Ok(permit) = semaphore.clone().try_acquire_owned() else {
-                        // Permits only drop when runners finish, so `free` permits are there.
-                        break;
-                    };
-                    self.track(job.fence());
-                    let worker = self.clone();
-                    let stop = shutdown.clone();
-                    runners.spawn(async move {
-                        let fence = job.fence();
-                        runner::run(&worker, job, &stop).await;
-                        worker.untrack(fence.id);
-                        drop(permit);
-                        worker.inner.wake.notify_one();
-                    });
-                }
-            }
-            if claimed_all && semaphore.available_permits() > 0 {
-                continue;
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = inner.wake.notified() => {}
-                () = tokio::time::sleep(inner.settings.poll_interval) => {}
-            }
-        }
-        Ok(())
     }
 
     fn track(&self, fence: Fence) {
@@ -239,53 +269,6 @@ impl Worker {
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Fence>> {
         // A panic while holding this lock leaves the map usable; keep going.
         self.inner.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn release_all(&self) {
-        let fences: Vec<Fence> = self.running().drain().map(|(_, fence)| fence).collect();
-        for fence in fences {
-            match self.inner.queue.release(fence, now_ms()).await {
-                Ok(()) => tracing::info!(job_id = fence.id, "released unfinished job"),
-                Err(QueueError::LeaseLost { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
-                }
-            }
-        }
-    }
-}
-
-async fn drain(runners: &mut JoinSet<()>) {
-    while runners.join_next().await.is_some() {}
-}
-
-/// Heartbeats this process's leases and rescues other workers' expired ones.
-async fn maintain(worker: Worker, shutdown: CancellationToken) {
-    let inner = &worker.inner;
-    let period = (inner.settings.lease / 3).max(Duration::from_millis(100));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let now = now_ms();
-        if let Err(e) = inner
-            .queue
-            .heartbeat(&inner.owner, inner.settings.lease_ms(), now)
-            .await
-        {
-            tracing::warn!(error = %e, "lease heartbeat failed");
-        }
-        if shutdown.is_cancelled() {
-            continue;
-        }
-        match inner.queue.rescue(now).await {
-            Ok(ids) if !ids.is_empty() => {
-                tracing::warn!(jobs = ?ids, "rescued jobs whose lease expired");
-                inner.wake.notify_one();
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "rescue failed"),
-        }
     }
 }
 

@@ -15,6 +15,12 @@ use crate::queue::{ClaimedJob, Failure, Fence, QueueError, now_ms};
 const MAX_STALE_REDOS_PER_ATTEMPT: u32 = 3;
 /// The step name recorded when the payload itself is at fault.
 const PAYLOAD_STEP: &str = "payload";
+/// The name events give a submit resumed by a later attempt: it reconciles before anything.
+const RECONCILE_STEP: &str = "reconcile";
+/// Attempts beyond `max_attempts` a job may still make while a create it sent is
+/// unresolved: only reconciliation can tell whether the approval exists, so failing the job
+/// before it has looked would report a failure that may be a success.
+const EXTRA_RECONCILE_ATTEMPTS: i64 = 3;
 
 /// Runs one claimed job until it leaves this worker's hands.
 pub(super) async fn run(worker: &Worker, job: ClaimedJob, shutdown: &CancellationToken) {
@@ -95,10 +101,18 @@ async fn drive(
         let at = Attempt {
             attempt: claimed.attempt,
             now_ms: now_ms(),
+            may_create: claimed.charged_attempts() <= max_attempts(worker, claimed),
         };
-        let done_step = step.name();
-        let outcome = inner.approval.advance(&job, step.clone(), at).await;
+        let done_step = step_label(&step, claimed.attempt);
+        let outcome = inner
+            .approval
+            .advance(&job, step.clone(), at)
+            .instrument(tracing::info_span!("step", step = done_step))
+            .await;
         let duration_ms = elapsed_ms(started);
+        inner
+            .metrics
+            .step(done_step, &step, outcome.is_ok(), duration_ms);
         match outcome {
             Ok(next) => {
                 tracing::debug!(
@@ -108,6 +122,19 @@ async fn drive(
                     "step done"
                 );
                 if matches!(next, Step::Done { .. }) {
+                    if done_step == RECONCILE_STEP {
+                        // The adoption gets its own event, so the history shows it.
+                        queue
+                            .checkpoint(
+                                fence,
+                                done_step,
+                                duration_ms,
+                                next.name(),
+                                &next.to_checkpoint(),
+                                now_ms(),
+                            )
+                            .await?;
+                    }
                     step = next;
                     continue;
                 }
@@ -153,7 +180,27 @@ async fn drive(
 /// A cancel may stop the job unless a create may already have been sent by an earlier
 /// attempt: then only reconciliation can tell, and finishing is the truthful outcome.
 fn may_cancel(step: &Step, attempt: i64) -> bool {
-    !matches!(step, Step::Submit { intent, .. } if intent.attempt != attempt)
+    !is_reconcile(step, attempt)
+}
+
+/// A submit whose intent an earlier attempt armed: its create may have been sent.
+fn is_reconcile(step: &Step, attempt: i64) -> bool {
+    matches!(step, Step::Submit { intent, .. } if intent.attempt != attempt)
+}
+
+/// The step name events record for `step` run under `attempt`.
+fn step_label(step: &Step, attempt: i64) -> &'static str {
+    if is_reconcile(step, attempt) {
+        RECONCILE_STEP
+    } else {
+        step.name()
+    }
+}
+
+fn max_attempts(worker: &Worker, claimed: &ClaimedJob) -> i64 {
+    claimed
+        .max_attempts
+        .unwrap_or_else(|| i64::from(worker.inner.settings.max_attempts))
 }
 
 async fn give_up_or_retry(
@@ -173,13 +220,24 @@ async fn give_up_or_retry(
         let f = failure(step_name, reason.message, reason.http_status, duration_ms);
         return inner.queue.fail(fence, &f, now).await;
     }
-    let max_attempts = claimed
-        .max_attempts
-        .unwrap_or_else(|| i64::from(settings.max_attempts));
-    if claimed.charged_attempts() >= max_attempts {
+    // A create that may have been sent and is not yet reconciled keeps the job going a
+    // little longer: the next attempt looks before it gives up (and creates nothing more).
+    let unresolved = matches!(error, StepError::Ambiguous(_)) || step_name == RECONCILE_STEP;
+    let limit = max_attempts(worker, claimed)
+        + if unresolved {
+            EXTRA_RECONCILE_ATTEMPTS
+        } else {
+            0
+        };
+    if claimed.charged_attempts() >= limit {
         tracing::warn!(step = step_name, error = %reason, "job failed: attempts exhausted");
+        let unknown = if unresolved {
+            "; an approval instance may exist: `retry` reconciles before creating"
+        } else {
+            ""
+        };
         let message = format!(
-            "gave up after {} attempts: {}",
+            "gave up after {} attempts: {}{unknown}",
             claimed.charged_attempts(),
             reason.message
         );
@@ -192,7 +250,7 @@ async fn give_up_or_retry(
         settings.backoff_max,
         rand::random::<f64>(),
     );
-    let delay = approval::retry_delay(&error, backoff);
+    let delay = inner.approval.retry_delay(&error, backoff);
     tracing::info!(step = step_name, error = %error, delay_ms = delay.as_millis() as u64, "step failed; retrying later");
     let f = failure(
         step_name,
@@ -203,6 +261,7 @@ async fn give_up_or_retry(
     let run_at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
     // The checkpoint stays as it was: an ambiguous submit keeps its intent, so the next
     // attempt reconciles before creating.
+    inner.metrics.retry(step_name);
     inner.queue.retry_later(fence, &f, run_at, now).await
 }
 

@@ -1,13 +1,25 @@
 //! Bad payloads become failed jobs with a reason naming the field; good jobs still succeed.
+//! Files that vanish or change mid-job fail their job clearly, and rows the worker could not
+//! read are refused by the table's CHECKs before they ever reach the queue.
 
+use std::time::Duration;
+
+use approval_worker::sandbox::{Endpoint, Fault};
 use serde_json::{Value, json};
 
-use crate::helpers::{Harness, bytes};
+use crate::helpers::{Harness, Timing, bytes};
+
+/// Largest attachment in these tests: the oversize case is just above it.
+const MAX_FILE_BYTES: u64 = 50_000;
 
 #[tokio::test]
 async fn malformed_payloads_fail_with_a_readable_reason_while_good_jobs_succeed() {
     let mut h = Harness::new().await;
+    h.config.upload.max_file_bytes = MAX_FILE_BYTES;
     let good_file = h.file("good.pdf", &bytes(100, 1));
+    let big = h.file("big.pdf", &bytes(MAX_FILE_BYTES as usize + 1, 4));
+    let escaping_link = h.spool.join("link.pdf");
+    std::os::unix::fs::symlink("/etc/hostname", &escaping_link).unwrap();
     let outside = tempfile::tempdir().unwrap();
     let outside_file = outside.path().join("secret.pdf");
     std::fs::write(&outside_file, b"x").unwrap();
@@ -25,7 +37,8 @@ async fn malformed_payloads_fail_with_a_readable_reason_while_good_jobs_succeed(
         p.as_object_mut().unwrap().remove(key);
         p
     };
-    let cases: Vec<(&str, Value, &str)> = vec![
+    let named = |name: &str| with("attachments", json!([{"path": good_file, "name": name}]));
+    let mut cases: Vec<(&str, Value, &str)> = vec![
         ("not an object", json!([1, 2]), "invalid type"),
         (
             "missing process_code",
@@ -98,7 +111,109 @@ async fn malformed_payloads_fail_with_a_readable_reason_while_good_jobs_succeed(
             with("form", json!([{"name": "金额", "value": 12}])),
             "invalid type",
         ),
+        ("null payload", json!(null), "invalid type: null"),
+        (
+            "process_code of the wrong type",
+            with("process_code", json!(42)),
+            "invalid type: integer `42`",
+        ),
+        (
+            "attachments not a list",
+            with("attachments", json!("good.pdf")),
+            "invalid type: string",
+        ),
+        (
+            "missing attachments",
+            without("attachments"),
+            "missing field `attachments`",
+        ),
+        (
+            "empty originator",
+            with("originator_user_id", json!("")),
+            "originator_user_id: must not be empty",
+        ),
+        (
+            "a system file",
+            with("attachments", json!([{"path": "/etc/shadow"}])),
+            "outside [upload] allowed_dirs",
+        ),
+        (
+            "a symlink out of the spool",
+            with("attachments", json!([{"path": escaping_link}])),
+            "outside [upload] allowed_dirs",
+        ),
+        (
+            "a file above max_file_bytes",
+            with("attachments", json!([{"path": big}])),
+            "larger than [upload] max_file_bytes",
+        ),
+        (
+            "a display name with a trailing space",
+            named("报销.pdf "),
+            "must not start or end with a space",
+        ),
+        (
+            "a display name ending in a dot",
+            named("report.pdf."),
+            "must not end with '.'",
+        ),
+        (
+            "a display name of 300 characters",
+            named(&format!("{}.pdf", "长".repeat(296))),
+            "longer than 255 characters",
+        ),
+        (
+            "more than 50 attachments",
+            with("attachments", json!(vec![json!({"path": good_file}); 51])),
+            "51 files, at most 50 per job",
+        ),
+        (
+            "a form value over 65535 characters",
+            with(
+                "form",
+                json!([{"name": "说明", "value": "x".repeat(65_536)}]),
+            ),
+            "DingTalk accepts at most 65535",
+        ),
+        (
+            "150 form values plus the attachments",
+            with(
+                "form",
+                json!(
+                    (0..150)
+                        .map(|n| json!({"name": format!("f{n}"), "value": "v"}))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            "at most 150 including the attachment field",
+        ),
+        (
+            "a form value in the attachment field",
+            with("form", json!([{"name": "附件", "value": "[]"}])),
+            "is the attachment field",
+        ),
+        (
+            "a cc list of 51 users",
+            with("cc_list", json!(vec!["user"; 51])),
+            "cc_list: 51 users",
+        ),
     ];
+    // An unreadable file: root reads a mode-000 file anyway, so the case only means
+    // something (and only runs) for an unprivileged user.
+    let unreadable = h.file("unreadable.pdf", &bytes(10, 5));
+    std::fs::set_permissions(
+        &unreadable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o000),
+    )
+    .unwrap();
+    if std::fs::read(&unreadable).is_err() {
+        cases.push((
+            "an unreadable file",
+            with("attachments", json!([{"path": unreadable}])),
+            "permission denied (unreadable)",
+        ));
+    }
+    assert!(cases.len() >= 30, "{} cases", cases.len());
     let mut ids = Vec::new();
     for (label, payload, _) in &cases {
         ids.push((label, h.enqueue(payload).await));
@@ -118,4 +233,130 @@ async fn malformed_payloads_fail_with_a_readable_reason_while_good_jobs_succeed(
     assert_eq!(h.finished(good_id).await.status, "succeeded");
     h.stop().await;
     assert_eq!(h.sandbox.instances().len(), 1);
+    assert_eq!(
+        h.received(Endpoint::OssPut).len(),
+        1,
+        "no refused attachment was read or uploaded"
+    );
+}
+
+/// Runs `good` and a job whose attachment the test tampers with once the sandbox receives a
+/// call to `endpoint` (held for half a second); returns the tampered job's row.
+async fn tamper_during(
+    endpoint: Endpoint,
+    tamper: impl FnOnce(&std::path::Path),
+) -> (Harness, approval_worker::queue::JobRow) {
+    let mut h = Harness::new().await;
+    let victim = h.file("victim.pdf", &bytes(20_000, 6));
+    let bystander = h.file("bystander.pdf", &bytes(1000, 7));
+    let id = h.enqueue(&h.payload(&[&victim])).await;
+    h.sandbox
+        .inject(endpoint, Fault::Latency(Duration::from_millis(500)), 1);
+    h.start_timed_with(Timing {
+        submit_settle: Duration::ZERO,
+        ..Timing::default()
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.received(endpoint).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{endpoint} never called"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tamper(&victim);
+    let job = h.finished(id).await;
+    let other = h.enqueue(&h.payload(&[&bystander])).await;
+    assert_eq!(
+        h.finished(other).await.status,
+        "succeeded",
+        "the queue goes on"
+    );
+    h.stop().await;
+    assert_eq!(h.sandbox.instances().len(), 1, "only the bystander's");
+    (h, job)
+}
+
+#[tokio::test]
+async fn a_file_that_vanishes_after_the_claim_fails_its_job_with_the_path() {
+    let (_h, job) =
+        tamper_during(Endpoint::Space, |path| std::fs::remove_file(path).unwrap()).await;
+    assert_eq!(job.status, "failed", "{job:?}");
+    assert_eq!(job.step, "upload_info");
+    let error = job.last_error.unwrap();
+    assert!(
+        error.contains("victim.pdf") && error.contains("No such file"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_rewritten_between_upload_info_and_put_is_not_uploaded_as_something_else() {
+    let (h, job) = tamper_during(Endpoint::UploadInfo, |path| {
+        std::fs::write(path, bytes(20_000, 99)).unwrap()
+    })
+    .await;
+    assert_eq!(job.status, "failed", "{job:?}");
+    assert_eq!(job.step, "put");
+    let error = job.last_error.unwrap();
+    assert!(error.contains("file changed"), "{error}");
+    assert!(
+        h.sandbox.files().len() == 1,
+        "nothing of the victim was committed"
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_grows_between_upload_info_and_put_fails_before_sending() {
+    let (h, job) = tamper_during(Endpoint::UploadInfo, |path| {
+        std::fs::write(path, bytes(30_000, 6)).unwrap()
+    })
+    .await;
+    assert_eq!(job.status, "failed", "{job:?}");
+    let error = job.last_error.unwrap();
+    assert!(error.contains("30000 bytes, expected 20000"), "{error}");
+    assert_eq!(
+        h.received(Endpoint::OssPut).len(),
+        1,
+        "only the bystander's PUT"
+    );
+}
+
+#[tokio::test]
+async fn rows_the_worker_could_not_read_are_refused_by_the_tables_checks() {
+    use sqlx::Connection;
+    let h = Harness::new().await;
+    let url = format!("sqlite://{}", h.config.database.path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let refused = [
+        (
+            "payload that is not JSON",
+            "INSERT INTO jobs (payload) VALUES ('{\"process_code\": ')",
+        ),
+        (
+            "payload stored as a blob",
+            "INSERT INTO jobs (payload) VALUES (x'7b7d')",
+        ),
+        (
+            "priority that is not an integer",
+            "INSERT INTO jobs (payload, priority) VALUES ('{}', 'high')",
+        ),
+        (
+            "max_attempts of zero",
+            "INSERT INTO jobs (payload, max_attempts) VALUES ('{}', 0)",
+        ),
+        (
+            "unknown status",
+            "INSERT INTO jobs (payload, status) VALUES ('{}', 'paused')",
+        ),
+    ];
+    for (label, sql) in refused {
+        let error = sqlx::query(sql).execute(&mut conn).await.unwrap_err();
+        assert!(
+            error.to_string().contains("CHECK constraint failed"),
+            "{label}: {error}"
+        );
+    }
+    conn.close().await.unwrap();
+    assert!(h.all_jobs().await.is_empty(), "nothing reached the queue");
 }

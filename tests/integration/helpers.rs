@@ -7,7 +7,7 @@ use approval_worker::approval::Approval;
 use approval_worker::config::Config;
 use approval_worker::dingtalk::{ClientSettings, DingTalk};
 use approval_worker::oss::Oss;
-use approval_worker::queue::{JobId, JobRow, NewJob, Queue, now_ms};
+use approval_worker::queue::{EventRow, JobId, JobRow, NewJob, Queue, now_ms};
 use approval_worker::sandbox::{Endpoint, Received, Sandbox, SandboxOptions};
 use approval_worker::secret::Secret;
 use approval_worker::worker::{Worker, WorkerSettings};
@@ -194,4 +194,445 @@ pub fn bytes(size: usize, seed: u8) -> Vec<u8> {
 pub fn md5_hex(data: &[u8]) -> String {
     use md5::{Digest, Md5};
     hex::encode(Md5::digest(data))
+}
+
+/// Timings for reliability tests: millisecond backoffs and short timeouts, so faults that
+/// send a job back to the queue cost a fraction of a second. Set on `WorkerSettings`
+/// directly, since the config file's units are whole seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// DingTalk and OSS request timeout (OSS: longest silence).
+    pub request_timeout: Duration,
+    /// Queue backoff ceiling, first retry and cap alike.
+    pub backoff: Duration,
+    /// How long a create without an answer may still land.
+    pub submit_settle: Duration,
+    /// Claim lease.
+    pub lease: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            request_timeout: Duration::from_secs(2),
+            backoff: Duration::from_millis(50),
+            // Twice the request timeout, as `run` sets it: a create the client gave up on
+            // has that long again to land before reconciliation believes it did not.
+            submit_settle: Duration::from_secs(4),
+            lease: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Harness {
+    /// A worker with `timing` instead of the config's whole-second values.
+    pub fn timed_worker(&self, timing: Timing) -> Worker {
+        let dingtalk = DingTalk::new(ClientSettings {
+            api_base: self.config.dingtalk.api_base.clone(),
+            oapi_base: self.config.dingtalk.oapi_base.clone(),
+            app_key: self.config.dingtalk.app_key.clone(),
+            app_secret: Secret::new(SandboxOptions::default().app_secret),
+            agent_id: self.config.dingtalk.agent_id,
+            rate_limit_per_sec: self.config.dingtalk.rate_limit_per_sec,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: timing.request_timeout,
+        })
+        .expect("client");
+        let oss = Oss::new(Duration::from_secs(2), timing.request_timeout).expect("oss client");
+        let approval = Approval::new(dingtalk, oss).with_submit_settle(timing.submit_settle);
+        let mut settings = WorkerSettings::from_config(&self.config);
+        settings.backoff_base = timing.backoff;
+        settings.backoff_max = timing.backoff;
+        settings.lease = timing.lease;
+        Worker::new(self.queue.clone(), approval, settings)
+    }
+
+    /// Starts a worker with the default reliability-test timings.
+    pub fn start_timed(&mut self) -> Worker {
+        self.start_timed_with(Timing::default())
+    }
+
+    /// Starts a worker with `timing` in the background.
+    pub fn start_timed_with(&mut self, timing: Timing) -> Worker {
+        let worker = self.timed_worker(timing);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn({
+            let worker = worker.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                worker
+                    .run(shutdown, CancellationToken::new())
+                    .await
+                    .expect("worker runs");
+            }
+        });
+        self.worker = Some((shutdown, handle, worker.clone()));
+        worker
+    }
+
+    /// Waits until `check` holds for the job's row and events (polling the database).
+    pub async fn wait_until(
+        &self,
+        id: JobId,
+        what: &str,
+        check: impl Fn(&JobRow, &[EventRow]) -> bool,
+    ) -> (JobRow, Vec<EventRow>) {
+        let deadline = Instant::now() + FINISH_TIMEOUT;
+        loop {
+            let job = self.queue.get(id).await.expect("job exists");
+            let events = self.queue.events(id).await.expect("events");
+            if check(&job, &events) {
+                return (job, events);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id}: gave up waiting for {what}: {job:?} {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sets columns of a job with plain SQL, as an operator or another process would (for
+    /// example, moving `run_at` to let time pass).
+    pub async fn sql(&self, sql: &str) {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self.config.database.path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url)
+            .await
+            .expect("connect");
+        sqlx::query(sql).execute(&mut conn).await.expect("sql");
+        conn.close().await.expect("close");
+    }
+}
+
+/// The fileIds the DDAttachment field of a sandbox instance references.
+pub fn instance_file_ids(instance: &approval_worker::sandbox::Instance) -> Vec<String> {
+    instance
+        .form
+        .iter()
+        .filter(|(name, _)| name == "附件")
+        .find_map(|(_, value)| approval_worker::dingtalk::dd_attachment_file_ids(value))
+        .unwrap_or_default()
+}
+
+/// The fileIds a finished job's `result` lists.
+pub fn result_file_ids(job: &JobRow) -> Vec<String> {
+    result_of(job)["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["file_id"].as_str().expect("file_id").to_string())
+        .collect()
+}
+
+/// What the sandbox holds against what the jobs recorded: returns `(duplicates, lost)`.
+/// A duplicate is an instance beyond the first for one job's files, or an instance no job
+/// owns; a lost job is one that did not succeed, or whose recorded instance is not the one
+/// the sandbox holds for its files.
+pub fn audit(instances: &[approval_worker::sandbox::Instance], jobs: &[JobRow]) -> (usize, usize) {
+    let succeeded: Vec<(&JobRow, Vec<String>)> = jobs
+        .iter()
+        .filter(|job| job.status == "succeeded")
+        .map(|job| (job, result_file_ids(job)))
+        .collect();
+    let mut duplicates = 0;
+    let mut per_job = vec![0_usize; succeeded.len()];
+    for instance in instances {
+        let files = instance_file_ids(instance);
+        match succeeded.iter().position(|(_, ids)| *ids == files) {
+            Some(index) => per_job[index] += 1,
+            None => duplicates += 1,
+        }
+    }
+    duplicates += per_job.iter().map(|n| n.saturating_sub(1)).sum::<usize>();
+    let mut lost = jobs.len() - succeeded.len();
+    for ((job, files), count) in succeeded.iter().zip(&per_job) {
+        let recorded = result_of(job)["instance_id"].as_str().map(str::to_string);
+        let held = instances
+            .iter()
+            .any(|i| Some(&i.instance_id) == recorded.as_ref() && instance_file_ids(i) == *files);
+        if *count == 0 || !held {
+            lost += 1;
+        }
+    }
+    (duplicates, lost)
+}
+
+/// The real binary, for tests that run, signal and kill it.
+pub const BIN: &str = env!("CARGO_BIN_EXE_approval-worker");
+
+/// A `[worker]` table for the binary: short lease (5 s, the minimum) and 1 s backoffs.
+pub const BINARY_WORKER: &str = "[worker]\nconcurrency = 8\npoll_interval_ms = 20\n\
+     lease_secs = 5\nmax_attempts = 100\nbackoff_base_secs = 1\nbackoff_max_secs = 1\n\
+     shutdown_grace_secs = 1\n";
+
+impl Harness {
+    /// Writes `NAME.toml` for the binary: this harness's sandbox, database and spool, a 2 s
+    /// request timeout, and `worker_table` (see [`BINARY_WORKER`]).
+    pub fn binary_config(&self, name: &str, worker_table: &str) -> PathBuf {
+        let dir = self.spool.parent().expect("spool has a parent");
+        let path = dir.join(format!("{name}.toml"));
+        let base = self.sandbox.base_url();
+        let text = format!(
+            "[database]\npath = {db:?}\n\n[dingtalk]\napp_key = {key:?}\nagent_id = {agent}\n\
+             api_base = {base:?}\noapi_base = {base:?}\nrate_limit_per_sec = 0\n\
+             connect_timeout_secs = 1\nrequest_timeout_secs = 2\n\n\
+             [upload]\nallowed_dirs = [{spool:?}]\nmax_file_bytes = {max}\n\n{worker_table}",
+            db = self.config.database.path.display().to_string(),
+            key = self.config.dingtalk.app_key,
+            agent = self.config.dingtalk.agent_id,
+            spool = self.spool.display().to_string(),
+            max = self.config.upload.max_file_bytes,
+        );
+        std::fs::write(&path, text).expect("write worker.toml");
+        path
+    }
+
+    /// Starts `approval-worker --config CONFIG run` with the sandbox's secret in the
+    /// environment; its stderr (the log, at `log_level`) is appended to `log`.
+    pub fn spawn_binary(&self, config: &Path, log: &Path, log_level: &str) -> std::process::Child {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        std::process::Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env_remove("APPROVAL_WORKER_CONFIG")
+            .env_remove("APPROVAL_WORKER_DATABASE")
+            .env("DINGTALK_APP_SECRET", SandboxOptions::default().app_secret)
+            .env("APPROVAL_WORKER_LOG", log_level)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("binary starts")
+    }
+
+    /// Every job, oldest first.
+    pub async fn all_jobs(&self) -> Vec<JobRow> {
+        let filter = approval_worker::queue::JobFilter {
+            limit: i64::MAX,
+            ..Default::default()
+        };
+        let mut jobs = self.queue.list(&filter).await.expect("list jobs");
+        jobs.reverse();
+        jobs
+    }
+
+    /// Waits until no job is queued or running (at most `timeout`), and returns them all.
+    pub async fn all_finished(&self, timeout: Duration) -> Vec<JobRow> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let jobs = self.all_jobs().await;
+            let open: Vec<&JobRow> = jobs
+                .iter()
+                .filter(|j| matches!(j.status.as_str(), "queued" | "running"))
+                .collect();
+            if open.is_empty() {
+                return jobs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} jobs stuck, e.g. {:?}",
+                open.len(),
+                open[0]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Sends SIGTERM (through `kill`, no signal crate needed).
+pub fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits for a child to exit, at most `timeout`, without blocking the runtime.
+pub async fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long a test waits for the binary to say or do something.
+pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Harness {
+    /// The harness's temporary directory (holds the database and the spool).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Writes `name` in the temporary directory: a worker.toml pointing at this harness's
+    /// sandbox, database and spool, with the sections of `extra` (TOML) merged over it.
+    pub fn config_file(&self, name: &str, extra: &str) -> PathBuf {
+        let mut config: toml::Table = toml::from_str(&format!(
+            "[database]\npath = {db:?}\n\
+             [dingtalk]\napp_key = {key:?}\nagent_id = {agent}\napi_base = {url:?}\n\
+             oapi_base = {url:?}\nrate_limit_per_sec = 0\n\
+             [upload]\nallowed_dirs = [{spool:?}]\n\
+             [worker]\npoll_interval_ms = 20\nconcurrency = 4\nbackoff_base_secs = 1\n\
+             backoff_max_secs = 1\n",
+            db = self.config.database.path.display().to_string(),
+            key = self.config.dingtalk.app_key,
+            agent = self.config.dingtalk.agent_id,
+            url = self.sandbox.base_url(),
+            spool = self.spool.display().to_string(),
+        ))
+        .expect("base config");
+        let extra: toml::Table = toml::from_str(extra).expect("extra config");
+        for (section, values) in extra {
+            match (config.get_mut(&section), values) {
+                (Some(toml::Value::Table(base)), toml::Value::Table(values)) => base.extend(values),
+                (_, values) => {
+                    config.insert(section, values);
+                }
+            }
+        }
+        let path = self.dir().join(name);
+        std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("write config");
+        path
+    }
+
+    /// The binary with this harness's app secret in its environment, run in the temporary
+    /// directory, without the caller's config, database or systemd variables.
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .current_dir(self.dir())
+            .env_remove("APPROVAL_WORKER_CONFIG")
+            .env_remove("APPROVAL_WORKER_DATABASE")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env("DINGTALK_APP_SECRET", SandboxOptions::default().app_secret);
+        command
+    }
+
+    /// Starts `approval-worker --config CONFIG run` with extra environment variables.
+    pub fn spawn_run(&self, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut command = self.command();
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        Daemon::spawn(command)
+    }
+}
+
+/// A running `approval-worker run`, with its stderr collected line by line.
+pub struct Daemon {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line read so far.
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    /// Spawns `command` (stderr piped) and reads its stderr in a thread.
+    pub fn spawn(mut command: std::process::Command) -> Daemon {
+        let mut child = command.spawn().expect("binary starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line with {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "INT") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code; reads the rest of stderr.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.log.extend(self.lines.try_iter());
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(line);
+                }
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process still running after {timeout:?}; log:\n{}",
+                self.log.join("\n")
+            );
+            self.log.extend(self.lines.try_iter());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // A failed test must not leave a worker running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -6,7 +6,14 @@
 
 mod bad_input;
 mod cli;
+mod faults;
 mod helpers;
+mod kill;
+mod notify;
+mod ops;
 mod pipeline;
+mod processes;
 mod producers;
 mod queue;
+mod recovery;
+mod security;

@@ -1,0 +1,106 @@
+//! Claim scaling: the cost of one claim with 1 k due jobs against 1 M, with and without
+//! 100 k jobs waiting in backoff, and of an idle poll when nothing is due. Tables are built
+//! with one `INSERT … SELECT` each. The shapes are measured in turns, round after round, so
+//! the machine's noise falls on all of them alike; claimed jobs are released (untimed)
+//! after each round, so the tables keep their shape.
+
+use std::time::{Duration, Instant};
+
+use super::BenchError;
+use super::setup::Scratch;
+use super::stats::{median, rate};
+use crate::queue::{DEFAULT_QUEUE, Queue, now_ms};
+
+/// How far in the future the backoff rows wait.
+const BACKOFF_MS: i64 = 3_600_000;
+/// Lease of the measured claims.
+const LEASE_MS: i64 = 60_000;
+
+/// One table shape.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// What the table holds.
+    pub label: String,
+    /// Due jobs.
+    pub due: u64,
+    /// Jobs waiting in backoff.
+    pub backoff: u64,
+}
+
+/// One table shape and what claiming from it costs.
+#[derive(Debug, Clone)]
+pub struct ClaimFigures {
+    /// What the table held.
+    pub label: String,
+    /// Claims (of one job each) per second, median over the rounds; 0 for idle shapes.
+    pub claims_per_sec: f64,
+    /// Idle polls (a claim finding nothing due) per second, for tables with nothing due.
+    pub idle_polls_per_sec: Option<f64>,
+}
+
+/// Builds every shape, then measures `claims` claims (or idle polls) per shape per round.
+pub async fn measure(
+    scratch: &Scratch,
+    shapes: &[Shape],
+    claims: u32,
+    rounds: usize,
+) -> Result<Vec<ClaimFigures>, BenchError> {
+    let payload = scratch.payload(0);
+    let mut queues = Vec::new();
+    for (index, shape) in shapes.iter().enumerate() {
+        let queue = Queue::open(&scratch.dir.join(format!("claims-{index}.db"))).await?;
+        let now = now_ms();
+        if shape.backoff > 0 {
+            queue
+                .fill(shape.backoff, &payload, now + BACKOFF_MS, now)
+                .await?;
+        }
+        if shape.due > 0 {
+            queue.fill(shape.due, &payload, now - 1_000, now).await?;
+        }
+        queue.checkpoint_wal().await?;
+        queues.push(queue);
+    }
+    let mut per_round = vec![Vec::new(); shapes.len()];
+    for _ in 0..rounds {
+        for (index, queue) in queues.iter().enumerate() {
+            let mut spent = Duration::ZERO;
+            let mut held = Vec::new();
+            for _ in 0..claims {
+                let started = Instant::now();
+                let jobs = queue
+                    .claim(DEFAULT_QUEUE, "bench", 1, LEASE_MS, now_ms())
+                    .await?;
+                spent += started.elapsed();
+                held.extend(jobs);
+            }
+            for job in held {
+                queue.release(job.fence(), now_ms() - 1_000).await?;
+            }
+            per_round[index].push(rate(f64::from(claims), spent));
+        }
+    }
+    for queue in &queues {
+        queue.close().await;
+    }
+    Ok(shapes
+        .iter()
+        .zip(per_round)
+        .map(|(shape, rounds)| {
+            let figure = median(&rounds);
+            ClaimFigures {
+                label: shape.label.clone(),
+                claims_per_sec: if shape.due > 0 { figure } else { 0.0 },
+                idle_polls_per_sec: (shape.due == 0).then_some(figure),
+            }
+        })
+        .collect())
+}
+
+/// The query plan of the claim, for the report.
+pub async fn plans(scratch: &Scratch) -> Result<Vec<String>, BenchError> {
+    let queue = Queue::open(&scratch.dir.join("plan.db")).await?;
+    let plan = queue.claim_plan().await?;
+    queue.close().await;
+    Ok(plan)
+}

@@ -1,0 +1,298 @@
+//! End-to-end runs: N jobs enqueued, then the real worker drives them through every step
+//! against the sandbox (QPS limit off, no added latency, small attachments); and the same
+//! queue traffic with no HTTP at all (claim, five checkpoints, succeed), which is the shape
+//! the peer comparison with effectum uses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use super::BenchError;
+use super::setup::{self, Running, Scratch};
+use super::stats::{cpu_time, percentile, rate};
+use crate::queue::{NewJob, Queue, QueueError, now_ms};
+use crate::worker::WorkerSettings;
+
+/// How often the driver looks whether all jobs finished (it costs one read each time).
+const FINISH_POLL: Duration = Duration::from_millis(50);
+/// Longest a run may take before the benchmark gives up on it.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+/// Checkpoints per job in the no-HTTP shape (as many as an HTTP job with one attachment
+/// writes before it succeeds, plus one).
+pub const NO_HTTP_CHECKPOINTS: usize = 5;
+/// Lease of the no-HTTP runners.
+const NO_HTTP_LEASE_MS: i64 = 60_000;
+/// The steps of a one-attachment job, in order.
+const STEPS: [&str; 5] = ["space", "upload_info", "put", "commit", "submit"];
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+pub struct RunFigures {
+    /// Jobs that succeeded.
+    pub jobs: usize,
+    /// Jobs that failed (should be none).
+    pub failed: usize,
+    /// Wall time from the start of work to the last job finishing.
+    pub elapsed: Duration,
+    /// Jobs per second over `elapsed`.
+    pub jobs_per_sec: f64,
+    /// Claim-to-succeed latency percentiles, ms.
+    pub latency_p50_ms: f64,
+    /// See `latency_p50_ms`.
+    pub latency_p99_ms: f64,
+    /// Per step: `(name, p50 ms, p99 ms)`.
+    pub steps: Vec<(String, f64, f64)>,
+    /// Transactions committed per job.
+    pub commits_per_job: f64,
+    /// Process CPU (user + system) per job, µs.
+    pub cpu_us_per_job: f64,
+    /// WAL bytes written per job.
+    pub wal_bytes_per_job: f64,
+}
+
+/// Runs `jobs` one-attachment jobs through the real worker at `concurrency`.
+pub async fn http_run(
+    scratch: &Scratch,
+    sandbox_url: &str,
+    concurrency: u32,
+    jobs: usize,
+) -> Result<RunFigures, BenchError> {
+    let queue = scratch.queue().await?;
+    let batch: Vec<NewJob> = (0..jobs)
+        .map(|index| NewJob {
+            payload: scratch.payload(index),
+            ..NewJob::default()
+        })
+        .collect();
+    queue.enqueue_many(&batch, now_ms()).await?;
+    queue.checkpoint_wal().await?;
+    let config = scratch.config(sandbox_url, concurrency);
+    let worker = setup::worker(
+        queue.clone(),
+        sandbox_url,
+        WorkerSettings::from_config(&config),
+    )?;
+
+    let commits = queue.commits();
+    let cpu = cpu_time(None);
+    let started = Instant::now();
+    let running = Running::start(&worker);
+    setup::wait_finished(&queue, jobs as i64, FINISH_POLL, RUN_TIMEOUT).await?;
+    let wall = started.elapsed();
+    let cpu = cpu_time(None).saturating_sub(cpu);
+    let commits = queue.commits() - commits;
+    let wal = scratch.wal_bytes();
+    running.stop().await;
+
+    let mut figures = figures_from_events(&queue, true).await?;
+    if figures.elapsed.is_zero() {
+        figures.elapsed = wall;
+    }
+    figures.jobs_per_sec = rate(figures.jobs as f64, figures.elapsed);
+    per_job(&mut figures, commits, cpu, wal, jobs);
+    queue.close().await;
+    Ok(figures)
+}
+
+/// The no-HTTP shape: `producers` tasks enqueue `jobs` jobs one at a time while a pool of
+/// `concurrency` runners claims them, writes `NO_HTTP_CHECKPOINTS` checkpoints each and
+/// marks them succeeded.
+pub async fn no_http_run(
+    scratch: &Scratch,
+    producers: usize,
+    concurrency: u32,
+    jobs: usize,
+) -> Result<RunFigures, BenchError> {
+    let queue = scratch.queue().await?;
+    queue.checkpoint_wal().await?;
+    let payload = scratch.payload(0);
+    let wake = Arc::new(Notify::new());
+    let commits = queue.commits();
+    let cpu = cpu_time(None);
+    let started = Instant::now();
+
+    let mut tasks: JoinSet<Result<(), QueueError>> = JoinSet::new();
+    for producer in 0..producers {
+        let queue = queue.clone();
+        let wake = Arc::clone(&wake);
+        let payload = payload.clone();
+        let share = jobs / producers + usize::from(producer < jobs % producers);
+        tasks.spawn(async move {
+            for _ in 0..share {
+                let job = NewJob {
+                    payload: payload.clone(),
+                    ..NewJob::default()
+                };
+                queue.enqueue(&job, now_ms()).await?;
+                wake.notify_one();
+            }
+            Ok(())
+        });
+    }
+    let pool = tokio::spawn(no_http_pool(
+        queue.clone(),
+        Arc::clone(&wake),
+        concurrency,
+        jobs,
+    ));
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| BenchError::Setup(e.to_string()))??;
+    }
+    pool.await.map_err(|e| BenchError::Setup(e.to_string()))??;
+    let elapsed = started.elapsed();
+    let cpu = cpu_time(None).saturating_sub(cpu);
+    let commits = queue.commits() - commits;
+    let wal = scratch.wal_bytes();
+
+    let mut figures = figures_from_events(&queue, false).await?;
+    figures.elapsed = elapsed;
+    figures.jobs_per_sec = rate(jobs as f64, elapsed);
+    per_job(&mut figures, commits, cpu, wal, jobs);
+    queue.close().await;
+    Ok(figures)
+}
+
+/// Claims up to the free slots whenever woken, runs each job on its own task, until `jobs`
+/// jobs succeeded.
+async fn no_http_pool(
+    queue: Queue,
+    wake: Arc<Notify>,
+    concurrency: u32,
+    jobs: usize,
+) -> Result<(), BenchError> {
+    let owner = format!("bench:{}", std::process::id());
+    let slots = Arc::new(Semaphore::new(concurrency as usize));
+    let mut runners: JoinSet<Result<(), QueueError>> = JoinSet::new();
+    let mut done = 0;
+    while done < jobs {
+        while let Some(joined) = runners.try_join_next() {
+            joined.map_err(|e| BenchError::Setup(e.to_string()))??;
+            done += 1;
+        }
+        let free = slots.available_permits();
+        let claimed = if free > 0 {
+            let limit = u32::try_from(free).unwrap_or(u32::MAX);
+            queue
+                .claim(
+                    crate::queue::DEFAULT_QUEUE,
+                    &owner,
+                    limit,
+                    NO_HTTP_LEASE_MS,
+                    now_ms(),
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        let idle = claimed.is_empty();
+        for job in claimed {
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                break;
+            };
+            let queue = queue.clone();
+            let wake = Arc::clone(&wake);
+            runners.spawn(async move {
+                let fence = job.fence();
+                for step in 0..NO_HTTP_CHECKPOINTS {
+                    let name = format!("step{step}");
+                    queue
+                        .checkpoint(fence, &name, 0, &name, "{}", now_ms())
+                        .await?;
+                }
+                queue.succeed(fence, "{}", "{}", now_ms()).await?;
+                drop(permit);
+                wake.notify_one();
+                Ok(())
+            });
+        }
+        if idle && done < jobs {
+            tokio::select! {
+                () = wake.notified() => {}
+                Some(joined) = runners.join_next() => {
+                    joined.map_err(|e| BenchError::Setup(e.to_string()))??;
+                    done += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn per_job(figures: &mut RunFigures, commits: u64, cpu: Duration, wal: u64, jobs: usize) {
+    let jobs = jobs.max(1) as f64;
+    figures.commits_per_job = commits as f64 / jobs;
+    figures.cpu_us_per_job = cpu.as_secs_f64() * 1e6 / jobs;
+    figures.wal_bytes_per_job = wal as f64 / jobs;
+}
+
+/// Latencies and throughput from the stored events: claim → succeeded per job, and per step
+/// the `step_done` durations (the submit step ends at `succeeded`).
+async fn figures_from_events(queue: &Queue, with_steps: bool) -> Result<RunFigures, BenchError> {
+    let events = queue.event_log().await?;
+    let mut claimed: HashMap<i64, i64> = HashMap::new();
+    let mut last_step_at: HashMap<i64, i64> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut steps: HashMap<String, Vec<f64>> = HashMap::new();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut failed = 0;
+    for event in &events {
+        match event.kind.as_str() {
+            "claimed" => {
+                claimed.insert(event.job_id, event.at);
+                first = first.min(event.at);
+            }
+            "step_done" => {
+                if let (Some(step), Some(ms)) = (&event.step, event.duration_ms) {
+                    steps.entry(step.clone()).or_default().push(ms as f64);
+                }
+                last_step_at.insert(event.job_id, event.at);
+            }
+            "succeeded" => {
+                if let Some(at) = claimed.get(&event.job_id) {
+                    latencies.push((event.at - at) as f64);
+                }
+                if let Some(at) = last_step_at.get(&event.job_id) {
+                    steps
+                        .entry("submit".to_owned())
+                        .or_default()
+                        .push((event.at - at) as f64);
+                }
+                last = last.max(event.at);
+            }
+            "failed" => failed += 1,
+            _ => {}
+        }
+    }
+    let elapsed = if last > first {
+        Duration::from_millis(u64::try_from(last - first).unwrap_or(0))
+    } else {
+        Duration::ZERO
+    };
+    let step_figures = if with_steps {
+        STEPS
+            .iter()
+            .map(|name| {
+                let values = steps.get(*name).map(Vec::as_slice).unwrap_or(&[]);
+                (
+                    (*name).to_owned(),
+                    percentile(values, 50.0),
+                    percentile(values, 99.0),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(RunFigures {
+        jobs: latencies.len(),
+        failed,
+        elapsed,
+        latency_p50_ms: percentile(&latencies, 50.0),
+        latency_p99_ms: percentile(&latencies, 99.0),
+        steps: step_figures,
+        ..RunFigures::default()
+    })
+}

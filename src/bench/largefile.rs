@@ -1,0 +1,99 @@
+//! One large attachment (a sparse file) through the real upload path: the worker hashes it
+//! for the ticket, streams it to the sandbox's OSS endpoint and commits it. Reports MB/s and
+//! how far this process's peak RSS rose above the idle worker's.
+
+use std::time::{Duration, Instant};
+
+use super::BenchError;
+use super::setup::{self, Running, Scratch};
+use super::stats::{rate, reset_peak_rss, rss_kib};
+use crate::queue::{NewJob, now_ms};
+use crate::worker::WorkerSettings;
+
+/// How long the idle worker settles before its RSS is taken as the baseline.
+const SETTLE: Duration = Duration::from_millis(500);
+/// How often the driver looks whether the job finished.
+const FINISH_POLL: Duration = Duration::from_millis(100);
+/// Longest the upload may take.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the large-file run measured.
+#[derive(Debug, Clone, Default)]
+pub struct LargeFileFigures {
+    /// File size.
+    pub bytes: u64,
+    /// The job from claim to succeeded.
+    pub job_secs: f64,
+    /// The `put` step alone, from its event.
+    pub put_secs: f64,
+    /// `bytes` over the whole job (hash, PUT, commit, submit), MB/s.
+    pub job_mb_per_sec: f64,
+    /// `bytes` over the PUT step, MB/s.
+    pub put_mb_per_sec: f64,
+    /// Peak RSS minus the idle worker's RSS, KiB.
+    pub rss_growth_kib: u64,
+    /// Whether the peak could be reset (else the growth is an upper bound from process start).
+    pub peak_reset: bool,
+}
+
+/// Uploads one sparse file of `bytes`.
+pub async fn measure(
+    scratch: &Scratch,
+    sandbox_url: &str,
+    bytes: u64,
+) -> Result<LargeFileFigures, BenchError> {
+    let path = scratch.spool.join("large.bin");
+    std::fs::File::create(&path)?.set_len(bytes)?;
+    let queue = scratch.queue().await?;
+    let mut config = scratch.config(sandbox_url, 1);
+    config.upload.max_file_bytes = bytes.max(config.upload.max_file_bytes);
+    let worker = setup::worker(
+        queue.clone(),
+        sandbox_url,
+        WorkerSettings::from_config(&config),
+    )?;
+    let running = Running::start(&worker);
+    tokio::time::sleep(SETTLE).await;
+    let peak_reset = reset_peak_rss();
+    let (idle_rss, _) = rss_kib();
+
+    let started = Instant::now();
+    let job = NewJob {
+        payload: setup::payload_for(&path, 0),
+        ..NewJob::default()
+    };
+    queue.enqueue(&job, now_ms()).await?;
+    worker.wake();
+    setup::wait_finished(&queue, 1, FINISH_POLL, UPLOAD_TIMEOUT).await?;
+    let wall = started.elapsed();
+    let (_, peak) = rss_kib();
+    running.stop().await;
+
+    let events = queue.event_log().await?;
+    if events.iter().any(|e| e.kind == "failed") {
+        return Err(BenchError::Setup("the large-file job failed".into()));
+    }
+    let ms = |kind: &str, step: Option<&str>| {
+        events
+            .iter()
+            .find(|e| e.kind == kind && (step.is_none() || e.step.as_deref() == step))
+            .map(|e| (e.at, e.duration_ms.unwrap_or(0)))
+    };
+    let put_ms = ms("step_done", Some("put")).map_or(0, |(_, d)| d);
+    let job_ms = match (ms("claimed", None), ms("succeeded", None)) {
+        (Some((claimed, _)), Some((succeeded, _))) => succeeded - claimed,
+        _ => i64::try_from(wall.as_millis()).unwrap_or(i64::MAX),
+    };
+    queue.close().await;
+    let _ = std::fs::remove_file(&path);
+    let secs = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    Ok(LargeFileFigures {
+        bytes,
+        job_secs: secs(job_ms).as_secs_f64(),
+        put_secs: secs(put_ms).as_secs_f64(),
+        job_mb_per_sec: rate(bytes as f64 / 1e6, secs(job_ms)),
+        put_mb_per_sec: rate(bytes as f64 / 1e6, secs(put_ms)),
+        rss_growth_kib: peak.saturating_sub(idle_rss),
+        peak_reset,
+    })
+}

@@ -1,0 +1,356 @@
+//! `approval-worker bench`: the benchmark behind every speed claim (docs/benchmarks.md).
+//!
+//! One run measures the ceilings of this machine (SQLite commits, loopback PUT), then the
+//! worker against them: end to end at several concurrencies, the same queue traffic without
+//! HTTP, an open loop fed by another process, claim cost as the table grows, one large
+//! upload, the rate limiter under contention and batch enqueue. Every figure is a median
+//! over runs, and every target is checked as a ratio to something measured in the same run.
+
+mod batch;
+mod ceilings;
+mod claims;
+mod e2e;
+mod largefile;
+mod limiter;
+mod openloop;
+mod report;
+mod setup;
+pub mod stats;
+
+use std::path::PathBuf;
+
+pub use e2e::RunFigures;
+pub use openloop::produce;
+pub use setup::payload_for;
+
+use crate::queue::QueueError;
+use crate::sandbox::{Sandbox, SandboxOptions};
+
+/// Why a benchmark run could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The queue failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// A file or child process failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Something the scenario set up did not behave.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The scenarios, selectable with `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Raw commits/s and loopback PUT MB/s.
+    Ceilings,
+    /// Jobs end to end with HTTP to the sandbox.
+    EndToEnd,
+    /// The same queue traffic without HTTP (the peer-comparison shape).
+    NoHttp,
+    /// Claim cost against table size and backoff.
+    Claims,
+    /// Pickup latency from another process's inserts, idle CPU of `run`.
+    OpenLoop,
+    /// One large attachment.
+    LargeFile,
+    /// The DingTalk rate limiter under contention.
+    Limiter,
+    /// `enqueue --payload -` of JSON lines.
+    Batch,
+}
+
+/// How big and which parts.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds, for CI: small sizes, one run each.
+    pub quick: bool,
+    /// Runs per figure (the median is reported).
+    pub runs: usize,
+    /// Jobs per end-to-end run (default by mode).
+    pub jobs: Option<usize>,
+    /// End-to-end concurrencies (the mode's default when empty).
+    pub concurrency: Vec<u32>,
+    /// Only these scenarios (all when empty).
+    pub only: Vec<Scenario>,
+    /// Where the scratch directories go (same disk as the figures are meant for).
+    pub dir: PathBuf,
+    /// Keep the scratch directories.
+    pub keep: bool,
+    /// This binary, re-run for the sandbox, the producer, `run` and `enqueue`.
+    pub exe: PathBuf,
+}
+
+/// Sizes of one benchmark mode.
+#[derive(Debug, Clone)]
+struct Sizes {
+    runs: usize,
+    raw_commits: u32,
+    put_bytes: u64,
+    e2e_jobs: usize,
+    concurrencies: Vec<u32>,
+    no_http_jobs: usize,
+    claims_per_run: u32,
+    big_table: u64,
+    backoff_rows: u64,
+    idle_secs: u64,
+    arrival_rate: u32,
+    arrival_secs: u64,
+    large_file_bytes: u64,
+    limiter_secs: u64,
+    batch_jobs: usize,
+}
+
+impl Sizes {
+    fn for_options(options: &BenchOptions) -> Sizes {
+        let full = Sizes {
+            runs: options.runs.max(1),
+            raw_commits: 2_000,
+            put_bytes: 512 * 1024 * 1024,
+            e2e_jobs: options.jobs.unwrap_or(2_000),
+            concurrencies: vec![1, 4, 16, 64],
+            no_http_jobs: options.jobs.unwrap_or(2_000) * 2,
+            claims_per_run: 500,
+            big_table: 1_000_000,
+            backoff_rows: 100_000,
+            idle_secs: 10,
+            arrival_rate: 50,
+            arrival_secs: 10,
+            large_file_bytes: 1024 * 1024 * 1024,
+            limiter_secs: 10,
+            batch_jobs: 50_000,
+        };
+        let mut sizes = if options.quick {
+            Sizes::quick(options)
+        } else {
+            full
+        };
+        if !options.concurrency.is_empty() {
+            sizes.concurrencies = options.concurrency.clone();
+        }
+        sizes
+    }
+
+    fn quick(options: &BenchOptions) -> Sizes {
+        Sizes {
+            runs: 1,
+            raw_commits: 200,
+            put_bytes: 16 * 1024 * 1024,
+            e2e_jobs: options.jobs.unwrap_or(100),
+            concurrencies: vec![1, 16],
+            no_http_jobs: options.jobs.unwrap_or(100) * 2,
+            claims_per_run: 200,
+            big_table: 20_000,
+            backoff_rows: 10_000,
+            idle_secs: 1,
+            arrival_rate: 20,
+            arrival_secs: 1,
+            large_file_bytes: 16 * 1024 * 1024,
+            limiter_secs: 2,
+            batch_jobs: 2_000,
+        }
+    }
+}
+
+/// Everything one run measured; `None` for scenarios not run.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    /// Single-row commits/s.
+    pub commits_per_sec: Option<f64>,
+    /// Loopback PUT MB/s.
+    pub put_mb_per_sec: Option<f64>,
+    /// CPU µs per DingTalk call through the client, 16 tasks at once.
+    pub call_cpu_us: Option<f64>,
+    /// Per concurrency, with HTTP.
+    pub http: Vec<(u32, RunFigures)>,
+    /// The no-HTTP shape at concurrency 16.
+    pub no_http: Option<RunFigures>,
+    /// Claim scaling.
+    pub claims: Vec<claims::ClaimFigures>,
+    /// The claim's query plan.
+    pub claim_plan: Vec<String>,
+    /// Open loop.
+    pub open_loop: Option<openloop::OpenLoopFigures>,
+    /// Large file.
+    pub large_file: Option<largefile::LargeFileFigures>,
+    /// Rate limiter.
+    pub limiter: Option<limiter::LimiterFigures>,
+    /// Batch enqueue.
+    pub batch: Option<batch::BatchFigures>,
+}
+
+/// Runs the selected scenarios, printing each as it finishes, then the target summary.
+pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
+    let sizes = Sizes::for_options(options);
+    let wants = |scenario: Scenario| options.only.is_empty() || options.only.contains(&scenario);
+    let scratch = setup::Scratch::new(
+        &options.dir,
+        &format!("approval-worker-bench-{}", std::process::id()),
+        options.keep,
+    )?;
+    let mut results = Results::default();
+    report::header(options, &sizes.concurrencies, sizes.runs);
+    let sandbox = setup::ChildSandbox::start(&options.exe)?;
+
+    if wants(Scenario::Ceilings) {
+        let mut commits = Vec::new();
+        let mut puts = Vec::new();
+        let mut calls = Vec::new();
+        for _ in 0..sizes.runs {
+            commits.push(ceilings::commits_per_sec(&scratch, sizes.raw_commits).await?);
+            puts.push(ceilings::loopback_put_mb_per_sec(sizes.put_bytes).await?);
+            let fresh = setup::ChildSandbox::start(&options.exe)?;
+            calls.push(ceilings::http_call_cpu_us(fresh.url(), sizes.e2e_jobs * 2, 16).await?);
+        }
+        results.commits_per_sec = Some(stats::median(&commits));
+        results.put_mb_per_sec = Some(stats::median(&puts));
+        results.call_cpu_us = Some(stats::median(&calls));
+        report::ceilings(&results, sizes.put_bytes);
+    }
+
+    if wants(Scenario::EndToEnd) {
+        for &concurrency in &sizes.concurrencies {
+            let mut runs = Vec::new();
+            for run in 0..sizes.runs {
+                let dir =
+                    setup::Scratch::new(&scratch.dir, &format!("e2e-{concurrency}-{run}"), false)?;
+                // A fresh sandbox per run: its records grow with every request it serves.
+                let fresh = setup::ChildSandbox::start(&options.exe)?;
+                runs.push(e2e::http_run(&dir, fresh.url(), concurrency, sizes.e2e_jobs).await?);
+            }
+            let figures = report::median_run(&runs);
+            report::http_run(concurrency, &figures);
+            results.http.push((concurrency, figures));
+        }
+    }
+
+    if wants(Scenario::NoHttp) {
+        let mut runs = Vec::new();
+        for run in 0..sizes.runs {
+            let dir = setup::Scratch::new(&scratch.dir, &format!("nohttp-{run}"), false)?;
+            runs.push(e2e::no_http_run(&dir, 16, 16, sizes.no_http_jobs).await?);
+        }
+        let figures = report::median_run(&runs);
+        report::no_http_run(&figures);
+        results.no_http = Some(figures);
+    }
+
+    if wants(Scenario::Claims) {
+        results.claim_plan = claims::plans(&scratch).await?;
+        let small = 1_000;
+        let shape = |label: String, due, backoff| claims::Shape {
+            label,
+            due,
+            backoff,
+        };
+        let shapes = [
+            shape(format!("{small} due"), small, 0),
+            shape(format!("{} due", sizes.big_table), sizes.big_table, 0),
+            shape(
+                format!("{small} due + {} in backoff", sizes.backoff_rows),
+                small,
+                sizes.backoff_rows,
+            ),
+            shape("nothing due (idle poll)".to_owned(), 0, 0),
+            shape(
+                format!(
+                    "nothing due + {} in backoff (idle poll)",
+                    sizes.backoff_rows
+                ),
+                0,
+                sizes.backoff_rows,
+            ),
+        ];
+        let figures = claims::measure(&scratch, &shapes, sizes.claims_per_run, sizes.runs).await?;
+        for figure in &figures {
+            report::claim(figure);
+        }
+        results.claims = figures;
+        report::claim_plan(&results.claim_plan);
+    }
+
+    if wants(Scenario::OpenLoop) {
+        let dir = setup::Scratch::new(&scratch.dir, "open-loop", false)?;
+        let figures = openloop::measure(
+            &options.exe,
+            &dir,
+            sandbox.url(),
+            sizes.idle_secs,
+            sizes.arrival_rate,
+            sizes.arrival_secs,
+        )
+        .await?;
+        report::open_loop(&figures);
+        results.open_loop = Some(figures);
+    }
+
+    if wants(Scenario::LargeFile) {
+        let mut runs = Vec::new();
+        for run in 0..sizes.runs {
+            let dir = setup::Scratch::new(&scratch.dir, &format!("large-{run}"), false)?;
+            runs.push(largefile::measure(&dir, sandbox.url(), sizes.large_file_bytes).await?);
+        }
+        let figures = report::median_large(&runs);
+        report::large_file(&figures);
+        results.large_file = Some(figures);
+    }
+
+    if wants(Scenario::Limiter) {
+        let figures = limiter::measure(sandbox.url(), 20, 64, sizes.limiter_secs).await?;
+        report::limiter(&figures);
+        results.limiter = Some(figures);
+    }
+
+    if wants(Scenario::Batch) {
+        let mut runs = Vec::new();
+        for run in 0..sizes.runs {
+            let dir = setup::Scratch::new(&scratch.dir, &format!("batch-{run}"), false)?;
+            runs.push(batch::measure(&options.exe, &dir, sizes.batch_jobs).await?);
+        }
+        let figures = report::median_batch(&runs);
+        report::batch(&figures);
+        results.batch = Some(figures);
+    }
+
+    drop(sandbox);
+    report::targets(&results);
+    Ok(results)
+}
+
+/// The no-HTTP shape alone, for the peer comparison: `producers` producers, `concurrency`
+/// runners, `jobs` jobs, median of `runs` runs in fresh databases under `dir`.
+pub async fn peer_shape(
+    dir: &std::path::Path,
+    producers: usize,
+    concurrency: u32,
+    jobs: usize,
+    runs: usize,
+) -> Result<RunFigures, BenchError> {
+    let scratch = setup::Scratch::new(
+        dir,
+        &format!("approval-worker-peer-{}", std::process::id()),
+        false,
+    )?;
+    let mut figures = Vec::new();
+    for run in 0..runs.max(1) {
+        let run_dir = setup::Scratch::new(&scratch.dir, &format!("run-{run}"), false)?;
+        figures.push(e2e::no_http_run(&run_dir, producers, concurrency, jobs).await?);
+    }
+    Ok(report::median_run(&figures))
+}
+
+/// The sandbox child: serves on a free loopback port, prints its URL on the first line of
+/// stdout, and stops when stdin closes (the benchmark exiting, however it exits).
+pub async fn serve_sandbox() -> Result<(), BenchError> {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await?;
+    println!("{}", sandbox.base_url());
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    })
+    .await
+    .map_err(|e| BenchError::Setup(e.to_string()))?;
+    sandbox.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! Printing the figures, taking medians over runs, and checking the targets (each a ratio to
+//! something measured in the same run, or an absolute bound from the issue).
+
+use super::batch::BatchFigures;
+use super::claims::ClaimFigures;
+use super::e2e::RunFigures;
+use super::largefile::LargeFileFigures;
+use super::limiter::LimiterFigures;
+use super::openloop::OpenLoopFigures;
+use super::stats::median;
+use super::{BenchOptions, Results};
+
+/// CPU per job allowed at concurrency 16 with HTTP, µs.
+const TARGET_CPU_US_PER_JOB: f64 = 400.0;
+/// Jobs/s with HTTP at concurrency 16 against the no-HTTP shape, at least.
+const TARGET_HTTP_RATIO: f64 = 0.75;
+/// Claims/s of the big table (and with backoff rows) against the small one, at least.
+const TARGET_CLAIM_RATIO: f64 = 0.9;
+/// Pickup p99, ms, at most.
+const TARGET_PICKUP_P99_MS: f64 = 200.0;
+/// Idle `run`, percent of a core, below.
+const TARGET_IDLE_CPU_PERCENT: f64 = 1.0;
+/// Peak RSS growth for the large upload, KiB, at most.
+const TARGET_RSS_GROWTH_KIB: u64 = 16 * 1024;
+/// Large-upload MB/s against the loopback PUT ceiling, at least.
+const TARGET_UPLOAD_RATIO: f64 = 0.5;
+/// Limiter deviation from its limit, at most (fraction).
+const TARGET_LIMITER_DEVIATION: f64 = 0.05;
+/// Limiter utilisation, at least (fraction).
+const TARGET_LIMITER_UTILISATION: f64 = 0.95;
+/// Batch enqueue jobs/s, at least.
+const TARGET_BATCH_JOBS_PER_SEC: f64 = 20_000.0;
+
+pub(super) fn header(options: &BenchOptions, concurrencies: &[u32], runs: usize) {
+    println!(
+        "approval-worker bench{} — {} run(s) per figure (medians), concurrency {:?}, scratch in {}",
+        if options.quick { " --quick" } else { "" },
+        runs,
+        concurrencies,
+        options.dir.display()
+    );
+    println!(
+        "CPU is user+system time from /proc/<pid>/stat; latencies come from job_events (1 ms resolution)."
+    );
+    if options.quick {
+        println!("--quick: sizes too small to judge the targets; it proves the benchmark runs.");
+    }
+    println!();
+}
+
+pub(super) fn ceilings(results: &Results, put_bytes: u64) {
+    println!("== ceilings (same disk, same machine)");
+    if let Some(commits) = results.commits_per_sec {
+        println!("  raw single-row commits (sqlx, queue pragmas): {commits:>10.0} commits/s");
+    }
+    if let Some(put) = results.put_mb_per_sec {
+        println!(
+            "  loopback PUT to the in-process sandbox ({} MiB): {put:>8.0} MB/s",
+            put_bytes / (1024 * 1024)
+        );
+    }
+    if let Some(call) = results.call_cpu_us {
+        println!(
+            "  one DingTalk call through the client (16 at once): {call:>6.0} µs CPU in this process"
+        );
+    }
+    println!();
+}
+
+/// The run whose jobs/s is the median, with every other figure the median of its own.
+pub(super) fn median_run(runs: &[RunFigures]) -> RunFigures {
+    let pick = |f: fn(&RunFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    let Some(first) = runs.first() else {
+        return RunFigures::default();
+    };
+    let steps = first
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _, _))| {
+            let p50: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.steps.get(index))
+                .map(|s| s.1)
+                .collect();
+            let p99: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.steps.get(index))
+                .map(|s| s.2)
+                .collect();
+            (name.clone(), median(&p50), median(&p99))
+        })
+        .collect();
+    RunFigures {
+        jobs: first.jobs,
+        failed: runs.iter().map(|r| r.failed).sum(),
+        elapsed: first.elapsed,
+        jobs_per_sec: pick(|r| r.jobs_per_sec),
+        latency_p50_ms: pick(|r| r.latency_p50_ms),
+        latency_p99_ms: pick(|r| r.latency_p99_ms),
+        steps,
+        commits_per_job: pick(|r| r.commits_per_job),
+        cpu_us_per_job: pick(|r| r.cpu_us_per_job),
+        wal_bytes_per_job: pick(|r| r.wal_bytes_per_job),
+    }
+}
+
+pub(super) fn http_run(concurrency: u32, f: &RunFigures) {
+    println!(
+        "== end to end with HTTP, concurrency {concurrency} ({} jobs/run{})",
+        f.jobs,
+        if f.failed > 0 {
+            format!(", {} FAILED", f.failed)
+        } else {
+            String::new()
+        }
+    );
+    print_run(f);
+    let steps: Vec<String> = f
+        .steps
+        .iter()
+        .map(|(name, p50, p99)| format!("{name} {p50:.0}/{p99:.0}"))
+        .collect();
+    println!("  per step p50/p99 ms:  {}", steps.join(" · "));
+    println!();
+}
+
+pub(super) fn no_http_run(f: &RunFigures) {
+    println!(
+        "== no HTTP (16 producers, concurrency 16, {} checkpoints + succeed per job, {} jobs/run)",
+        super::e2e::NO_HTTP_CHECKPOINTS,
+        f.jobs
+    );
+    print_run(f);
+    println!();
+}
+
+fn print_run(f: &RunFigures) {
+    println!(
+        "  {:>8.0} jobs/s   latency claim→succeeded p50 {:.0} ms p99 {:.0} ms",
+        f.jobs_per_sec, f.latency_p50_ms, f.latency_p99_ms
+    );
+    println!(
+        "  {:>8.2} commits/job   {:>6.0} µs CPU/job   {:>7.0} WAL bytes/job",
+        f.commits_per_job, f.cpu_us_per_job, f.wal_bytes_per_job
+    );
+}
+
+pub(super) fn claim(f: &ClaimFigures) {
+    match f.idle_polls_per_sec {
+        Some(polls) => println!("  claims: {:<44} {polls:>9.0} idle polls/s", f.label),
+        None => println!(
+            "  claims: {:<44} {:>9.0} claims/s",
+            f.label, f.claims_per_sec
+        ),
+    }
+}
+
+pub(super) fn claim_plan(plan: &[String]) {
+    println!("  claim plan: {}", plan.join(" | "));
+    println!();
+}
+
+pub(super) fn open_loop(f: &OpenLoopFigures) {
+    println!(
+        "== open loop (`run` in its own process; rows inserted by another process with plain SQL)"
+    );
+    println!(
+        "  idle `run`: {:.2} % of a core over {:.0} s",
+        f.idle_cpu_percent, f.idle_secs
+    );
+    println!(
+        "  {} jobs at {}/s: pickup p50 {:.0} ms p99 {:.0} ms max {:.0} ms; backlog mean {:.1} max {}; {:.0} µs CPU/job in `run`",
+        f.jobs,
+        f.rate,
+        f.pickup_p50_ms,
+        f.pickup_p99_ms,
+        f.pickup_max_ms,
+        f.backlog_mean,
+        f.backlog_max,
+        f.cpu_us_per_job
+    );
+    println!();
+}
+
+pub(super) fn median_large(runs: &[LargeFileFigures]) -> LargeFileFigures {
+    let pick = |f: fn(&LargeFileFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    LargeFileFigures {
+        bytes: runs.first().map_or(0, |r| r.bytes),
+        job_secs: pick(|r| r.job_secs),
+        put_secs: pick(|r| r.put_secs),
+        job_mb_per_sec: pick(|r| r.job_mb_per_sec),
+        put_mb_per_sec: pick(|r| r.put_mb_per_sec),
+        rss_growth_kib: pick(|r| r.rss_growth_kib as f64) as u64,
+        peak_reset: runs.iter().all(|r| r.peak_reset),
+    }
+}
+
+pub(super) fn large_file(f: &LargeFileFigures) {
+    println!(
+        "== large file ({} MiB sparse attachment, real upload path)",
+        f.bytes / (1024 * 1024)
+    );
+    println!(
+        "  whole job {:.2} s = {:.0} MB/s (hash for the ticket + PUT + commit + submit); PUT step {:.2} s = {:.0} MB/s",
+        f.job_secs, f.job_mb_per_sec, f.put_secs, f.put_mb_per_sec
+    );
+    println!(
+        "  peak RSS growth over the idle worker: {} KiB{}",
+        f.rss_growth_kib,
+        if f.peak_reset {
+            ""
+        } else {
+            " (peak not resettable: upper bound)"
+        }
+    );
+    println!();
+}
+
+pub(super) fn limiter(f: &LimiterFigures) {
+    println!(
+        "== rate limiter ({}/s, {} tasks competing, {} s)",
+        f.per_sec, f.tasks, f.secs
+    );
+    println!(
+        "  {:.2} calls/s overall; one-second slices {}..{}",
+        f.achieved_per_sec, f.slowest_second, f.busiest_second
+    );
+    println!();
+}
+
+pub(super) fn median_batch(runs: &[BatchFigures]) -> BatchFigures {
+    BatchFigures {
+        jobs: runs.first().map_or(0, |r| r.jobs),
+        jobs_per_sec: median(&runs.iter().map(|r| r.jobs_per_sec).collect::<Vec<_>>()),
+        durable: runs.iter().map(|r| r.durable).min().unwrap_or(0),
+    }
+}
+
+pub(super) fn batch(f: &BatchFigures) {
+    println!(
+        "== batch enqueue (`enqueue --payload -`, {} JSON lines, process start to exit)",
+        f.jobs
+    );
+    println!(
+        "  {:>8.0} jobs/s; {} of {} queued after exit",
+        f.jobs_per_sec, f.durable, f.jobs
+    );
+    println!();
+}
+
+/// Prints one line per target: the figure, the bound, and whether it holds.
+pub(super) fn targets(r: &Results) {
+    println!("== targets");
+    let line = |name: &str, value: String, ok: bool| {
+        println!("  [{}] {name}: {value}", if ok { "met " } else { "MISS" });
+    };
+    let at16 = r.http.iter().find(|(c, _)| *c == 16).map(|(_, f)| f);
+    if let (Some(http), Some(no_http)) = (at16, &r.no_http) {
+        let ratio = http.jobs_per_sec / no_http.jobs_per_sec.max(f64::MIN_POSITIVE);
+        line(
+            "HTTP jobs/s ≥ 0.75 × no-HTTP (concurrency 16)",
+            format!(
+                "{:.0} / {:.0} = {ratio:.2}",
+                http.jobs_per_sec, no_http.jobs_per_sec
+            ),
+            ratio >= TARGET_HTTP_RATIO,
+        );
+    }
+    if let Some(http) = at16 {
+        line(
+            "CPU per job ≤ 400 µs (concurrency 16, HTTP)",
+            format!(
+                "{:.0} µs, {:.2} commits/job",
+                http.cpu_us_per_job, http.commits_per_job
+            ),
+            http.cpu_us_per_job <= TARGET_CPU_US_PER_JOB,
+        );
+    }
+    let claims = |label_start: &str| {
+        r.claims
+            .iter()
+            .find(|c| c.label.starts_with(label_start))
+            .map(|c| c.claims_per_sec.max(c.idle_polls_per_sec.unwrap_or(0.0)))
+    };
+    let small = r.claims.first().map(|c| c.claims_per_sec);
+    let big = r.claims.get(1).map(|c| c.claims_per_sec);
+    let backoff = r.claims.get(2).map(|c| c.claims_per_sec);
+    if let (Some(small), Some(big), Some(backoff)) = (small, big, backoff) {
+        line(
+            "claims/s big table ≥ 0.9 × small",
+            format!("{big:.0} / {small:.0} = {:.2}", big / small),
+            big / small >= TARGET_CLAIM_RATIO,
+        );
+        line(
+            "claims/s with backoff rows ≥ 0.9 × without",
+            format!("{backoff:.0} / {small:.0} = {:.2}", backoff / small),
+            backoff / small >= TARGET_CLAIM_RATIO,
+        );
+    }
+    if let (Some(idle), Some(idle_backoff)) = (claims("nothing due (idle"), claims("nothing due +"))
+    {
+        line(
+            "idle polls/s with backoff rows ≥ 0.9 × without",
+            format!("{idle_backoff:.0} / {idle:.0} = {:.2}", idle_backoff / idle),
+            idle_backoff / idle >= TARGET_CLAIM_RATIO,
+        );
+    }
+    if !r.claim_plan.is_empty() {
+        let sorted = r.claim_plan.iter().any(|l| l.contains("TEMP B-TREE"));
+        line(
+            "claim plan has no TEMP B-TREE",
+            r.claim_plan.join(" | "),
+            !sorted,
+        );
+    }
+    if let Some(o) = &r.open_loop {
+        line(
+            "pickup p99 ≤ 200 ms",
+            format!("{:.0} ms", o.pickup_p99_ms),
+            o.pickup_p99_ms <= TARGET_PICKUP_P99_MS,
+        );
+        line(
+            "idle `run` < 1 % of a core",
+            format!("{:.2} %", o.idle_cpu_percent),
+            o.idle_cpu_percent < TARGET_IDLE_CPU_PERCENT,
+        );
+    }
+    if let Some(l) = &r.large_file {
+        line(
+            "large upload RSS growth ≤ 16 MiB",
+            format!("{} KiB", l.rss_growth_kib),
+            l.rss_growth_kib <= TARGET_RSS_GROWTH_KIB,
+        );
+        if let Some(put) = r.put_mb_per_sec {
+            let ratio = l.job_mb_per_sec / put;
+            line(
+                "large upload ≥ 0.5 × loopback PUT (whole job)",
+                format!("{:.0} / {put:.0} MB/s = {ratio:.2}", l.job_mb_per_sec),
+                ratio >= TARGET_UPLOAD_RATIO,
+            );
+        }
+    }
+    if let Some(l) = &r.limiter {
+        let limit = f64::from(l.per_sec);
+        let deviation = (l.achieved_per_sec - limit).abs() / limit;
+        let utilisation = l.achieved_per_sec / limit;
+        line(
+            "rate limiter within ±5 % and ≥ 95 % utilised",
+            format!(
+                "{:.2}/s of {limit}/s ({:+.1} %), slices {}..{}",
+                l.achieved_per_sec,
+                (utilisation - 1.0) * 100.0,
+                l.slowest_second,
+                l.busiest_second
+            ),
+            deviation <= TARGET_LIMITER_DEVIATION && utilisation >= TARGET_LIMITER_UTILISATION,
+        );
+    }
+    if let Some(b) = &r.batch {
+        line(
+            "batch enqueue ≥ 20 k jobs/s, all durable",
+            format!("{:.0} jobs/s, {} of {}", b.jobs_per_sec, b.durable, b.jobs),
+            b.jobs_per_sec >= TARGET_BATCH_JOBS_PER_SEC && b.durable == b.jobs as i64,
+        );
+    }
+}

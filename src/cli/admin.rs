@@ -1,0 +1,192 @@
+//! `stats`, `prune` and `backup`: the queue as a whole.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::duration::{human, ms_before, parse_duration};
+use super::table::{render, time};
+use super::{CliError, open_queue};
+use crate::config::Config;
+use crate::queue::{MonthlyCalls, now_ms, quota_month};
+
+/// Examples shown by `stats --help`.
+pub const STATS_EXAMPLES: &str = "Examples:
+  approval-worker stats
+  approval-worker stats --json | jq .dingtalk_calls.counted";
+/// Examples shown by `prune --help`.
+pub const PRUNE_EXAMPLES: &str = "Examples:
+  approval-worker prune --older-than 30d
+  approval-worker prune --older-than 2w --json";
+/// Examples shown by `backup --help`.
+pub const BACKUP_EXAMPLES: &str = "Examples:
+  approval-worker backup /var/backups/approval-worker-$(date +%F).db
+
+The copy is consistent and taken while workers keep running (SQLite's VACUUM INTO).";
+
+/// `stats` arguments.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `prune` arguments.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Delete jobs that finished (succeeded, failed, cancelled) longer ago than this, e.g. 30d.
+    #[arg(long, value_name = "AGE", value_parser = parse_duration)]
+    pub older_than: Duration,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy; must not exist yet.
+    pub path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `stats`.
+pub async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliError> {
+    let queue = open_queue(config).await?;
+    let now = now_ms();
+    let stats = queue.stats(now).await?;
+    let month = quota_month(now);
+    let calls = queue.monthly_calls(&month).await?;
+    queue.close().await;
+    let app_key = &config.dingtalk.app_key;
+    let counted: i64 = calls
+        .iter()
+        .filter(|c| c.counted && (app_key.is_empty() || &c.app_key == app_key))
+        .map(|c| c.calls)
+        .sum();
+    let budget = config.dingtalk.monthly_call_budget;
+    if args.json {
+        let out = json!({
+            "by_status": stats.by_status.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "by_step": stats.by_step.iter().map(|(status, step, jobs)| json!({"status": status, "step": step, "jobs": jobs})).collect::<Vec<_>>(),
+            "succeeded_last_hour": stats.succeeded_last_hour,
+            "failed_last_hour": stats.failed_last_hour,
+            "oldest_queued": stats.oldest_queued_id.map(|id| json!({"id": id, "created_at": stats.oldest_queued_at})),
+            "dingtalk_calls": {
+                "month": month,
+                "counted": counted,
+                "budget": budget,
+                "by_endpoint": calls,
+            },
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = stats
+        .by_status
+        .iter()
+        .map(|(status, count)| vec![status.clone(), count.to_string()])
+        .collect();
+    print!("{}", render(&["STATUS", "JOBS"], &rows));
+    if !stats.by_step.is_empty() {
+        let rows: Vec<Vec<String>> = stats
+            .by_step
+            .iter()
+            .map(|(status, step, count)| vec![status.clone(), step.clone(), count.to_string()])
+            .collect();
+        println!();
+        print!("{}", render(&["STATUS", "STEP", "JOBS"], &rows));
+    }
+    println!(
+        "\nlast hour: {} succeeded, {} failed",
+        stats.succeeded_last_hour, stats.failed_last_hour
+    );
+    if let (Some(id), Some(at)) = (stats.oldest_queued_id, stats.oldest_queued_at) {
+        let age = Duration::from_millis(u64::try_from(now - at).unwrap_or(0));
+        println!(
+            "oldest queued job: {id}, created {} UTC ({} ago)",
+            time(at),
+            human(age)
+        );
+    } else {
+        println!("no queued jobs");
+    }
+    print_calls(&month, &calls, counted, budget);
+    Ok(())
+}
+
+fn print_calls(month: &str, calls: &[MonthlyCalls], counted: i64, budget: Option<u64>) {
+    println!("\nDingTalk calls in {month} (China Standard Time):");
+    if calls.is_empty() {
+        println!("none recorded");
+        return;
+    }
+    let rows: Vec<Vec<String>> = calls
+        .iter()
+        .map(|c| {
+            vec![
+                c.app_key.clone(),
+                c.endpoint.clone(),
+                c.calls.to_string(),
+                if c.counted { "yes" } else { "no (exempt)" }.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(&["APP", "ENDPOINT", "CALLS", "COUNTS FOR QUOTA"], &rows)
+    );
+    match budget {
+        Some(budget) => {
+            println!("counted against the monthly quota: {counted} of a {budget} budget")
+        }
+        None => println!("counted against the monthly quota: {counted}"),
+    }
+}
+
+/// Runs `prune`.
+pub async fn prune(config: &Config, args: PruneArgs) -> Result<(), CliError> {
+    let queue = open_queue(config).await?;
+    let before = ms_before(now_ms(), args.older_than);
+    let pruned = queue.prune(before).await?;
+    queue.close().await;
+    if args.json {
+        println!("{}", json!({"pruned": pruned, "finished_before": before}));
+    } else {
+        println!(
+            "pruned {pruned} jobs (and their history) that finished before {} UTC",
+            time(before)
+        );
+    }
+    Ok(())
+}
+
+/// Runs `backup`.
+pub async fn backup(config: &Config, args: BackupArgs) -> Result<(), CliError> {
+    if args.path.exists() {
+        return Err(CliError::Usage(format!(
+            "{} exists; a backup never overwrites",
+            args.path.display()
+        )));
+    }
+    let queue = open_queue(config).await?;
+    let bytes = queue.backup(&args.path).await;
+    queue.close().await;
+    let bytes = bytes.map_err(|e| CliError::Runtime(anyhow::anyhow!("backup failed: {e}")))?;
+    if args.json {
+        let out: Value = json!({"path": args.path, "bytes": bytes});
+        println!("{out}");
+    } else {
+        println!(
+            "backed up {} to {} ({bytes} bytes)",
+            config.database.path.display(),
+            args.path.display()
+        );
+    }
+    Ok(())
+}

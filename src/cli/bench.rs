@@ -1,0 +1,104 @@
+//! `bench`: runs the benchmark (src/bench), plus the hidden child modes it re-invokes this
+//! binary in: the sandbox server, the plain-SQL producer, and the no-HTTP shape for the
+//! peer comparison (bench/peer).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::CliError;
+use crate::bench::{self, BenchOptions, Scenario};
+
+/// Runs per figure unless `--runs` says otherwise.
+const DEFAULT_RUNS: usize = 5;
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Small sizes and one run each: seconds, for CI.
+    #[arg(long)]
+    pub quick: bool,
+    /// Runs per figure; medians are reported.
+    #[arg(long, default_value_t = DEFAULT_RUNS)]
+    pub runs: usize,
+    /// Jobs per end-to-end run.
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Only these scenarios (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Scenario>,
+    /// Concurrencies of the end-to-end runs (comma-separated) [default: 1,4,16,64].
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Vec<u32>,
+    /// Directory for scratch databases and files [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Keep the scratch directory afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Child mode: serve the sandbox, print its URL, stop when stdin closes.
+    #[arg(long, hide = true)]
+    pub serve_sandbox: bool,
+    /// Child mode: insert rows into this database with plain SQL at `--rate` for `--secs`.
+    #[arg(long, hide = true, value_name = "DB")]
+    pub produce: Option<PathBuf>,
+    /// Producer: rows per second.
+    #[arg(long, hide = true, default_value_t = 50)]
+    pub rate: u32,
+    /// Producer: seconds.
+    #[arg(long, hide = true, default_value_t = 10)]
+    pub secs: u64,
+    /// Producer: the attachment of every row.
+    #[arg(long, hide = true)]
+    pub payload_file: Option<PathBuf>,
+    /// Child mode: run only the no-HTTP shape and print its figures as JSON.
+    #[arg(long, hide = true)]
+    pub peer_shape: bool,
+}
+
+/// Runs `bench`.
+pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
+    if args.serve_sandbox {
+        return Ok(bench::serve_sandbox().await.context("sandbox child")?);
+    }
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    if let Some(database) = &args.produce {
+        let attachment = args
+            .payload_file
+            .clone()
+            .ok_or_else(|| CliError::Usage("--produce needs --payload-file".into()))?;
+        bench::produce(database, args.rate, args.secs, &attachment)
+            .await
+            .context("producer child")?;
+        return Ok(());
+    }
+    if args.peer_shape {
+        let jobs = args.jobs.unwrap_or(20_000);
+        let figures = bench::peer_shape(&dir, 16, 16, jobs, args.runs)
+            .await
+            .context("no-HTTP shape")?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "jobs": jobs,
+                "jobs_per_sec": figures.jobs_per_sec,
+                "commits_per_job": figures.commits_per_job,
+                "cpu_us_per_job": figures.cpu_us_per_job,
+            })
+        );
+        return Ok(());
+    }
+    let options = BenchOptions {
+        quick: args.quick,
+        runs: if args.quick { 1 } else { args.runs },
+        jobs: args.jobs,
+        concurrency: args.concurrency,
+        only: args.only,
+        dir,
+        keep: args.keep,
+        exe: std::env::current_exe().context("locating this binary")?,
+    };
+    bench::run(&options).await.context("benchmark")?;
+    Ok(())
+}

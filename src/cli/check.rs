@@ -1,0 +1,202 @@
+//! `check`: validates the configuration and, against the configured DingTalk, fetches a token
+//! and resolves a user's unionId and approval space, saying what works and what is missing.
+
+use clap::Args;
+use serde_json::json;
+
+use super::CliError;
+use super::run::dingtalk_client;
+use crate::config::Config;
+use crate::dingtalk::{DingTalk, DingTalkError};
+
+/// Examples shown by `check --help`.
+pub const EXAMPLES: &str = "Examples:
+  approval-worker --config /etc/approval-worker/worker.toml check
+  approval-worker check --user manager4220     # also resolve this originator's space
+
+Exit code 0 when everything checked works, 78 for a configuration problem, 1 when DingTalk
+refuses a call (the line says which permission the app lacks).";
+
+/// `check` arguments.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A DingTalk userId (an originator) whose unionId and approval space to resolve.
+    #[arg(long, value_name = "USER_ID")]
+    pub user: Option<String>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One line of the report.
+struct Finding {
+    what: String,
+    ok: bool,
+    detail: String,
+}
+
+/// Runs `check`.
+pub async fn check(config: &Config, source: &str, args: CheckArgs) -> Result<(), CliError> {
+    let mut findings = vec![Finding {
+        what: "config".into(),
+        ok: true,
+        detail: format!("{source}: valid"),
+    }];
+    findings.extend(check_paths(config));
+    let secret = config.validate_for_run();
+    let client = match secret {
+        Ok(secret) => {
+            findings.push(Finding {
+                what: "app secret".into(),
+                ok: true,
+                detail: secret_source(config),
+            });
+            Some(dingtalk_client(config, secret)?)
+        }
+        Err(e) => {
+            report(&findings, args.json);
+            return Err(e.into());
+        }
+    };
+    if let Some(client) = client {
+        findings.extend(check_dingtalk(&client, config, args.user.as_deref()).await);
+    }
+    report(&findings, args.json);
+    let failed = findings.iter().filter(|f| !f.ok).count();
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(CliError::Runtime(anyhow::anyhow!(
+            "{failed} check(s) failed"
+        )))
+    }
+}
+
+fn secret_source(config: &Config) -> String {
+    match config.app_secret_path() {
+        Ok(Some(path)) => format!("read from {}", path.display()),
+        _ => format!("read from ${}", config.dingtalk.app_secret_env),
+    }
+}
+
+fn check_paths(config: &Config) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let db = &config.database.path;
+    let parent = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    findings.push(if db.exists() {
+        Finding {
+            what: "database".into(),
+            ok: true,
+            detail: format!("{} exists", db.display()),
+        }
+    } else {
+        Finding {
+            what: "database".into(),
+            ok: parent.is_dir(),
+            detail: format!(
+                "{} does not exist yet; `migrate` or `run` creates it{}",
+                db.display(),
+                if parent.is_dir() {
+                    ""
+                } else {
+                    " (but its directory is missing)"
+                }
+            ),
+        }
+    });
+    if config.upload.allowed_dirs.is_empty() {
+        findings.push(Finding {
+            what: "attachments".into(),
+            ok: false,
+            detail: "[upload] allowed_dirs is empty: every attachment is refused".into(),
+        });
+    }
+    for dir in &config.upload.allowed_dirs {
+        let ok = std::fs::read_dir(dir).is_ok();
+        findings.push(Finding {
+            what: "attachments".into(),
+            ok,
+            detail: if ok {
+                format!("{} is readable", dir.display())
+            } else {
+                format!("{} is missing or not readable", dir.display())
+            },
+        });
+    }
+    findings
+}
+
+async fn check_dingtalk(client: &DingTalk, config: &Config, user: Option<&str>) -> Vec<Finding> {
+    let mut findings = vec![finding(
+        "access token",
+        client.check_token().await.map(|()| {
+            format!(
+                "app {} authenticated at {}",
+                config.dingtalk.app_key, config.dingtalk.api_base
+            )
+        }),
+        "qyapi_base; check app_key and the secret",
+    )];
+    if !findings[0].ok {
+        return findings;
+    }
+    let Some(user) = user else {
+        findings.push(Finding {
+            what: "approval space".into(),
+            ok: true,
+            detail: "not checked: pass --user USER_ID to resolve an originator's space".into(),
+        });
+        return findings;
+    };
+    findings.push(finding(
+        "unionId",
+        client
+            .union_id(user)
+            .await
+            .map(|union_id| format!("{user} → {union_id}")),
+        "qyapi_get_member (成员信息读权限)",
+    ));
+    findings.push(finding(
+        "approval space",
+        client
+            .approval_space(user)
+            .await
+            .map(|space| format!("space {space}, upload right granted to {user}")),
+        "Workflow.Instance.Write, and the OA approval micro-app enabled",
+    ));
+    findings
+}
+
+fn finding(what: &str, result: Result<String, DingTalkError>, permission: &str) -> Finding {
+    match result {
+        Ok(detail) => Finding {
+            what: what.into(),
+            ok: true,
+            detail,
+        },
+        Err(e) => Finding {
+            what: what.into(),
+            ok: false,
+            detail: format!("{e}; this call needs {permission}"),
+        },
+    }
+}
+
+fn report(findings: &[Finding], json: bool) {
+    if json {
+        let list: Vec<_> = findings
+            .iter()
+            .map(|f| json!({"check": f.what, "ok": f.ok, "detail": f.detail}))
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return;
+    }
+    let width = findings.iter().map(|f| f.what.len()).max().unwrap_or(0);
+    for f in findings {
+        let mark = if f.ok { "ok  " } else { "FAIL" };
+        println!("{mark}  {:width$}  {}", f.what, f.detail);
+    }
+}

@@ -1,0 +1,232 @@
+//! `enqueue --wait`: follows jobs live from their history (`job_events`) until they finish,
+//! with a byte progress bar for large uploads.
+//!
+//! The worker may be another process, so progress is read from the database: the bar
+//! advances by each attachment's size once its PUT is checkpointed (file granularity, not
+//! bytes on the wire), with a ticking spinner and elapsed time while a PUT runs.
+
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use super::CliError;
+use super::inspect::{instance_id, job_json};
+use crate::approval::Step;
+use crate::queue::{EventRow, JobId, JobRow, Queue, now_ms};
+
+/// How often the database is read while following.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// Jobs with at least this many attachment bytes get a progress bar.
+const PROGRESS_BAR_MIN_BYTES: u64 = 1024 * 1024;
+/// How often the bar's spinner and clock redraw.
+const BAR_TICK: Duration = Duration::from_millis(120);
+
+/// One job being followed.
+struct Followed {
+    id: JobId,
+    last_event: i64,
+    announced_wait: bool,
+    finished: Option<JobRow>,
+}
+
+/// Follows `ids` until all finish; prints each step as it completes (or, with `json`, only
+/// the finished jobs as a JSON array). Fails when any job did not succeed.
+pub async fn follow(queue: &Queue, ids: &[JobId], json: bool) -> Result<(), CliError> {
+    let prefix = ids.len() > 1;
+    let mut jobs: Vec<Followed> = ids
+        .iter()
+        .map(|&id| Followed {
+            id,
+            last_event: 0,
+            announced_wait: false,
+            finished: None,
+        })
+        .collect();
+    let bar = match (ids, json) {
+        ([id], false) => upload_bar(&queue.get(*id).await?),
+        _ => None,
+    };
+    let say = |line: String| match &bar {
+        Some(bar) => bar.suspend(|| println!("{line}")),
+        None => println!("{line}"),
+    };
+    while jobs.iter().any(|job| job.finished.is_none()) {
+        for followed in jobs.iter_mut().filter(|job| job.finished.is_none()) {
+            let job = queue.get(followed.id).await?;
+            let events = queue.events(followed.id).await?;
+            let label = if prefix {
+                format!("job {}: ", followed.id)
+            } else {
+                String::new()
+            };
+            let seen = followed.last_event;
+            for event in events.iter().filter(|e| e.id > seen) {
+                followed.last_event = event.id;
+                if let Some(line) = describe(event, &job).filter(|_| !json) {
+                    say(format!("{label}{line}"));
+                }
+            }
+            if let Some(bar) = &bar {
+                update_bar(bar, &job);
+            }
+            if events.is_empty() && job.status == "queued" && !followed.announced_wait && !json {
+                followed.announced_wait = true;
+                say(format!(
+                    "{label}job {} queued; waiting for a worker (`approval-worker run`)",
+                    job.id
+                ));
+            }
+            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
+                if !json {
+                    say(outcome_line(&job));
+                }
+                followed.finished = Some(job);
+            }
+        }
+        if jobs.iter().any(|job| job.finished.is_none()) {
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let finished: Vec<JobRow> = jobs.into_iter().filter_map(|job| job.finished).collect();
+    if json {
+        println!("{}", Value::Array(finished.iter().map(job_json).collect()));
+    }
+    let unsuccessful: Vec<String> = finished
+        .iter()
+        .filter(|job| job.status != "succeeded")
+        .map(|job| format!("job {} {}", job.id, job.status))
+        .collect();
+    if unsuccessful.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Runtime(anyhow::anyhow!(
+            "{}",
+            unsuccessful.join(", ")
+        )))
+    }
+}
+
+/// The line for one history event; `None` for the final ones (the outcome line says it).
+fn describe(event: &EventRow, job: &JobRow) -> Option<String> {
+    let step = event.step.as_deref().unwrap_or("?");
+    let error = event.error.as_deref().unwrap_or("");
+    let attempt = event.attempt.unwrap_or(job.attempt);
+    let line = match event.kind.as_str() {
+        "claimed" => format!("attempt {attempt} started"),
+        "step_done" => format!("  ✓ {step} ({})", millis(event.duration_ms)),
+        "step_failed" => format!("  ↺ {step}: {error}; redoing"),
+        "retry_scheduled" => {
+            let wait_ms = u64::try_from(job.run_at - now_ms()).unwrap_or(0);
+            format!(
+                "  ✗ {step} failed: {error}; retrying in {} s",
+                wait_ms.div_ceil(1000)
+            )
+        }
+        "rescued" => "  ! the worker's lease expired; queued again".to_string(),
+        "released" => "  ! released at its checkpoint (worker stopping); queued again".to_string(),
+        "retried" => "queued again by `retry`".to_string(),
+        _ => return None,
+    };
+    Some(line)
+}
+
+fn outcome_line(job: &JobRow) -> String {
+    match job.status.as_str() {
+        "succeeded" => format!(
+            "job {} succeeded: approval instance {}",
+            job.id,
+            instance_id(job).unwrap_or_default()
+        ),
+        "failed" => format!(
+            "job {} failed at {}: {}",
+            job.id,
+            job.step,
+            job.last_error.as_deref().unwrap_or("")
+        ),
+        status => format!("job {} {status}", job.id),
+    }
+}
+
+fn millis(duration_ms: Option<i64>) -> String {
+    match duration_ms {
+        Some(ms) if ms >= 1000 => format!("{:.1} s", ms as f64 / 1000.0),
+        Some(ms) => format!("{ms} ms"),
+        None => "?".to_string(),
+    }
+}
+
+/// A bar over the job's attachment bytes, when they are many and stderr is a terminal.
+fn upload_bar(job: &JobRow) -> Option<ProgressBar> {
+    let total: u64 = attachment_sizes(job).iter().sum();
+    if total < PROGRESS_BAR_MIN_BYTES {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if bar.is_hidden() {
+        return None;
+    }
+    let style = ProgressStyle::with_template(
+        "{spinner} {msg:24!} [{bar:30}] {bytes}/{total_bytes} ({elapsed})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.enable_steady_tick(BAR_TICK);
+    Some(bar)
+}
+
+/// Sizes of the job's attachments as they are on disk now, in payload order.
+fn attachment_sizes(job: &JobRow) -> Vec<u64> {
+    let payload: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
+    payload["attachments"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|a| {
+                    a["path"]
+                        .as_str()
+                        .and_then(|path| std::fs::metadata(path).ok())
+                        .map_or(0, |meta| meta.len())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn update_bar(bar: &ProgressBar, job: &JobRow) {
+    let (done, uploading) = uploaded_bytes(job);
+    bar.set_position(done);
+    bar.set_message(match uploading {
+        Some(name) => format!("uploading {name}"),
+        None => job.step.clone(),
+    });
+}
+
+/// Bytes of attachments whose PUT is checkpointed, and the file being uploaded now.
+fn uploaded_bytes(job: &JobRow) -> (u64, Option<String>) {
+    let Ok(step) = Step::from_checkpoint(job.checkpoint.as_deref()) else {
+        return (0, None);
+    };
+    let committed = |files: &[crate::dingtalk::Dentry]| files.iter().map(|f| f.size).sum::<u64>();
+    match step {
+        Step::Space => (0, None),
+        Step::UploadInfo { progress } | Step::Submit { progress, .. } => {
+            (committed(&progress.files), None)
+        }
+        Step::Put { progress, .. } => {
+            let payload: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
+            let next = &payload["attachments"][progress.files.len()];
+            let name = next["name"]
+                .as_str()
+                .or_else(|| next["path"].as_str().and_then(|p| p.rsplit('/').next()))
+                .map(str::to_string);
+            (committed(&progress.files), name)
+        }
+        Step::Commit { progress, upload } => (committed(&progress.files) + upload.size, None),
+        Step::Done { files, .. } => (committed(&files), None),
+    }
+}

@@ -1,0 +1,95 @@
+//! Reads for health, status lines and metrics (queue depth, counts per status, a ping), and
+//! the online backup.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{Queue, QueueError};
+
+/// How much work one queue holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Depth {
+    /// Queued jobs, due or not.
+    pub queued: i64,
+    /// Queued jobs whose `run_at` has come: waiting for a worker.
+    pub due: i64,
+    /// The earliest `run_at` among due jobs (unix ms): how long the oldest has waited.
+    pub oldest_due_at: Option<i64>,
+    /// Running jobs (any process).
+    pub running: i64,
+}
+
+impl Queue {
+    /// The depth of `queue` at `now_ms`; walks only the partial indexes of unfinished jobs.
+    pub async fn depth(&self, queue: &str, now_ms: i64) -> Result<Depth, QueueError> {
+        let (queued, due, oldest_due_at, running): (i64, i64, Option<i64>, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(run_at <= ?2), 0), \
+                     MIN(CASE WHEN run_at <= ?2 THEN run_at END), \
+                     (SELECT COUNT(*) FROM jobs WHERE status = 'running' AND queue = ?1) \
+                 FROM jobs WHERE status = 'queued' AND queue = ?1",
+        )
+        .bind(queue)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Depth {
+            queued,
+            due,
+            oldest_due_at,
+            running,
+        })
+    }
+
+    /// Jobs per status, all queues (every status present, zero included).
+    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(super::JobStatus::ALL
+            .iter()
+            .map(|status| {
+                let count = rows
+                    .iter()
+                    .find(|(name, _)| name == status.as_str())
+                    .map_or(0, |(_, count)| *count);
+                (status.as_str().to_string(), count)
+            })
+            .collect())
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the database to `target` while workers keep running
+    /// (`VACUUM INTO`: one read transaction, so writers are not blocked in WAL mode). The
+    /// target must not exist; it is created owner-only, like the database. Returns its size.
+    pub async fn backup(&self, target: &Path) -> Result<u64, QueueError> {
+        let open_error = |source| QueueError::Open {
+            path: target.display().to_string(),
+            source,
+        };
+        // VACUUM INTO accepts an existing empty file, so creating it first (0600, refusing
+        // to overwrite) keeps the copy as private as the original.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(target).map_err(open_error)?;
+        let target_text = target.to_string_lossy().into_owned();
+        if let Err(e) = sqlx::query("VACUUM INTO ?1")
+            .bind(&target_text)
+            .execute(&self.pool)
+            .await
+        {
+            // Leave nothing half-written behind that could be mistaken for a backup.
+            let _ = std::fs::remove_file(target);
+            return Err(e.into());
+        }
+        Ok(std::fs::metadata(target).map_err(open_error)?.len())
+    }
+}

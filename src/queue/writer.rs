@@ -1,0 +1,386 @@
+//! Group commit: every claim and fenced transition is handed to one writer task, which runs
+//! whatever has queued up meanwhile in a single `BEGIN IMMEDIATE` transaction, records all of
+//! its events with one multi-row insert, commits once and only then answers each caller.
+//!
+//! Why: through sqlx each statement is a hand-off to the connection's thread, and a commit
+//! writes whole WAL pages. Sixteen runners each committing their own checkpoint pay both
+//! sixteen times; grouped, they share one `BEGIN`, one event insert and one commit, and
+//! consecutive checkpoints of different jobs land on the same pages. No caller waits for a
+//! timer: a batch is simply what arrived while the previous one was being written, so at low
+//! load every write still commits alone and at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::claim::{self, ClaimRequest};
+use super::enqueue::{self, EnqueueRequest};
+use super::transition::{self, Change, EventRecord};
+use super::{ClaimedJob, Enqueued, Fence, QueueError, lease_lost};
+
+/// The most operations one transaction takes; later arrivals wait for the next batch.
+const MAX_BATCH_OPS: usize = 256;
+
+/// One write waiting for the writer.
+pub(super) enum Op {
+    /// Lease due jobs.
+    Claim(
+        ClaimRequest,
+        oneshot::Sender<Result<Vec<ClaimedJob>, QueueError>>,
+    ),
+    /// A fenced change of one running job, with its event.
+    Transition(TransitionRequest, oneshot::Sender<Result<bool, QueueError>>),
+    /// New jobs.
+    Enqueue(EnqueueRequest, oneshot::Sender<Result<Vec<Enqueued>, QueueError>>),
+}
+
+/// A fenced change of one job plus the event recording it.
+pub(super) struct TransitionRequest {
+    pub(super) fence: Fence,
+    pub(super) change: Change,
+    pub(super) event: EventRecord,
+    pub(super) now_ms: i64,
+}
+
+/// What one operation did inside a batch that committed.
+enum Outcome {
+    Claimed(Vec<ClaimedJob>),
+    Enqueued(Vec<Enqueued>),
+    /// The fenced row changed; carries `cancel_requested` for checkpoints.
+    Changed(bool),
+    LeaseLost(Fence),
+}
+
+/// The sending side, held by every clone of the queue.
+#[derive(Clone, Debug)]
+pub(super) struct Writer {
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl Writer {
+    /// Starts the writer task on the current runtime; it ends when the last queue clone drops.
+    pub(super) fn spawn(pool: SqlitePool, commits: Arc<AtomicU64>) -> Writer {
+        let (ops, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, receiver, commits));
+        Writer { ops }
+    }
+
+    /// Queues a claim and waits for its batch to commit.
+    pub(super) async fn claim(&self, request: ClaimRequest) -> Result<Vec<ClaimedJob>, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Claim(request, reply))?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Queues an enqueue and waits for its batch to commit.
+    pub(super) async fn enqueue(&self, request: EnqueueRequest) -> Result<Vec<Enqueued>, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Enqueue(request, reply))?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Queues a transition and waits for its batch to commit. `Ok(cancel_requested)`.
+    pub(super) async fn transition(&self, request: TransitionRequest) -> Result<bool, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Transition(request, reply))?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    fn send(&self, op: Op) -> Result<(), QueueError> {
+        self.ops.send(op).map_err(|_| writer_gone())
+    }
+}
+
+/// The writer stopped (its runtime shut down): the same error a closed pool gives.
+fn writer_gone() -> QueueError {
+    QueueError::Database(sqlx::Error::PoolClosed)
+}
+
+async fn run(pool: SqlitePool, mut receiver: mpsc::UnboundedReceiver<Op>, commits: Arc<AtomicU64>) {
+    let mut batch = Vec::new();
+    while receiver.recv_many(&mut batch, MAX_BATCH_OPS).await > 0 {
+        match apply(&pool, &batch).await {
+            Ok(outcomes) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                for (op, outcome) in batch.drain(..).zip(outcomes) {
+                    answer(op, Ok(outcome));
+                }
+            }
+            // One bad operation must not fail the others: redo each in its own transaction.
+            Err(_) if batch.len() > 1 => {
+                for op in batch.drain(..) {
+                    let outcome = apply(&pool, std::slice::from_ref(&op)).await;
+                    if outcome.is_ok() {
+                        commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    answer(op, outcome.map(|mut all| all.remove(0)));
+                }
+            }
+            Err(error) => {
+                if let Some(op) = batch.pop() {
+                    answer(op, Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// Sends an operation its result; a caller that stopped waiting is no longer interested.
+fn answer(op: Op, outcome: Result<Outcome, QueueError>) {
+    match op {
+        Op::Claim(_, reply) => {
+            let _ = reply.send(outcome.map(|outcome| match outcome {
+                Outcome::Claimed(jobs) => jobs,
+                _ => Vec::new(),
+            }));
+        }
+        Op::Enqueue(_, reply) => {
+            let _ = reply.send(outcome.and_then(|outcome| match outcome {
+                Outcome::Enqueued(enqueued) => Ok(enqueued),
+                _ => Err(QueueError::Database(sqlx::Error::RowNotFound)),
+            }));
+        }
+        Op::Transition(_, reply) => {
+            let _ = reply.send(outcome.and_then(|outcome| match outcome {
+                Outcome::Changed(cancel) => Ok(cancel),
+                Outcome::LeaseLost(fence) => Err(lease_lost(fence)),
+                Outcome::Claimed(_) | Outcome::Enqueued(_) => Ok(false),
+            }));
+        }
+    }
+}
+
+/// Runs `ops` in one transaction; one outcome per op, in order, once committed.
+async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut claimed = Vec::new();
+    let mut claim_events = Vec::new();
+    let mut transitions = Vec::with_capacity(ops.len());
+    // New jobs first, so a claim in the same batch can already take them.
+    let enqueues: Vec<&EnqueueRequest> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Enqueue(request, _) => Some(request),
+            _ => None,
+        })
+        .collect();
+    let mut enqueued = if enqueues.is_empty() {
+        Vec::new()
+    } else {
+        enqueue::insert_in(&mut tx, &enqueues).await?
+    }
+    .into_iter();
+    for op in ops {
+        match op {
+            Op::Claim(request, _) => {
+                let jobs = claim::claim_in(&mut tx, request).await?;
+                claim_events.extend(
+                    jobs.iter()
+                        .map(|job| EventRecord::claimed(job, request.now_ms)),
+                );
+                claimed.push(jobs);
+            }
+            Op::Transition(request, _) => transitions.push(request),
+            Op::Enqueue(..) => {}
+        }
+    }
+    let changed = transition::apply_batch(&mut tx, &transitions, &claim_events).await?;
+    tx.commit().await?;
+    let mut claimed = claimed.into_iter();
+    Ok(ops
+        .iter()
+        .map(|op| match op {
+            Op::Claim(..) => Outcome::Claimed(claimed.next().unwrap_or_default()),
+            Op::Enqueue(..) => Outcome::Enqueued(enqueued.next().unwrap_or_default()),
+            Op::Transition(request, _) => match changed.get(&request.fence.id) {
+                Some(cancel) => Outcome::Changed(*cancel),
+                None => Outcome::LeaseLost(request.fence),
+            },
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::future::join_all;
+    use serde_json::json;
+
+    use crate::queue::{ClaimedJob, NewJob, Queue, QueueError, now_ms};
+
+    async fn queue_with_claimed(jobs: usize) -> (tempfile::TempDir, Queue, Vec<ClaimedJob>) {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
+        let job = NewJob {
+            payload: json!({"process_code": "PROC-1"}).to_string(),
+            ..NewJob::default()
+        };
+        let now = now_ms();
+        queue.enqueue_many(&vec![job; jobs], now).await.unwrap();
+        let claimed = queue
+            .claim("default", "w1", u32::try_from(jobs).unwrap(), 60_000, now)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), jobs);
+        (dir, queue, claimed)
+    }
+
+    #[tokio::test]
+    async fn checkpoints_sent_together_share_one_commit_and_each_keeps_its_event() {
+        let (_dir, queue, claimed) = queue_with_claimed(8).await;
+        let before = queue.commits();
+        let now = now_ms();
+        let results =
+            join_all(claimed.iter().map(|job| {
+                queue.checkpoint(job.fence(), "space", 3, "upload_info", "{\"n\":1}", now)
+            }))
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(queue.commits() - before, 1);
+        for job in &claimed {
+            let row = queue.get(job.id).await.unwrap();
+            assert_eq!(
+                (row.step.as_str(), row.checkpoint.as_deref()),
+                ("upload_info", Some("{\"n\":1}"))
+            );
+            let kinds: Vec<String> = queue
+                .events(job.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.kind)
+                .collect();
+            assert_eq!(kinds, ["claimed", "step_done"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_fence_in_a_batch_is_refused_alone_and_leaves_no_event() {
+        let (_dir, queue, claimed) = queue_with_claimed(2).await;
+        let (stale, live) = (&claimed[0], &claimed[1]);
+        let now = now_ms();
+        // The first job's lease expires and another worker claims it again.
+        queue.rescue(now + 120_000).await.unwrap();
+        let again = queue
+            .claim("default", "w2", 2, 60_000, now + 120_000)
+            .await
+            .unwrap();
+        let live_again = again.iter().find(|j| j.id == live.id).unwrap().fence();
+        let results = join_all([
+            queue.checkpoint(
+                stale.fence(),
+                "space",
+                1,
+                "upload_info",
+                "{}",
+                now + 120_001,
+            ),
+            queue.checkpoint(live_again, "space", 1, "upload_info", "{}", now + 120_001),
+        ])
+        .await;
+        assert!(
+            matches!(results[0], Err(QueueError::LeaseLost { .. })),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok(), "{results:?}");
+        let stale_events = queue.events(stale.id).await.unwrap();
+        assert!(
+            stale_events.iter().all(|e| e.kind != "step_done"),
+            "{stale_events:?}"
+        );
+        assert_eq!(queue.get(stale.id).await.unwrap().step, "space");
+    }
+
+    #[tokio::test]
+    async fn a_write_the_database_refuses_fails_alone_and_the_rest_of_its_batch_commits() {
+        let (_dir, queue, claimed) = queue_with_claimed(2).await;
+        let now = now_ms();
+        let results = join_all([
+            queue.checkpoint(
+                claimed[0].fence(),
+                "space",
+                1,
+                "upload_info",
+                "not json",
+                now,
+            ),
+            queue.checkpoint(claimed[1].fence(), "space", 1, "upload_info", "{}", now),
+        ])
+        .await;
+        assert!(
+            matches!(results[0], Err(QueueError::Database(_))),
+            "{results:?}"
+        );
+        assert!(results[1].is_ok(), "{results:?}");
+        assert_eq!(queue.get(claimed[0].id).await.unwrap().step, "space");
+        assert_eq!(queue.get(claimed[1].id).await.unwrap().step, "upload_info");
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_transition_writes_its_columns_through_the_shared_statement() {
+        let (_dir, queue, claimed) = queue_with_claimed(4).await;
+        let now = now_ms();
+        let failure = crate::queue::Failure {
+            step: "put".into(),
+            message: "boom".into(),
+            http_status: Some(503),
+            duration_ms: 7,
+        };
+        let (a, b, c, d) = (
+            claimed[0].fence(),
+            claimed[1].fence(),
+            claimed[2].fence(),
+            claimed[3].fence(),
+        );
+        let (succeeded, retried, failed, released) = tokio::join!(
+            queue.succeed(a, "{\"instance_id\":\"i\"}", "{\"step\":\"done\"}", now),
+            queue.retry_later(b, &failure, now + 5_000, now),
+            queue.fail(c, &failure, now),
+            queue.release(d, now),
+        );
+        succeeded.unwrap();
+        retried.unwrap();
+        failed.unwrap();
+        released.unwrap();
+        let row = queue.get(a.id).await.unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.step.as_str(), row.finished_at),
+            ("succeeded", "done", Some(now))
+        );
+        assert_eq!(
+            (row.result.as_deref(), row.lease_owner),
+            (Some("{\"instance_id\":\"i\"}"), None)
+        );
+        let row = queue.get(b.id).await.unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.run_at, row.last_error.as_deref()),
+            ("queued", now + 5_000, Some("boom"))
+        );
+        assert_eq!((row.lease_owner, row.finished_at), (None, None));
+        let row = queue.get(c.id).await.unwrap();
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.last_error.as_deref(),
+                row.finished_at
+            ),
+            ("failed", Some("boom"), Some(now))
+        );
+        let row = queue.get(d.id).await.unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.uncharged_attempts, row.run_at),
+            ("queued", 1, now)
+        );
+        let event = queue.events(b.id).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (
+                event.kind.as_str(),
+                event.step.as_deref(),
+                event.http_status,
+                event.duration_ms
+            ),
+            ("retry_scheduled", Some("put"), Some(503), Some(7))
+        );
+    }
+}

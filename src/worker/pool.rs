@@ -1,0 +1,236 @@
+//! The pool's life: start-up (lease recovery, READY), the claim loop with its status reports
+//! and budget check, and the drain on shutdown (STOPPING, forced stop, releasing leases).
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::notify::{STOP_MARGIN, status_line};
+use super::{Worker, WorkerError, maintain, runner};
+use crate::queue::{Fence, QueueError, now_ms};
+
+impl Worker {
+    /// Runs until `shutdown` is cancelled, then drains: no new claims, in-flight jobs stop at
+    /// their next step boundary and are released, all within the grace period; when it runs
+    /// out (or `force` is cancelled) the remaining runners are aborted and released.
+    pub async fn run(
+        &self,
+        shutdown: CancellationToken,
+        force: CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let inner = &self.inner;
+        self.start_up().await;
+        let semaphore = Arc::new(Semaphore::new(inner.settings.concurrency as usize));
+        let mut runners = JoinSet::new();
+        let maintenance = tokio::spawn(maintain::maintain(self.clone(), shutdown.clone()));
+        tracing::info!(owner = %inner.owner, queue = %inner.settings.queue, concurrency = inner.settings.concurrency, "worker started");
+        let outcome = self.claim_loop(&semaphore, &mut runners, &shutdown).await;
+        tracing::info!(in_flight = runners.len(), "worker draining");
+        let drained = self.drain(&mut runners, &force).await;
+        if !drained {
+            runners.abort_all();
+            while runners.join_next().await.is_some() {}
+            self.release_all().await;
+        }
+        maintenance.abort();
+        *self.alive_at() = None;
+        if let Err(e) = self.flush_calls().await {
+            tracing::warn!(error = %e, "could not record the last DingTalk call counts");
+        }
+        tracing::info!("worker stopped");
+        outcome
+    }
+
+    /// Takes back expired leases and reads the month's call count, then tells systemd the
+    /// pool is ready. Failures are logged: the claim loop retries them, and systemd's
+    /// watchdog notices if the database stays away.
+    async fn start_up(&self) {
+        let inner = &self.inner;
+        match inner.queue.rescue(now_ms()).await {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(jobs = ?ids, "rescued jobs whose lease expired");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lease recovery failed"),
+        }
+        if let Err(e) = self.flush_calls().await {
+            tracing::warn!(error = %e, "could not read this month's DingTalk call count");
+        }
+        let depth = inner
+            .queue
+            .depth(&inner.settings.queue, now_ms())
+            .await
+            .unwrap_or_default();
+        self.mark_alive();
+        let quota = inner.quota.usage(inner.approval.dingtalk());
+        self.notifier()
+            .ready(&status_line(0, inner.settings.concurrency, &depth, quota));
+    }
+
+    /// Writes this process's DingTalk call tallies to the database.
+    pub(super) async fn flush_calls(&self) -> Result<u64, QueueError> {
+        let inner = &self.inner;
+        inner
+            .quota
+            .flush(&inner.queue, inner.approval.dingtalk(), now_ms())
+            .await
+    }
+
+    async fn claim_loop(
+        &self,
+        semaphore: &Arc<Semaphore>,
+        runners: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WorkerError> {
+        let inner = &self.inner;
+        let mut status_tick = tokio::time::interval(self.notifier().status_interval());
+        status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The claim's last round trip succeeded (or none was needed).
+        let mut claim_ok = true;
+        let mut budget_reached = false;
+        while !shutdown.is_cancelled() {
+            while runners.try_join_next().is_some() {}
+            let free = semaphore.available_permits();
+            let mut claimed_all = false;
+            let exhausted = inner.quota.exhausted(inner.approval.dingtalk());
+            self.log_budget(&mut budget_reached, exhausted);
+            if free > 0 && exhausted.is_none() {
+                let limit = u32::try_from(free).unwrap_or(u32::MAX);
+                let jobs = match inner
+                    .queue
+                    .claim(
+                        &inner.settings.queue,
+                        &inner.owner,
+                        limit,
+                        inner.settings.lease_ms(),
+                        now_ms(),
+                    )
+                    .await
+                {
+                    Ok(jobs) => {
+                        claim_ok = true;
+                        self.mark_alive();
+                        jobs
+                    }
+                    Err(e) => {
+                        claim_ok = false;
+                        tracing::error!(error = %e, "claim failed; retrying after the poll interval");
+                        Vec::new()
+                    }
+                };
+                claimed_all = jobs.len() == free;
+                for job in jobs {
+                    let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+                        // Permits only drop when runners finish, so `free` permits are there.
+                        break;
+                    };
+                    self.track(job.fence());
+                    let worker = self.clone();
+                    let stop = shutdown.clone();
+                    runners.spawn(async move {
+                        let fence = job.fence();
+                        runner::run(&worker, job, &stop).await;
+                        worker.untrack(fence.id);
+                        drop(permit);
+                        worker.inner.wake.notify_one();
+                    });
+                }
+            }
+            if claimed_all && semaphore.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = inner.wake.notified() => {}
+                () = inner.queue.wait_for_change(inner.settings.poll_interval) => {}
+                _ = status_tick.tick() => self.report_status(claim_ok).await,
+            }
+        }
+        Ok(())
+    }
+
+    /// One database round trip for the status line; the watchdog is pinged only when it and
+    /// the last claim succeeded, so a wedged database gets the service restarted.
+    async fn report_status(&self, claim_ok: bool) {
+        let inner = &self.inner;
+        match inner.queue.depth(&inner.settings.queue, now_ms()).await {
+            Ok(depth) => {
+                self.mark_alive();
+                let quota = inner.quota.usage(inner.approval.dingtalk());
+                let line = status_line(
+                    self.running().len(),
+                    inner.settings.concurrency,
+                    &depth,
+                    quota,
+                );
+                self.notifier().status(&line, claim_ok);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "status query failed");
+                self.notifier()
+                    .status(&format!("database unavailable: {e}"), false);
+            }
+        }
+    }
+
+    fn log_budget(&self, reached: &mut bool, exhausted: Option<(u64, u64)>) {
+        match (exhausted, *reached) {
+            (Some((used, budget)), false) => tracing::warn!(
+                used,
+                budget,
+                "monthly DingTalk call budget reached: not claiming until the month ends \
+                 (China Standard Time) or [dingtalk] monthly_call_budget is raised"
+            ),
+            (None, true) => {
+                tracing::info!("monthly DingTalk call budget available again: claiming")
+            }
+            _ => {}
+        }
+        *reached = exhausted.is_some();
+    }
+
+    /// Waits for the runners within the grace period. Tells systemd it is stopping and asks
+    /// for stop time up to the grace deadline, again each time a job leaves (progress).
+    /// Returns false when the grace ran out or `force` fired.
+    async fn drain(&self, runners: &mut JoinSet<()>, force: &CancellationToken) -> bool {
+        let grace = self.inner.settings.shutdown_grace;
+        let deadline = Instant::now() + grace;
+        let status = |left: usize| format!("stopping: draining {left} in-flight jobs");
+        let extend = || deadline.saturating_duration_since(Instant::now()) + STOP_MARGIN;
+        let in_flight = runners.len();
+        self.notifier()
+            .stopping(&status(in_flight), (in_flight > 0).then(extend));
+        loop {
+            tokio::select! {
+                joined = runners.join_next() => match joined {
+                    None => return true,
+                    Some(_) if !runners.is_empty() => {
+                        self.notifier().extend(&status(runners.len()), extend());
+                    }
+                    Some(_) => {}
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(in_flight = runners.len(), grace_secs = grace.as_secs(), "grace period over: stopping in-flight jobs");
+                    return false;
+                }
+                () = force.cancelled() => return false,
+            }
+        }
+    }
+
+    async fn release_all(&self) {
+        let fences: Vec<Fence> = self.running().drain().map(|(_, fence)| fence).collect();
+        for fence in fences {
+            match self.inner.queue.release(fence, now_ms()).await {
+                Ok(()) => tracing::info!(job_id = fence.id, "released unfinished job"),
+                Err(QueueError::LeaseLost { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
+                }
+            }
+        }
+    }
+}

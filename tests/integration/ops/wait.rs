@@ -1,0 +1,120 @@
+//! `enqueue --wait`: following a job live to its outcome, and the exit code it ends with.
+
+use serde_json::Value;
+
+use super::{run, stderr, stdout};
+use crate::helpers::{Harness, bytes};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_wait_follows_the_job_step_by_step_to_its_instance_id() {
+    let mut harness = Harness::new().await;
+    let config = harness.config_file("worker.toml", "");
+    let a = harness.file("a.pdf", &bytes(2_000_000, 1));
+    let b = harness.file("b.pdf", &bytes(3_000, 2));
+    harness.start();
+    let out = run(
+        &harness,
+        &config,
+        &[
+            "enqueue",
+            "--process-code",
+            "PROC-TEST",
+            "--originator",
+            "manager4220",
+            "--dept-id",
+            "-1",
+            "--form",
+            "报销事由=出差",
+            "--attach",
+            a.to_str().unwrap(),
+            "--attach",
+            b.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let instance = harness.sandbox.instances()[0].instance_id.clone();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"enqueued job 1"), "{text}");
+    let steps: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("  ✓ "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "space",
+            "upload_info",
+            "put",
+            "commit",
+            "upload_info",
+            "put",
+            "commit"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("job 1 succeeded: approval instance {instance}").as_str())
+    );
+
+    let json = run(
+        &harness,
+        &config,
+        &[
+            "enqueue",
+            "--process-code",
+            "PROC-TEST",
+            "--originator",
+            "manager4220",
+            "--dept-id",
+            "-1",
+            "--attach",
+            b.to_str().unwrap(),
+            "--wait",
+            "--json",
+        ],
+    );
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let finished: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_eq!(finished[0]["id"], 2);
+    assert_eq!(finished[0]["status"], "succeeded");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_wait_exits_1_with_the_error_when_the_job_fails() {
+    let mut harness = Harness::new().await;
+    let config = harness.config_file("worker.toml", "");
+    let a = harness.file("a.pdf", &bytes(1_000, 1));
+    harness.start();
+    let out = run(
+        &harness,
+        &config,
+        &[
+            "enqueue",
+            "--process-code",
+            "PROC-TEST",
+            "--originator",
+            "ghost9",
+            "--dept-id",
+            "-1",
+            "--attach",
+            a.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("job 1 failed at space: "),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("job 1 failed"), "{}", stderr(&out));
+    harness.stop().await;
+}
