@@ -61,6 +61,14 @@ impl StepError {
             message: error.to_string(),
             http_status: error.http_status(),
         };
+        if error.is_credentials_rejected() {
+            // A configuration problem, not the job's: wait for an operator to fix the secret
+            // instead of failing every job in the queue.
+            return StepError::RetryAfter {
+                reason,
+                after: CREDENTIALS_PAUSE,
+            };
+        }
         match error.class() {
             // The client already refreshed the token and retried once; a second refusal
             // is worth one more try later, not a failure.
@@ -93,6 +101,10 @@ impl StepError {
         }
     }
 }
+
+/// How long a job waits when DingTalk refuses the app's credentials (fixable only by an
+/// operator; `run` refuses to start with them, so this covers a secret rotated meanwhile).
+pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(600);
 
 /// How long a job waits when the organisation's monthly call quota is exhausted.
 pub const QUOTA_PAUSE: Duration = Duration::from_secs(3600);

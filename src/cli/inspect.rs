@@ -257,7 +257,7 @@ pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let status = queue.cancel(args.id, now_ms()).await?;
     queue.close().await;
     if args.json {
-        let stopping = status == JobStatus::Running;
+        let stopping = matches!(status, JobStatus::Running | JobStatus::Queued);
         println!(
             "{}",
             json!({"id": args.id, "status": status, "cancel_requested": stopping})
@@ -267,6 +267,11 @@ pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
     match status {
         JobStatus::Running => println!(
             "job {} is running: it stops at its next step boundary",
+            args.id
+        ),
+        JobStatus::Queued => println!(
+            "job {} may already have sent its create: the worker reconciles first, then \
+             adopts the approval instance if it exists or cancels the job",
             args.id
         ),
         _ => println!("job {} cancelled", args.id),

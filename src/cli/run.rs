@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliError, open_queue};
 use crate::approval::Approval;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::dingtalk::{ClientSettings, DingTalk};
 use crate::oss::Oss;
 use crate::secret::Secret;
@@ -27,6 +27,7 @@ pub async fn run(config: &Config) -> Result<(), CliError> {
     let secret = config.validate_for_run()?;
     let queue = open_queue(config).await?;
     let worker = build_worker(config, secret, queue.clone())?;
+    check_credentials(&worker).await?;
     worker.speak_sd_notify();
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
@@ -59,6 +60,21 @@ pub async fn run(config: &Config) -> Result<(), CliError> {
     queue.close().await;
     outcome.context("worker stopped")?;
     Ok(())
+}
+
+/// Refuses to start (exit 78) when DingTalk rejects the app key or secret: every job would
+/// fail. Any other trouble (DingTalk unreachable) is only logged: jobs wait and retry.
+async fn check_credentials(worker: &Worker) -> Result<(), CliError> {
+    match worker.dingtalk().check_token().await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_credentials_rejected() => Err(CliError::Config(ConfigError::Secret(
+            format!("DingTalk refused [dingtalk] app_key and the app secret: {e}"),
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot fetch a DingTalk access token yet; jobs will retry");
+            Ok(())
+        }
+    }
 }
 
 /// The pool as `run` and `demo` build it.

@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::DingTalk;
 use super::classify::{Answer, decode};
-use super::error::{DingTalkError, ErrorClass, MAX_IN_CALL_WAIT};
+use super::error::{DingTalkError, ErrorClass, MAX_IN_CALL_WAIT, TOKEN_ENDPOINT};
 use super::wire::{TokenRequest, TokenResponse};
 use crate::secret::Secret;
 
@@ -163,7 +163,7 @@ impl DingTalk {
             app_secret: settings.app_secret.expose(),
         };
         let request = Request::post(
-            "oauth2/accessToken",
+            TOKEN_ENDPOINT,
             Host::Api,
             "/v1.0/oauth2/accessToken",
             &body,
@@ -216,7 +216,7 @@ impl DingTalk {
             (Host::Api, Some(token)) => {
                 let mut value =
                     HeaderValue::from_str(token.expose()).map_err(|_| DingTalkError::Decode {
-                        endpoint: "oauth2/accessToken",
+                        endpoint: TOKEN_ENDPOINT,
                         status: StatusCode::OK.as_u16(),
                         detail: "access token is not a valid header value".to_owned(),
                     })?;

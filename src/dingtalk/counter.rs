@@ -5,11 +5,11 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
-use super::error::{DingTalkError, ErrorClass};
+use super::error::{DingTalkError, ErrorClass, TOKEN_ENDPOINT};
 
 /// Endpoints DingTalk exempts from the organisation's monthly quota (dingtalk-api.md §4: the
 /// token call and the identity/directory APIs).
-const QUOTA_EXEMPT_ENDPOINTS: [&str; 2] = ["oauth2/accessToken", "topapi/v2/user/get"];
+const QUOTA_EXEMPT_ENDPOINTS: [&str; 2] = [TOKEN_ENDPOINT, "topapi/v2/user/get"];
 
 /// The result label of a call DingTalk answered successfully.
 pub const RESULT_OK: &str = "ok";

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The endpoint name of the access-token call.
+pub(crate) const TOKEN_ENDPOINT: &str = "oauth2/accessToken";
+
 /// The endpoint name of the storage commit call.
 pub(crate) const COMMIT_ENDPOINT: &str = "storage/files/commit";
 
@@ -128,6 +131,16 @@ impl DingTalkError {
             Self::Api { status, .. } | Self::Decode { status, .. } => Some(*status),
             Self::Transport { .. } | Self::Paused { .. } | Self::Config(_) => None,
         }
+    }
+
+    /// True when DingTalk refused the app's credentials (wrong app key or secret): nothing
+    /// will work until an operator fixes the configuration.
+    pub fn is_credentials_rejected(&self) -> bool {
+        matches!(
+            self,
+            Self::Api { endpoint, status, class: ErrorClass::Permanent, .. }
+                if *endpoint == TOKEN_ENDPOINT && (400..500).contains(status)
+        )
     }
 
     /// True when `commit` refused the uploadKey itself (unknown, expired or already

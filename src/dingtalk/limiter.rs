@@ -4,24 +4,28 @@ use std::num::NonZeroU32;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use super::error::{DingTalkError, MAX_IN_CALL_WAIT};
 
 /// Shared by all clones of one client, hence by all workers of one app.
 pub(super) struct Limiter {
-    rate: Option<DefaultDirectRateLimiter>,
+    /// One pace per API, as DingTalk counts its limit per app and API.
+    rate: Option<DefaultKeyedRateLimiter<&'static str>>,
     /// Set when DingTalk answers "too fast"; every call waits for it, so one throttle answer
     /// slows all workers instead of each finding out on its own.
     paused_until: Mutex<Option<Instant>>,
 }
 
 impl Limiter {
-    /// `per_sec` calls per second with a burst of the same size; 0 means unlimited.
+    /// `per_sec` calls per second per API, evenly spaced; 0 means unlimited. No burst: after
+    /// an idle spell a burst would send up to twice the rate within one second, which is
+    /// exactly what DingTalk's per-second counter punishes.
     pub(super) fn new(per_sec: u32) -> Self {
         Self {
-            rate: NonZeroU32::new(per_sec).map(|n| RateLimiter::direct(Quota::per_second(n))),
+            rate: NonZeroU32::new(per_sec)
+                .map(|n| RateLimiter::keyed(Quota::per_second(n).allow_burst(NonZeroU32::MIN))),
             paused_until: Mutex::new(None),
         }
     }
@@ -40,7 +44,7 @@ impl Limiter {
             tokio::time::sleep(remaining).await;
         }
         if let Some(rate) = &self.rate {
-            rate.until_ready().await;
+            rate.until_key_ready(&endpoint).await;
         }
         Ok(())
     }
@@ -91,15 +95,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rate_limit_spaces_calls() {
+    async fn rate_limit_spaces_calls_evenly_per_api() {
         let limiter = Limiter::new(10);
         let start = std::time::Instant::now();
-        for _ in 0..15 {
+        for _ in 0..6 {
             limiter.ready("e").await.unwrap();
         }
-        // Burst of 10, then 5 more at 100 ms each.
+        // No burst: the first call at once, then one every 100 ms.
         let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
         assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        // Another API has its own pace.
+        let other = std::time::Instant::now();
+        limiter.ready("f").await.unwrap();
+        assert!(other.elapsed() < Duration::from_millis(50));
     }
 }

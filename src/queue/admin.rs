@@ -183,13 +183,16 @@ impl Queue {
     }
 
     /// Cancels a queued job at once, or asks a running one to stop at its next step boundary.
-    /// Returns the status the job has afterwards.
+    /// A queued job at `submit` (a create may have been sent) is flagged and stays queued: the
+    /// worker reconciles, then adopts the instance or cancels. Returns the status afterwards.
     pub async fn cancel(&self, id: JobId, now_ms: i64) -> Result<JobStatus, QueueError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // A queued job at `submit` may have sent a create whose answer was lost: only the
+        // worker's reconciliation can tell, so it is flagged like a running job, not stopped.
         let queued = sqlx::query(
             "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, updated_at = ?1, \
                  finished_at = ?1 \
-             WHERE id = ?2 AND status = 'queued'",
+             WHERE id = ?2 AND status = 'queued' AND step <> 'submit'",
         )
         .bind(now_ms)
         .bind(id)
@@ -207,17 +210,20 @@ impl Queue {
             tx.commit().await?;
             return Ok(JobStatus::Cancelled);
         }
-        let running = sqlx::query(
+        let flagged: Option<(String,)> = sqlx::query_as(
             "UPDATE jobs SET cancel_requested = 1, updated_at = ?1 \
-             WHERE id = ?2 AND status = 'running'",
+             WHERE id = ?2 AND status IN ('running', 'queued') \
+             RETURNING status",
         )
         .bind(now_ms)
         .bind(id)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        if running.rows_affected() == 1 {
-            return Ok(JobStatus::Running);
+        match flagged.as_ref().map(|(status,)| status.as_str()) {
+            Some("running") => return Ok(JobStatus::Running),
+            Some(_) => return Ok(JobStatus::Queued),
+            None => {}
         }
         let job = self.get(id).await?;
         Err(QueueError::WrongStatus {

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::FromRow;
 
+use super::transition::Batch;
 use super::{Fence, JobId, Queue, QueueError};
 
 /// A job this worker now holds a lease on.
@@ -41,16 +42,27 @@ impl ClaimedJob {
     }
 }
 
-/// One statement: picks due jobs in index order and leases them. `?1` owner, `?2` lease
-/// expiry, `?3` now, `?4` queue, `?5` how many.
+/// One statement: picks due jobs in index order and leases them. Positional parameters
+/// (it runs inside the writer's multi-statement query): owner, lease expiry, now, queue,
+/// now, how many, and the claim's index in its batch, returned to tell its rows apart.
 pub(super) const CLAIM_SQL: &str = "UPDATE jobs \
-     SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, \
-         updated_at = ?3 \
+     SET status = 'running', attempt = attempt + 1, lease_owner = ?, lease_expires_at = ?, \
+         updated_at = ? \
      WHERE id IN (SELECT id FROM jobs \
-                  WHERE status = 'queued' AND queue = ?4 AND run_at <= ?3 \
-                  ORDER BY priority DESC, run_at, id LIMIT ?5) \
+                  WHERE status = 'queued' AND queue = ? AND run_at <= ? \
+                  ORDER BY priority DESC, run_at, id LIMIT ?) \
      RETURNING id, attempt, uncharged_attempts, max_attempts, payload, checkpoint, \
-               cancel_requested";
+               cancel_requested, ? AS claim_op;";
+
+/// The `claimed` events of the jobs the claim statement before it just leased: running,
+/// leased to this owner until this expiry, updated now, and without a `claimed` event for
+/// this attempt yet. Parameters: now, lease expiry, owner, now.
+pub(super) const CLAIM_EVENTS_SQL: &str = "INSERT INTO job_events (job_id, at, kind, attempt) \
+     SELECT id, ?, 'claimed', attempt FROM jobs \
+     WHERE status = 'running' AND lease_expires_at = ? AND lease_owner = ? AND updated_at = ? \
+       AND NOT EXISTS (SELECT 1 FROM job_events e \
+                       WHERE e.job_id = jobs.id AND e.attempt = jobs.attempt \
+                         AND e.kind = 'claimed');";
 
 /// `?1` queue, `?2` now, `?3` at most: how many due jobs there are, up to the claim's limit.
 /// It walks `jobs_due` (queue, run_at) and stops at the first job not yet due, so neither an
@@ -59,7 +71,7 @@ pub(super) const DUE_SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEX
      WHERE status = 'queued' AND queue = ?1 AND run_at <= ?2 LIMIT ?3)";
 
 /// How often [`Queue::wait_for_change`] looks for other processes' commits.
-pub const CHANGE_CHECK: Duration = Duration::from_millis(25);
+pub const CHANGE_CHECK: Duration = Duration::from_millis(50);
 
 /// A claim waiting for the group-commit writer.
 pub(super) struct ClaimRequest {
@@ -70,22 +82,23 @@ pub(super) struct ClaimRequest {
     pub(super) now_ms: i64,
 }
 
-/// Runs the claim statement inside the writer's transaction; the writer records the events.
-pub(super) async fn claim_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    request: &ClaimRequest,
-) -> Result<Vec<ClaimedJob>, QueueError> {
-    let mut jobs: Vec<ClaimedJob> = sqlx::query_as(CLAIM_SQL)
-        .bind(&request.owner)
-        .bind(request.now_ms + request.lease_ms)
-        .bind(request.now_ms)
-        .bind(&request.queue)
-        .bind(i64::from(request.limit))
-        .fetch_all(&mut **tx)
-        .await?;
-    // RETURNING order is unspecified; hand jobs out in claim order.
-    jobs.sort_by_key(|job| job.id);
-    Ok(jobs)
+impl ClaimRequest {
+    /// Binds [`CLAIM_SQL`] and [`CLAIM_EVENTS_SQL`] for this claim, the `index`-th of its batch.
+    pub(super) fn bind<'q>(&'q self, query: Batch<'q>, index: usize) -> Batch<'q> {
+        let expires = self.now_ms + self.lease_ms;
+        query
+            .bind(&self.owner)
+            .bind(expires)
+            .bind(self.now_ms)
+            .bind(&self.queue)
+            .bind(self.now_ms)
+            .bind(i64::from(self.limit))
+            .bind(i64::try_from(index).unwrap_or(i64::MAX))
+            .bind(self.now_ms)
+            .bind(expires)
+            .bind(&self.owner)
+            .bind(self.now_ms)
+    }
 }
 
 impl Queue {

@@ -1,9 +1,8 @@
 //! Adding jobs: one at a time or in batches, idempotent on `idempotency_key`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use sqlx::{Sqlite, Transaction};
-
+use super::transition::Batch;
 use super::{DEFAULT_QUEUE, JobId, Queue, QueueError};
 
 /// A job to add. The payload is stored as given (it must be valid JSON; the table checks).
@@ -45,7 +44,7 @@ const INSERT_SQL: &str = "INSERT INTO jobs \
      (id, payload, idempotency_key, queue, priority, run_at, max_attempts, created_at, updated_at) \
      VALUES {rows} \
      ON CONFLICT (idempotency_key) DO NOTHING \
-     RETURNING id";
+     RETURNING id AS inserted_id;";
 
 impl Queue {
     /// Adds one job.
@@ -81,61 +80,92 @@ pub(super) struct EnqueueRequest {
     pub(super) now_ms: i64,
 }
 
-/// Inserts the jobs of several enqueues inside the writer's transaction, a few hundred rows
-/// per statement; one outcome list per request, in order.
-pub(super) async fn insert_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    requests: &[&EnqueueRequest],
-) -> Result<Vec<Vec<Enqueued>>, QueueError> {
-    let (max_id,): (JobId,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM jobs")
-        .fetch_one(&mut **tx)
-        .await?;
-    let rows: Vec<(&NewJob, i64)> = requests
+/// Keys looked up per statement.
+const KEYS_PER_SELECT: usize = 256;
+
+/// The rows of a batch's enqueues, with the `now` of their request.
+pub(super) fn rows<'a>(requests: &[&'a EnqueueRequest]) -> Vec<(&'a NewJob, i64)> {
+    requests
         .iter()
         .flat_map(|request| request.jobs.iter().map(|job| (job, request.now_ms)))
-        .collect();
-    let mut created = HashSet::with_capacity(rows.len());
-    let mut next_id = max_id + 1;
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let row = "(?,?,?,?,?,?,?,?,?)";
-        let sql = INSERT_SQL.replace("{rows}", &vec![row; chunk.len()].join(","));
-        let mut query = sqlx::query_as::<_, (JobId,)>(&sql);
-        for (job, now_ms) in chunk {
-            query = query
-                .bind(next_id)
-                .bind(&job.payload)
-                .bind(&job.idempotency_key)
-                .bind(job.queue.as_deref().unwrap_or(DEFAULT_QUEUE))
-                .bind(job.priority)
-                .bind(job.run_at.unwrap_or(*now_ms))
-                .bind(job.max_attempts)
-                .bind(now_ms)
-                .bind(now_ms);
-            next_id += 1;
-        }
-        created.extend(query.fetch_all(&mut **tx).await?.into_iter().map(|(id,)| id));
+        .collect()
+}
+
+/// The insert statements for `rows` rows, `ROWS_PER_INSERT` at a time.
+pub(super) fn insert_sql(rows: usize, sql: &mut String) {
+    let mut left = rows;
+    while left > 0 {
+        let chunk = left.min(ROWS_PER_INSERT);
+        sql.push_str(&INSERT_SQL.replace("{rows}", &vec!["(?,?,?,?,?,?,?,?,?)"; chunk].join(",")));
+        left -= chunk;
     }
-    let mut ids = max_id + 1..;
-    let mut out = Vec::with_capacity(requests.len());
-    for request in requests {
-        let mut outcomes = Vec::with_capacity(request.jobs.len());
-        for (job, id) in request.jobs.iter().zip(ids.by_ref()) {
-            let outcome = match (created.contains(&id), &job.idempotency_key) {
-                (true, _) => Enqueued { id, created: true },
-                (false, Some(key)) => {
-                    let (id,): (JobId,) =
-                        sqlx::query_as("SELECT id FROM jobs WHERE idempotency_key = ?1")
-                            .bind(key)
-                            .fetch_one(&mut **tx)
-                            .await?;
-                    Enqueued { id, created: false }
-                }
-                // DO NOTHING only skips on a key conflict, and a NULL key never conflicts.
-                (false, None) => return Err(QueueError::Database(sqlx::Error::RowNotFound)),
-            };
-            outcomes.push(outcome);
-        }
-        out.push(outcomes);
+}
+
+/// Binds [`insert_sql`]'s rows, giving them ids from `first_id` on.
+pub(super) fn bind_inserts<'q>(
+    mut query: Batch<'q>,
+    rows: &[(&'q NewJob, i64)],
+    first_id: JobId,
+) -> Batch<'q> {
+    for ((job, now_ms), id) in rows.iter().zip(first_id..) {
+        query = query
+            .bind(id)
+            .bind(&job.payload)
+            .bind(&job.idempotency_key)
+            .bind(job.queue.as_deref().unwrap_or(DEFAULT_QUEUE))
+            .bind(job.priority)
+            .bind(job.run_at.unwrap_or(*now_ms))
+            .bind(job.max_attempts)
+            .bind(*now_ms)
+            .bind(*now_ms);
     }
-    Ok(out)
+    query
+}
+
+/// After the inserts: the id of every idempotency key in the batch (new or seen before).
+pub(super) fn keys_sql(keys: usize, sql: &mut String) {
+    let mut left = keys;
+    while left > 0 {
+        let chunk = left.min(KEYS_PER_SELECT);
+        sql.push_str(&format!(
+            "SELECT id AS key_id, idempotency_key FROM jobs WHERE idempotency_key IN ({});",
+            vec!["?"; chunk].join(",")
+        ));
+        left -= chunk;
+    }
+}
+
+/// One outcome list per request: a row whose id came back was created, one with a key that
+/// did not is the job already holding that key.
+pub(super) fn outcomes(
+    requests: &[&EnqueueRequest],
+    first_id: JobId,
+    created: &HashSet<JobId>,
+    keys: &HashMap<String, JobId>,
+) -> Result<Vec<Vec<Enqueued>>, QueueError> {
+    let mut ids = first_id..;
+    requests
+        .iter()
+        .map(|request| {
+            request
+                .jobs
+                .iter()
+                .zip(ids.by_ref())
+                .map(
+                    |(job, id)| match (created.contains(&id), &job.idempotency_key) {
+                        (true, _) => Ok(Enqueued { id, created: true }),
+                        (false, Some(key)) => keys
+                            .get(key)
+                            .map(|id| Enqueued {
+                                id: *id,
+                                created: false,
+                            })
+                            .ok_or(QueueError::Database(sqlx::Error::RowNotFound)),
+                        // DO NOTHING only skips on a key conflict, and a NULL key never conflicts.
+                        (false, None) => Err(QueueError::Database(sqlx::Error::RowNotFound)),
+                    },
+                )
+                .collect()
+        })
+        .collect()
 }

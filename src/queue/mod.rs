@@ -265,7 +265,9 @@ impl Queue {
                 .bind(0_i64)
                 .bind(0_i64)
                 .bind(DEFAULT_QUEUE)
+                .bind(0_i64)
                 .bind(1_i64)
+                .bind(0_i64)
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.into_iter().map(|row| row.3).collect())

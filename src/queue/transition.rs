@@ -2,13 +2,11 @@
 //! Each changes the job row and records its event in one transaction (the group-commit
 //! writer's, shared with other jobs' writes that arrived meanwhile).
 
-use std::collections::HashMap;
-
+use sqlx::Sqlite;
 use sqlx::sqlite::SqliteArguments;
-use sqlx::{Sqlite, Transaction};
 
 use super::writer::TransitionRequest;
-use super::{ClaimedJob, Fence, JobId, Queue, QueueError};
+use super::{Fence, JobId, Queue, QueueError};
 
 /// The kinds of rows in `job_events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,11 +100,6 @@ impl EventRecord {
             ..EventRecord::plain(fence, kind, now_ms)
         }
     }
-
-    /// The `claimed` event of a job a claim just leased.
-    pub(super) fn claimed(job: &ClaimedJob, now_ms: i64) -> Self {
-        EventRecord::plain(job.fence(), EventKind::Claimed, now_ms)
-    }
 }
 
 /// What a fenced transition changes on the job row.
@@ -128,10 +121,8 @@ pub(super) enum Change {
     Release,
 }
 
-/// Transitions per statement; a batch with more takes several statements.
+/// Transitions (and their events) per statement; a batch with more takes several.
 const TRANSITIONS_PER_STATEMENT: usize = 64;
-/// Event rows per statement.
-const EVENTS_PER_STATEMENT: usize = 128;
 /// Values bound per event row and per transition row.
 const EVENT_VALUES: usize = 8;
 const TRANSITION_VALUES: usize = 12;
@@ -163,7 +154,7 @@ const TRANSITIONS_SQL: &str = "WITH v(id, attempt, now, status, step, checkpoint
          updated_at = v.now, \
          finished_at = CASE WHEN v.finished THEN v.now ELSE jobs.finished_at END \
      FROM v WHERE jobs.id = v.id AND jobs.attempt = v.attempt AND jobs.status = 'running' \
-     RETURNING jobs.id, jobs.cancel_requested;";
+     RETURNING jobs.id AS changed_id, jobs.cancel_requested;";
 
 /// One transition as the columns of `v` in [`TRANSITIONS_SQL`].
 struct Columns<'a> {
@@ -233,44 +224,20 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// Applies fenced transitions and records events inside the writer's transaction, a few
-/// statements for the whole batch. `extra_events` (the claims' events) are recorded too.
-/// Returns, per job whose fence held, its `cancel_requested`; a job missing from the map
-/// lost its lease and nothing of it was written.
-pub(super) async fn apply_batch(
-    tx: &mut Transaction<'_, Sqlite>,
-    transitions: &[&TransitionRequest],
-    extra_events: &[EventRecord],
-) -> Result<HashMap<JobId, bool>, QueueError> {
-    let mut changed = HashMap::with_capacity(transitions.len());
-    let mut extra = extra_events.iter();
-    let mut chunks = transitions.chunks(TRANSITIONS_PER_STATEMENT).peekable();
-    loop {
-        let updates: &[&TransitionRequest] = chunks.next().unwrap_or(&[]);
-        let room = EVENTS_PER_STATEMENT - updates.len();
-        let mut events: Vec<&EventRecord> = extra.by_ref().take(room).collect();
-        events.extend(updates.iter().map(|request| &request.event));
-        if events.is_empty() && updates.is_empty() {
-            break;
-        }
-        let sql = statement_sql(events.len(), updates.len());
-        let rows: Vec<(JobId, bool)> = bind_rows(sqlx::query_as(&sql), &events, updates)
-            .fetch_all(&mut **tx)
-            .await?;
-        changed.extend(rows);
-        if chunks.peek().is_none() && extra.len() == 0 {
-            break;
-        }
-    }
-    Ok(changed)
+/// The transitions of a batch, `TRANSITIONS_PER_STATEMENT` at a time.
+pub(super) fn chunks<'a>(
+    transitions: &'a [&'a TransitionRequest],
+) -> impl Iterator<Item = &'a [&'a TransitionRequest]> {
+    transitions.chunks(TRANSITIONS_PER_STATEMENT)
 }
 
-type Rows<'q> = sqlx::query::QueryAs<'q, Sqlite, (JobId, bool), SqliteArguments<'q>>;
+/// The writer's query; every statement in it uses positional `?` parameters.
+pub(super) type Batch<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
-/// The events insert followed by the update, as one multi-statement query (one hand-off to
-/// the connection's thread). Row counts are padded to powers of two with rows that match no
-/// job, so a handful of distinct statements covers every batch and stays prepared.
-fn statement_sql(events: usize, updates: usize) -> String {
+/// The events insert followed by the update, two statements of the writer's one query. Row
+/// counts are padded to powers of two with rows that match no job, so a handful of distinct
+/// statements covers every batch and stays prepared.
+pub(super) fn statement_sql(events: usize, updates: usize) -> String {
     let mut sql = String::new();
     if events > 0 {
         sql.push_str(&EVENTS_SQL.replace("{rows}", &placeholders(padded(events), EVENT_VALUES)));
@@ -284,11 +251,11 @@ fn statement_sql(events: usize, updates: usize) -> String {
 }
 
 /// Binds the rows of [`statement_sql`], padding included.
-fn bind_rows<'q>(
-    mut query: Rows<'q>,
+pub(super) fn bind_rows<'q>(
+    mut query: Batch<'q>,
     events: &[&'q EventRecord],
     updates: &[&'q TransitionRequest],
-) -> Rows<'q> {
+) -> Batch<'q> {
     let event_rows = padded(events.len());
     let update_rows = padded(updates.len());
     for index in 0..event_rows {
@@ -332,7 +299,7 @@ fn bind_rows<'q>(
 /// The id of padding rows: no job has it.
 const PADDING_ID: JobId = -1;
 
-fn bind_nulls(mut query: Rows<'_>, count: usize) -> Rows<'_> {
+fn bind_nulls(mut query: Batch<'_>, count: usize) -> Batch<'_> {
     for _ in 0..count {
         query = query.bind(None::<i64>);
     }

@@ -12,13 +12,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::SqlitePool;
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{Column, FromRow, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::claim::{self, ClaimRequest};
 use super::enqueue::{self, EnqueueRequest};
 use super::transition::{self, Change, EventRecord};
-use super::{ClaimedJob, Enqueued, Fence, QueueError, lease_lost};
+use super::{ClaimedJob, Enqueued, Fence, JobId, QueueError, lease_lost};
 
 /// The most operations one transaction takes; later arrivals wait for the next batch.
 const MAX_BATCH_OPS: usize = 256;
@@ -33,7 +35,10 @@ pub(super) enum Op {
     /// A fenced change of one running job, with its event.
     Transition(TransitionRequest, oneshot::Sender<Result<bool, QueueError>>),
     /// New jobs.
-    Enqueue(EnqueueRequest, oneshot::Sender<Result<Vec<Enqueued>, QueueError>>),
+    Enqueue(
+        EnqueueRequest,
+        oneshot::Sender<Result<Vec<Enqueued>, QueueError>>,
+    ),
 }
 
 /// A fenced change of one job plus the event recording it.
@@ -75,7 +80,10 @@ impl Writer {
     }
 
     /// Queues an enqueue and waits for its batch to commit.
-    pub(super) async fn enqueue(&self, request: EnqueueRequest) -> Result<Vec<Enqueued>, QueueError> {
+    pub(super) async fn enqueue(
+        &self,
+        request: EnqueueRequest,
+    ) -> Result<Vec<Enqueued>, QueueError> {
         let (reply, answer) = oneshot::channel();
         self.send(Op::Enqueue(request, reply))?;
         answer.await.map_err(|_| writer_gone())?
@@ -154,11 +162,21 @@ fn answer(op: Op, outcome: Result<Outcome, QueueError>) {
 
 /// Runs `ops` in one transaction; one outcome per op, in order, once committed.
 async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut claimed = Vec::new();
-    let mut claim_events = Vec::new();
-    let mut transitions = Vec::with_capacity(ops.len());
-    // New jobs first, so a claim in the same batch can already take them.
+    let mut conn = pool.acquire().await?;
+    let outcome = apply_on(&mut conn, ops).await;
+    if outcome.is_err() {
+        // The batch runs between its own BEGIN and COMMIT statements; a statement that
+        // failed leaves that transaction open. Nothing of it may stay.
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    outcome
+}
+
+/// The whole batch in two hand-offs to the connection's thread: `BEGIN IMMEDIATE` (with the
+/// largest job id when there are jobs to add), then every statement of the batch and the
+/// `COMMIT` as one multi-statement query. Each statement's rows are told apart by the name
+/// of a column only it returns.
+async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome>, QueueError> {
     let enqueues: Vec<&EnqueueRequest> = ops
         .iter()
         .filter_map(|op| match op {
@@ -166,29 +184,97 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError
             _ => None,
         })
         .collect();
-    let mut enqueued = if enqueues.is_empty() {
-        Vec::new()
+    let claims: Vec<&ClaimRequest> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Claim(request, _) => Some(request),
+            _ => None,
+        })
+        .collect();
+    let transitions: Vec<&TransitionRequest> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Transition(request, _) => Some(request),
+            _ => None,
+        })
+        .collect();
+
+    let first_id = if enqueues.is_empty() {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        0
     } else {
-        enqueue::insert_in(&mut tx, &enqueues).await?
+        // Bare MAX(id), not wrapped in COALESCE: only then does SQLite read it off the end
+        // of the table. Ids are given explicitly so each returned id maps to its input row.
+        let (max_id,): (Option<JobId>,) =
+            sqlx::query_as("BEGIN IMMEDIATE; SELECT MAX(id) FROM jobs;")
+                .fetch_one(&mut *conn)
+                .await?;
+        max_id.unwrap_or(0) + 1
+    };
+
+    let rows = enqueue::rows(&enqueues);
+    let keys: Vec<&str> = rows
+        .iter()
+        .filter_map(|(job, _)| job.idempotency_key.as_deref())
+        .collect();
+    let mut sql = String::new();
+    enqueue::insert_sql(rows.len(), &mut sql);
+    enqueue::keys_sql(keys.len(), &mut sql);
+    for _ in &claims {
+        sql.push_str(claim::CLAIM_SQL);
+        sql.push_str(claim::CLAIM_EVENTS_SQL);
     }
-    .into_iter();
-    for op in ops {
-        match op {
-            Op::Claim(request, _) => {
-                let jobs = claim::claim_in(&mut tx, request).await?;
-                claim_events.extend(
-                    jobs.iter()
-                        .map(|job| EventRecord::claimed(job, request.now_ms)),
-                );
-                claimed.push(jobs);
+    let chunks: Vec<&[&TransitionRequest]> = transition::chunks(&transitions).collect();
+    let chunk_events: Vec<Vec<&EventRecord>> = chunks
+        .iter()
+        .map(|chunk| chunk.iter().map(|request| &request.event).collect())
+        .collect();
+    for (chunk, events) in chunks.iter().zip(&chunk_events) {
+        sql.push_str(&transition::statement_sql(events.len(), chunk.len()));
+    }
+    sql.push_str("COMMIT;");
+
+    let mut query = enqueue::bind_inserts(sqlx::query(&sql), &rows, first_id);
+    for key in &keys {
+        query = query.bind(*key);
+    }
+    for (index, request) in claims.iter().enumerate() {
+        query = request.bind(query, index);
+    }
+    for (chunk, events) in chunks.iter().zip(&chunk_events) {
+        query = transition::bind_rows(query, events, chunk);
+    }
+
+    let mut created = HashSet::new();
+    let mut key_ids = HashMap::new();
+    let mut claimed: Vec<Vec<ClaimedJob>> = vec![Vec::new(); claims.len()];
+    let mut changed = HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        match row.columns().first().map(|column| column.name()) {
+            Some("inserted_id") => {
+                created.insert(row.try_get::<JobId, _>(0)?);
             }
-            Op::Transition(request, _) => transitions.push(request),
-            Op::Enqueue(..) => {}
+            Some("key_id") => {
+                key_ids.insert(row.try_get::<String, _>(1)?, row.try_get::<JobId, _>(0)?);
+            }
+            Some("changed_id") => {
+                changed.insert(row.try_get::<JobId, _>(0)?, row.try_get::<bool, _>(1)?);
+            }
+            _ => {
+                let index = usize::try_from(row.try_get::<i64, _>("claim_op")?).unwrap_or(0);
+                if let Some(jobs) = claimed.get_mut(index) {
+                    jobs.push(ClaimedJob::from_row(&row)?);
+                }
+            }
         }
     }
-    let changed = transition::apply_batch(&mut tx, &transitions, &claim_events).await?;
-    tx.commit().await?;
-    let mut claimed = claimed.into_iter();
+
+    let mut enqueued = enqueue::outcomes(&enqueues, first_id, &created, &key_ids)?.into_iter();
+    let mut claimed = claimed.into_iter().map(|mut jobs| {
+        // RETURNING order is unspecified; hand jobs out in claim order.
+        jobs.sort_by_key(|job| job.id);
+        jobs
+    });
     Ok(ops
         .iter()
         .map(|op| match op {

@@ -253,6 +253,11 @@ impl Worker {
         &self.inner.owner
     }
 
+    /// The DingTalk client the pool uses (shared token cache and rate limiter).
+    pub fn dingtalk(&self) -> &crate::dingtalk::DingTalk {
+        self.inner.approval.dingtalk()
+    }
+
     /// Asks the claim loop to look for work now (e.g. after an in-process enqueue).
     pub fn wake(&self) {
         self.inner.wake.notify_one();

@@ -101,7 +101,9 @@ async fn drive(
         let at = Attempt {
             attempt: claimed.attempt,
             now_ms: now_ms(),
-            may_create: claimed.charged_attempts() <= max_attempts(worker, claimed),
+            // A cancelled job that may have sent a create only looks for its instance.
+            may_create: !claimed.cancel_requested
+                && claimed.charged_attempts() <= max_attempts(worker, claimed),
         };
         let done_step = step_label(&step, claimed.attempt);
         let outcome = inner
@@ -168,6 +170,12 @@ async fn drive(
                     )
                     .await?;
                 step = *back_to;
+            }
+            Err(StepError::Permanent(reason))
+                if claimed.cancel_requested && done_step == RECONCILE_STEP =>
+            {
+                tracing::info!(reason = %reason, "cancel requested and no instance found: cancelling");
+                return queue.cancel_running(fence, now_ms()).await;
             }
             Err(error) => {
                 return give_up_or_retry(worker, claimed, fence, done_step, error, duration_ms)

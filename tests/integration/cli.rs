@@ -199,3 +199,30 @@ fn the_demo_runs_the_whole_pipeline_and_prints_instance_ids() {
     assert!(stdout.contains("3/3 jobs succeeded"), "{stdout}");
     assert_eq!(stdout.matches("succeeded  done").count(), 3, "{stdout}");
 }
+
+#[tokio::test]
+async fn run_with_a_secret_dingtalk_refuses_exits_78_before_claiming_anything() {
+    let h = crate::helpers::Harness::new().await;
+    let file = h.file("a.pdf", b"%PDF");
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    let config = h.config_file("worker.toml", "");
+    let mut command = h.command();
+    command
+        .env("DINGTALK_APP_SECRET", "not-the-secret")
+        .arg("--config")
+        .arg(&config)
+        .arg("run");
+    // Off the runtime thread: the sandbox answering the binary runs on it.
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("invalidClientIdOrSecret"), "{stderr}");
+    assert!(
+        !stderr.contains("not-the-secret"),
+        "the secret leaked: {stderr}"
+    );
+    let job = h.queue.get(id).await.unwrap();
+    assert_eq!((job.status.as_str(), job.attempt), ("queued", 0));
+}

@@ -231,7 +231,14 @@ async fn a_reached_monthly_call_budget_stops_claiming_with_a_clear_status() {
     }
     let job = harness.queue.get(id).await.unwrap();
     assert_eq!((job.status.as_str(), job.attempt), ("queued", 0));
-    assert!(harness.sandbox.requests().is_empty());
+    // Only the start-up credentials check (the token call, exempt from the quota) went out.
+    let endpoints: Vec<Endpoint> = harness
+        .sandbox
+        .requests()
+        .iter()
+        .map(|r| r.endpoint)
+        .collect();
+    assert_eq!(endpoints, vec![Endpoint::Token]);
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(DAEMON_TIMEOUT), Some(0));
 }

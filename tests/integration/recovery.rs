@@ -425,10 +425,10 @@ async fn a_job_out_of_attempts_creates_nothing_more_and_retry_then_creates_once(
 }
 
 #[tokio::test]
-async fn a_job_cancelled_while_its_create_is_unresolved_is_adopted_by_retry() {
+async fn cancelling_a_job_whose_create_landed_unanswered_adopts_the_instance_instead() {
     // The create's answer is lost and the job waits in the queue for the settle time. A
-    // cancel then stops the queued job at once, although its approval exists; `retry`
-    // reconciles before anything else and adopts it, so nothing is created twice.
+    // cancel now cannot stop it blindly, since its approval may exist: the job stays queued,
+    // flagged, and the worker reconciles; it finds the instance and records it.
     let mut h = Harness::new().await;
     let file = h.file("unresolved.pdf", &bytes(800, 16));
     let id = h.enqueue(&h.payload(&[&file])).await;
@@ -439,15 +439,11 @@ async fn a_job_cancelled_while_its_create_is_unresolved_is_adopted_by_retry() {
         job.status == "queued" && job.step == "submit"
     })
     .await;
-    h.queue.cancel(id, now_ms()).await.unwrap();
-    assert_eq!(h.queue.get(id).await.unwrap().status, "cancelled");
     assert_eq!(
-        h.sandbox.instances().len(),
-        1,
-        "the approval exists regardless"
+        h.queue.cancel(id, now_ms()).await.unwrap(),
+        approval_worker::queue::JobStatus::Queued
     );
-
-    h.queue.retry(id, now_ms()).await.unwrap();
+    assert!(h.queue.get(id).await.unwrap().cancel_requested);
     let job = h.finished(id).await;
     h.stop().await;
     let events = h.queue.events(id).await.unwrap();
@@ -455,4 +451,33 @@ async fn a_job_cancelled_while_its_create_is_unresolved_is_adopted_by_retry() {
     assert!(has(&events, "step_done", "reconcile"));
     assert_eq!(h.received(Endpoint::CreateInstance).len(), 1);
     assert_one_instance(&h, &job);
+}
+
+#[tokio::test]
+async fn cancelling_a_job_whose_create_never_arrived_cancels_it_after_reconciling() {
+    let mut h = Harness::new().await;
+    let file = h.file("never.pdf", &bytes(800, 17));
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    h.sandbox
+        .inject(Endpoint::CreateInstance, Fault::DropConnection, 1);
+    h.start_timed();
+    h.wait_until(id, "the ambiguous create's retry", |job, _| {
+        job.status == "queued" && job.step == "submit"
+    })
+    .await;
+    h.queue.cancel(id, now_ms()).await.unwrap();
+    let job = h.finished(id).await;
+    h.stop().await;
+    let events = h.queue.events(id).await.unwrap();
+    assert_eq!(job.status, "cancelled", "{}", summary(&events));
+    assert!(h.sandbox.instances().is_empty());
+    assert_eq!(
+        h.received(Endpoint::CreateInstance).len(),
+        1,
+        "no create after the cancel"
+    );
+    assert!(
+        !h.received(Endpoint::ListInstanceIds).is_empty(),
+        "it looked first"
+    );
 }
