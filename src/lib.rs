@@ -11,11 +11,13 @@
 //! - [`worker`]: the pool that claims jobs and drives them through the steps; the only
 //!   module using both the queue and the state machine.
 //! - [`sandbox`]: a DingTalk-compatible server on 127.0.0.1 for the demo and the tests.
-//! - [`config`], [`cli`], [`secret`]: settings, the command line, credential hygiene.
+//! - [`config`], [`cli`], [`clock`], [`secret`]: settings, the command line, time, credential
+//!   hygiene.
 
 pub mod approval;
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dingtalk;
 pub mod oss;

@@ -24,13 +24,16 @@ shutdown_grace_secs); a second SIGTERM or Ctrl-C stops at once, releasing leases
 
 /// Runs `run`.
 pub async fn run(config: &Config) -> Result<(), CliError> {
+    // Listen first: a SIGTERM during start-up (migrations, the credentials check) then
+    // stops the daemon cleanly before it claims anything, instead of killing it mid-write.
+    let shutdown = CancellationToken::new();
+    let force = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone(), force.clone()));
     let secret = config.validate_for_run()?;
     let queue = open_queue(config).await?;
     let worker = build_worker(config, secret, queue.clone())?;
     check_credentials(&worker).await?;
     worker.speak_sd_notify();
-    let shutdown = CancellationToken::new();
-    let force = CancellationToken::new();
     let stop_http = CancellationToken::new();
     let http = match config.metrics.listen {
         Some(addr) => {
@@ -47,7 +50,6 @@ pub async fn run(config: &Config) -> Result<(), CliError> {
         }
         None => None,
     };
-    tokio::spawn(watch_signals(shutdown.clone(), force.clone()));
     let outcome = worker.run(shutdown, force).await;
     stop_http.cancel();
     if let Some(http) = http {

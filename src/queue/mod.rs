@@ -24,6 +24,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use crate::clock::now_ms;
 pub use admin::{EventRow, JobFilter, JobRow, Stats};
 pub use claim::{CHANGE_CHECK, ClaimedJob};
 pub use enqueue::{Enqueued, NewJob};
@@ -310,14 +311,6 @@ fn create_private_file(path: &Path) -> Result<(), QueueError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(open_error(e)),
     }
-}
-
-/// Milliseconds since the Unix epoch, the unit of every time column.
-pub fn now_ms() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn lease_lost(fence: Fence) -> QueueError {

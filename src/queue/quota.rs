@@ -37,15 +37,7 @@ pub struct MonthlyCalls {
 /// The quota month (`YYYY-MM`, China Standard Time) that `now_ms` falls in.
 pub fn quota_month(now_ms: i64) -> String {
     let days = (now_ms + CHINA_OFFSET_MS).div_euclid(86_400_000);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, _) = crate::clock::civil_from_days(days);
     format!("{year:04}-{month:02}")
 }
 

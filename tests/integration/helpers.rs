@@ -370,22 +370,14 @@ impl Harness {
     /// Writes `NAME.toml` for the binary: this harness's sandbox, database and spool, a 2 s
     /// request timeout, and `worker_table` (see [`BINARY_WORKER`]).
     pub fn binary_config(&self, name: &str, worker_table: &str) -> PathBuf {
-        let dir = self.spool.parent().expect("spool has a parent");
-        let path = dir.join(format!("{name}.toml"));
-        let base = self.sandbox.base_url();
-        let text = format!(
-            "[database]\npath = {db:?}\n\n[dingtalk]\napp_key = {key:?}\nagent_id = {agent}\n\
-             api_base = {base:?}\noapi_base = {base:?}\nrate_limit_per_sec = 0\n\
-             connect_timeout_secs = 1\nrequest_timeout_secs = 2\n\n\
-             [upload]\nallowed_dirs = [{spool:?}]\nmax_file_bytes = {max}\n\n{worker_table}",
-            db = self.config.database.path.display().to_string(),
-            key = self.config.dingtalk.app_key,
-            agent = self.config.dingtalk.agent_id,
-            spool = self.spool.display().to_string(),
-            max = self.config.upload.max_file_bytes,
-        );
-        std::fs::write(&path, text).expect("write worker.toml");
-        path
+        self.config_file(
+            &format!("{name}.toml"),
+            &format!(
+                "[dingtalk]\nconnect_timeout_secs = 1\nrequest_timeout_secs = 2\n\
+                 [upload]\nmax_file_bytes = {}\n{worker_table}",
+                self.config.upload.max_file_bytes
+            ),
+        )
     }
 
     /// Starts `approval-worker --config CONFIG run` with the sandbox's secret in the
@@ -445,14 +437,36 @@ impl Harness {
     }
 }
 
+/// Waits until the log file `path` has a line containing `needle`.
+pub async fn wait_for_line(path: &Path, needle: &str) {
+    let deadline = Instant::now() + DAEMON_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(|line| line.contains(needle)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends SIGTERM (through `kill`, no signal crate needed).
 pub fn sigterm(child: &std::process::Child) {
+    send_signal(child.id(), "TERM");
+}
+
+/// Sends `signal` (e.g. "TERM", "INT") to process `pid` with the system's `kill`.
+pub fn send_signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
         .status()
         .expect("kill runs");
-    assert!(status.success(), "kill -TERM failed");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 /// Waits for a child to exit, at most `timeout`, without blocking the runtime.
@@ -599,12 +613,7 @@ impl Daemon {
 
     /// Sends `signal` (e.g. "TERM", "INT") to the process.
     pub fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} failed");
+        send_signal(self.child.id(), signal);
     }
 
     /// Waits for the process to exit and returns its exit code; reads the rest of stderr.

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::faults::summary;
-use crate::helpers::{BINARY_WORKER, Harness, audit, bytes, sigterm, wait_exit};
+use crate::helpers::{BINARY_WORKER, Harness, audit, bytes, sigterm, wait_exit, wait_for_line};
 
 /// Kills in the default (CI) mode.
 const CI_KILLS: u32 = 30;
@@ -104,8 +104,11 @@ async fn sigkill_at_random_moments_loses_no_job_and_duplicates_no_approval() {
         );
     }
 
-    let mut child = h.spawn_binary(&config, &log, "warn");
+    // At info level the final worker logs "worker started" (earlier rounds log only
+    // warnings), so the SIGTERM below cannot land before its signal handler exists.
+    let mut child = h.spawn_binary(&config, &log, "info");
     let finished = h.all_finished(FINAL_TIMEOUT).await;
+    wait_for_line(&log, "worker started").await;
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(10)).await;
     assert!(status.success(), "final worker exit: {status}");
