@@ -123,20 +123,10 @@ async fn drive(
                     duration_ms,
                     "step done"
                 );
-                if matches!(next, Step::Done { .. }) {
-                    if done_step == RECONCILE_STEP {
-                        // The adoption gets its own event, so the history shows it.
-                        queue
-                            .checkpoint(
-                                fence,
-                                done_step,
-                                duration_ms,
-                                next.name(),
-                                &next.to_checkpoint(),
-                                now_ms(),
-                            )
-                            .await?;
-                    }
+                let done = matches!(next, Step::Done { .. });
+                // A created instance goes straight to `succeed` (one write); an adopted one
+                // gets its own event first, so the history shows the reconciliation.
+                if done && done_step != RECONCILE_STEP {
                     step = next;
                     continue;
                 }
@@ -151,7 +141,7 @@ async fn drive(
                     )
                     .await?;
                 step = next;
-                if cancel && may_cancel(&step, claimed.attempt) {
+                if cancel && !done && may_cancel(&step, claimed.attempt) {
                     tracing::info!("cancel requested: stopping at the step boundary");
                     return queue.cancel_running(fence, now_ms()).await;
                 }
