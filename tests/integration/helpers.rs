@@ -106,6 +106,11 @@ impl Harness {
 
     /// The DingTalk client the worker uses, built from the harness config.
     pub fn dingtalk(&self) -> DingTalk {
+        self.client(Duration::from_secs(5))
+    }
+
+    /// A DingTalk client for the harness's sandbox with this request timeout.
+    fn client(&self, request_timeout: Duration) -> DingTalk {
         DingTalk::new(ClientSettings {
             api_base: self.config.dingtalk.api_base.clone(),
             oapi_base: self.config.dingtalk.oapi_base.clone(),
@@ -114,7 +119,7 @@ impl Harness {
             agent_id: self.config.dingtalk.agent_id,
             rate_limit_per_sec: self.config.dingtalk.rate_limit_per_sec,
             connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
+            request_timeout,
         })
         .expect("client")
     }
@@ -131,7 +136,11 @@ impl Harness {
 
     /// Starts a worker in the background.
     pub fn start(&mut self) -> Worker {
-        let worker = self.worker();
+        self.run_in_background(self.worker())
+    }
+
+    /// Runs `worker` in the background until [`Harness::stop`].
+    fn run_in_background(&mut self, worker: Worker) -> Worker {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn({
             let worker = worker.clone();
@@ -227,17 +236,7 @@ impl Default for Timing {
 impl Harness {
     /// A worker with `timing` instead of the config's whole-second values.
     pub fn timed_worker(&self, timing: Timing) -> Worker {
-        let dingtalk = DingTalk::new(ClientSettings {
-            api_base: self.config.dingtalk.api_base.clone(),
-            oapi_base: self.config.dingtalk.oapi_base.clone(),
-            app_key: self.config.dingtalk.app_key.clone(),
-            app_secret: Secret::new(SandboxOptions::default().app_secret),
-            agent_id: self.config.dingtalk.agent_id,
-            rate_limit_per_sec: self.config.dingtalk.rate_limit_per_sec,
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: timing.request_timeout,
-        })
-        .expect("client");
+        let dingtalk = self.client(timing.request_timeout);
         let oss = Oss::new(Duration::from_secs(2), timing.request_timeout).expect("oss client");
         let approval = Approval::new(dingtalk, oss).with_submit_settle(timing.submit_settle);
         let mut settings = WorkerSettings::from_config(&self.config);
@@ -254,20 +253,7 @@ impl Harness {
 
     /// Starts a worker with `timing` in the background.
     pub fn start_timed_with(&mut self, timing: Timing) -> Worker {
-        let worker = self.timed_worker(timing);
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn({
-            let worker = worker.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                worker
-                    .run(shutdown, CancellationToken::new())
-                    .await
-                    .expect("worker runs");
-            }
-        });
-        self.worker = Some((shutdown, handle, worker.clone()));
-        worker
+        self.run_in_background(self.timed_worker(timing))
     }
 
     /// Waits until `check` holds for the job's row and events (polling the database).
