@@ -1,6 +1,6 @@
 //! The ceilings the other figures are read against, measured on the same disk and machine
 //! in the same run: single-row SQLite commits through sqlx with the queue's pragmas, and
-//! loopback PUT throughput to the sandbox running in this process.
+//! loopback PUT throughput to the sandbox child the upload scenarios use.
 
 use std::time::Instant;
 
@@ -11,7 +11,6 @@ use super::BenchError;
 use super::setup::Scratch;
 use super::stats::rate;
 use crate::queue::measure;
-use crate::sandbox::{Sandbox, SandboxOptions};
 
 /// Bytes per chunk of the generated PUT body.
 const PUT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -30,11 +29,11 @@ pub async fn commits_per_sec(scratch: &Scratch, commits: u32) -> Result<f64, Ben
     Ok(rate(f64::from(commits), elapsed))
 }
 
-/// MB/s (10^6 bytes) of one PUT of `bytes` generated in memory to the OSS path of an
-/// in-process sandbox, which reads and hashes the whole body as it does for a real upload.
-pub async fn loopback_put_mb_per_sec(bytes: u64) -> Result<f64, BenchError> {
-    let sandbox = Sandbox::start(SandboxOptions::default()).await?;
-    let url = format!("{}/oss/bench/ceiling.bin", sandbox.base_url());
+/// MB/s (10^6 bytes) of one PUT of `bytes` generated in memory to the OSS path of the
+/// sandbox at `sandbox_url`, which reads and hashes the whole body as it does for a real
+/// upload: the fastest any upload to it can go.
+pub async fn loopback_put_mb_per_sec(sandbox_url: &str, bytes: u64) -> Result<f64, BenchError> {
+    let url = format!("{sandbox_url}/oss/bench/ceiling.bin");
     let chunk = Bytes::from(vec![0x5a_u8; PUT_CHUNK_BYTES]);
     let chunks = bytes.div_ceil(PUT_CHUNK_BYTES as u64);
     let last = bytes - (chunks.saturating_sub(1)) * PUT_CHUNK_BYTES as u64;
@@ -60,7 +59,6 @@ pub async fn loopback_put_mb_per_sec(bytes: u64) -> Result<f64, BenchError> {
     // The sandbox refuses the unsigned PUT, but only after reading and hashing all of it.
     let _ = response.bytes().await;
     let elapsed = started.elapsed();
-    sandbox.shutdown().await;
     Ok(rate(bytes as f64 / 1e6, elapsed))
 }
 

@@ -1,6 +1,7 @@
 //! One large attachment (a sparse file) through the real upload path: the worker hashes it
-//! for the ticket, streams it to the sandbox's OSS endpoint and commits it. Reports MB/s and
-//! how far this process's peak RSS rose above the idle worker's.
+//! for the ticket, streams it to the sandbox's OSS endpoint and commits it. Reports MB/s, the
+//! loopback PUT ceiling of the same size to the same sandbox just before, and how far this
+//! process's peak RSS rose above the idle worker's.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,11 @@ pub struct LargeFileFigures {
     pub job_mb_per_sec: f64,
     /// `bytes` over the PUT step, MB/s.
     pub put_mb_per_sec: f64,
+    /// The loopback PUT ceiling for `bytes` to the same sandbox, measured just before, MB/s.
+    pub ceiling_mb_per_sec: f64,
+    /// Reading the new sparse file once before the job, s: the kernel filling its holes into
+    /// the page cache, which is the disk's share, not the worker's.
+    pub first_read_secs: f64,
     /// Peak RSS minus the idle worker's RSS, KiB.
     pub rss_growth_kib: u64,
     /// Whether the peak could be reset (else the growth is an upper bound from process start).
@@ -42,8 +48,12 @@ pub async fn measure(
     sandbox_url: &str,
     bytes: u64,
 ) -> Result<LargeFileFigures, BenchError> {
+    let ceiling_mb_per_sec = super::ceilings::loopback_put_mb_per_sec(sandbox_url, bytes).await?;
     let path = scratch.spool.join("large.bin");
     std::fs::File::create(&path)?.set_len(bytes)?;
+    // The job then reads the file from the page cache, as the ceiling's PUT reads memory and
+    // as a worker reads a file its producer just wrote.
+    let first_read_secs = read_once(&path).await?.as_secs_f64();
     let queue = scratch.queue().await?;
     let mut config = scratch.config(sandbox_url, 1);
     config.upload.max_file_bytes = bytes.max(config.upload.max_file_bytes);
@@ -93,7 +103,21 @@ pub async fn measure(
         put_secs: secs(put_ms).as_secs_f64(),
         job_mb_per_sec: rate(bytes as f64 / 1e6, secs(job_ms)),
         put_mb_per_sec: rate(bytes as f64 / 1e6, secs(put_ms)),
+        ceiling_mb_per_sec,
+        first_read_secs,
         rss_growth_kib: peak.saturating_sub(idle_rss),
         peak_reset,
     })
+}
+
+/// Reads `path` to the end once, on a blocking thread; how long it took.
+async fn read_once(path: &std::path::Path) -> Result<Duration, BenchError> {
+    let path = path.to_owned();
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        std::io::copy(&mut std::fs::File::open(path)?, &mut std::io::sink())
+    })
+    .await
+    .map_err(|e| BenchError::Setup(format!("reading the large file: {e}")))??;
+    Ok(started.elapsed())
 }

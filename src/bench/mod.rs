@@ -199,7 +199,7 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
         let mut calls = Vec::new();
         for _ in 0..sizes.runs {
             commits.push(ceilings::commits_per_sec(&scratch, sizes.raw_commits).await?);
-            puts.push(ceilings::loopback_put_mb_per_sec(sizes.put_bytes).await?);
+            puts.push(ceilings::loopback_put_mb_per_sec(sandbox.url(), sizes.put_bytes).await?);
             let fresh = setup::ChildSandbox::start(&options.exe)?;
             calls.push(ceilings::http_call_cpu_us(fresh.url(), sizes.e2e_jobs * 2, 16).await?);
         }

@@ -55,7 +55,7 @@ pub(super) fn ceilings(results: &Results, put_bytes: u64) {
     }
     if let Some(put) = results.put_mb_per_sec {
         println!(
-            "  loopback PUT to the in-process sandbox ({} MiB): {put:>8.0} MB/s",
+            "  loopback PUT to the sandbox child ({} MiB): {put:>8.0} MB/s",
             put_bytes / (1024 * 1024)
         );
     }
@@ -191,6 +191,8 @@ pub(super) fn median_large(runs: &[LargeFileFigures]) -> LargeFileFigures {
         put_secs: pick(|r| r.put_secs),
         job_mb_per_sec: pick(|r| r.job_mb_per_sec),
         put_mb_per_sec: pick(|r| r.put_mb_per_sec),
+        ceiling_mb_per_sec: pick(|r| r.ceiling_mb_per_sec),
+        first_read_secs: pick(|r| r.first_read_secs),
         // The worst run, not the median: later runs reuse memory the first one grew.
         rss_growth_kib: runs.iter().map(|r| r.rss_growth_kib).max().unwrap_or(0),
         peak_reset: runs.iter().all(|r| r.peak_reset),
@@ -205,6 +207,10 @@ pub(super) fn large_file(f: &LargeFileFigures) {
     println!(
         "  whole job {:.2} s = {:.0} MB/s (hash for the ticket + PUT + commit + submit); PUT step {:.2} s = {:.0} MB/s",
         f.job_secs, f.job_mb_per_sec, f.put_secs, f.put_mb_per_sec
+    );
+    println!(
+        "  loopback PUT ceiling, same size to the same sandbox: {:.0} MB/s; first read of the new sparse file (before the job, untimed): {:.2} s",
+        f.ceiling_mb_per_sec, f.first_read_secs
     );
     println!(
         "  peak RSS growth over the idle worker: {} KiB{}",
@@ -333,14 +339,13 @@ pub(super) fn targets(r: &Results) {
             format!("{} KiB", l.rss_growth_kib),
             l.rss_growth_kib <= TARGET_RSS_GROWTH_KIB,
         );
-        if let Some(put) = r.put_mb_per_sec {
-            let ratio = l.job_mb_per_sec / put;
-            line(
-                "large upload ≥ 0.5 × loopback PUT (whole job)",
-                format!("{:.0} / {put:.0} MB/s = {ratio:.2}", l.job_mb_per_sec),
-                ratio >= TARGET_UPLOAD_RATIO,
-            );
-        }
+        let ceiling = l.ceiling_mb_per_sec;
+        let ratio = l.job_mb_per_sec / ceiling;
+        line(
+            "large upload ≥ 0.5 × loopback PUT (whole job)",
+            format!("{:.0} / {ceiling:.0} MB/s = {ratio:.2}", l.job_mb_per_sec),
+            ratio >= TARGET_UPLOAD_RATIO,
+        );
     }
     if let Some(l) = &r.limiter {
         let limit = f64::from(l.per_sec);

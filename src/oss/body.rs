@@ -1,0 +1,209 @@
+//! The PUT's body: one blocking task opens, checks and reads the attachment into a short
+//! channel, so an upload costs one hand-off to the blocking pool (`tokio::fs` takes one per
+//! call and per chunk) and memory stays at a few chunks whatever the file's size.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, TryStreamExt, stream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::error::{OssError, file_changed};
+
+/// Read size: large enough for throughput, small enough for memory.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks read ahead of the socket, so the next read overlaps the send.
+const READ_AHEAD_CHUNKS: usize = 4;
+
+/// What the upload has done so far, shared by the reader, the body and the stall watchdog.
+pub(super) struct Progress {
+    bytes: AtomicU64,
+    /// Why the file is not the one the ticket was issued for, once the reader found out.
+    changed: Mutex<Option<String>>,
+    last_progress: Mutex<Instant>,
+}
+
+impl Progress {
+    pub(super) fn new() -> Self {
+        Self {
+            bytes: AtomicU64::new(0),
+            changed: Mutex::new(None),
+            last_progress: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Bytes handed to the connection so far.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// How the file changed during the upload, if it did.
+    pub(super) fn changed(&self) -> Option<String> {
+        self.changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_changed(&self, detail: String) {
+        *self.changed.lock().unwrap_or_else(PoisonError::into_inner) = Some(detail);
+    }
+
+    fn record(&self, chunk: &Bytes) {
+        self.bytes.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+        *self
+            .last_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+    }
+
+    /// Completes once nothing has happened for `idle`: hyper pulls the next chunk only when
+    /// the socket takes data, so a stuck upload shows as a silent stream; after the last chunk
+    /// it measures the wait for OSS's answer.
+    pub(super) async fn stalled(&self, idle: Duration) {
+        loop {
+            let last = *self
+                .last_progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let deadline = last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Opens `path` and streams exactly `expected_size` bytes of it. A file of another size is
+/// [`OssError::FileChanged`] before anything is sent. A file that ends early, or is written
+/// to while it is read, records why in `progress` and ends the stream with an error, so the
+/// request is aborted instead of finishing with other bytes.
+pub(super) async fn open(
+    path: &Path,
+    expected_size: u64,
+    progress: &Arc<Progress>,
+) -> Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static, OssError> {
+    let (opened_tx, opened_rx) = oneshot::channel();
+    let (chunks_tx, chunks_rx) = mpsc::channel(READ_AHEAD_CHUNKS);
+    let reader = Reader {
+        path: path.to_owned(),
+        expected_size,
+        progress: Arc::clone(progress),
+        chunks: chunks_tx,
+    };
+    // Not awaited: the reader ends when the file is read or the request drops the receiver.
+    drop(tokio::task::spawn_blocking(move || reader.run(opened_tx)));
+    let io_error = |source| OssError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let actual_size = opened_rx
+        .await
+        .map_err(|_| io_error(io::Error::other("the file reader stopped")))?
+        .map_err(io_error)?;
+    if actual_size != expected_size {
+        return Err(file_changed(
+            path,
+            format!("{actual_size} bytes, expected {expected_size}"),
+        ));
+    }
+    let recorder = Arc::clone(progress);
+    let chunks = stream::unfold(chunks_rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    Ok(chunks.inspect_ok(move |chunk| recorder.record(chunk)))
+}
+
+/// The blocking side of [`open`].
+struct Reader {
+    path: PathBuf,
+    expected_size: u64,
+    progress: Arc<Progress>,
+    chunks: mpsc::Sender<io::Result<Bytes>>,
+}
+
+impl Reader {
+    fn run(self, opened: oneshot::Sender<io::Result<u64>>) {
+        let (mut file, before) = match File::open(&self.path).and_then(|file| {
+            let metadata = file.metadata()?;
+            Ok((file, metadata))
+        }) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = opened.send(Err(e));
+                return;
+            }
+        };
+        if opened.send(Ok(before.len())).is_err() || before.len() != self.expected_size {
+            return;
+        }
+        let mut left = self.expected_size;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
+            let mut buffer = vec![0_u8; want];
+            let read = match file.read(&mut buffer) {
+                Ok(0) => {
+                    let sent = self.expected_size - left;
+                    return self.fail(format!(
+                        "ended after {sent} of {} bytes while uploading",
+                        self.expected_size
+                    ));
+                }
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = self.chunks.blocking_send(Err(e));
+                    return;
+                }
+            };
+            buffer.truncate(read);
+            left -= read as u64;
+            // Checked before the last chunk leaves: once it has, the body is complete and
+            // nothing after it would be read.
+            if left == 0
+                && let Some(detail) = modified(&file, &before)
+            {
+                return self.fail(detail);
+            }
+            if self.chunks.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, detail: String) {
+        self.progress.set_changed(detail.clone());
+        let _ = self
+            .chunks
+            .blocking_send(Err(io::Error::new(io::ErrorKind::InvalidData, detail)));
+    }
+}
+
+/// How the open file's size or modification time moved since `before`, if they did: a
+/// write while it was read (the content check is OSS's ETag, after the PUT).
+fn modified(file: &File, before: &Metadata) -> Option<String> {
+    let after = match file.metadata() {
+        Ok(after) => after,
+        Err(e) => return Some(format!("cannot stat it again after reading: {e}")),
+    };
+    if after.len() != before.len() {
+        return Some(format!(
+            "{} bytes after reading, {} before: written to while uploading",
+            after.len(),
+            before.len()
+        ));
+    }
+    match (before.modified(), after.modified()) {
+        (Ok(was), Ok(now)) if was != now => {
+            Some("modification time moved: written to while uploading".to_owned())
+        }
+        _ => None,
+    }
+}

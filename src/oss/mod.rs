@@ -1,0 +1,182 @@
+//! The OSS PUT of an attachment to the signed URL of an upload ticket (dingtalk-api.md §5.5):
+//! streams from disk with exactly the ticket's headers and classifies OSS's answer.
+
+mod body;
+mod error;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_LENGTH, ETAG, HeaderMap, HeaderName, HeaderValue};
+
+use body::Progress;
+pub use error::OssError;
+use error::{classify, file_changed, transport_error};
+
+/// A successful PUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutReceipt {
+    /// The `ETag` OSS returned, if any.
+    pub etag: Option<String>,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+/// Client for the OSS PUT. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Oss {
+    http: reqwest::Client,
+    idle_timeout: Duration,
+}
+
+impl Oss {
+    /// `request_timeout` bounds each stall (no body progress, or waiting for the answer), not
+    /// the whole upload: a 1 GiB file may take far longer than any sensible per-call limit.
+    ///
+    /// reqwest 0.12's `read_timeout` cannot be used for this: until the response headers
+    /// arrive it is a deadline from the start of the request, so it would cut long uploads.
+    /// The stall watchdog lives in [`Oss::put_file`] instead.
+    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Result<Self, OssError> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(connect_timeout)
+            // A redirect cannot replay a streamed body, and OSS does not redirect signed PUTs.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| OssError::Transient {
+                status: None,
+                detail: format!("cannot build HTTP client: {e}"),
+                sent: false,
+            })?;
+        Ok(Self {
+            http,
+            idle_timeout: request_timeout,
+        })
+    }
+
+    /// PUTs `path` to `url` with exactly `headers`, streaming it from disk. The file must be
+    /// the one hashed for the ticket, `expected_size` bytes with MD5 `expected_md5_hex`, else
+    /// [`OssError::FileChanged`]: its size is checked before sending and while reading, its
+    /// content through the MD5 OSS reports for what it stored (the ETag of a simple PUT), so
+    /// the file is not hashed a second time here.
+    pub async fn put_file(
+        &self,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        path: &Path,
+        expected_size: u64,
+        expected_md5_hex: &str,
+    ) -> Result<PutReceipt, OssError> {
+        let header_map = ticket_headers(headers, expected_size)?;
+        let progress = Arc::new(Progress::new());
+        let chunks = body::open(path, expected_size, &progress).await?;
+        let send = self
+            .http
+            .put(url)
+            .headers(header_map)
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send();
+        let response = tokio::select! {
+            result = send => result,
+            () = progress.stalled(self.idle_timeout) => {
+                return Err(OssError::Transient {
+                    status: None,
+                    detail: format!("no progress for {} ms", self.idle_timeout.as_millis()),
+                    sent: true,
+                });
+            }
+        };
+        if let Some(detail) = progress.changed() {
+            return Err(file_changed(path, detail));
+        }
+        let sent_bytes = progress.bytes();
+        let response = response.map_err(transport_error)?;
+
+        let status = response.status();
+        let etag = header_text(response.headers(), ETAG);
+        let request_id = header_text(
+            response.headers(),
+            HeaderName::from_static("x-oss-request-id"),
+        );
+        let body = tokio::time::timeout(self.idle_timeout, response.bytes())
+            .await
+            .map_err(|_| OssError::Transient {
+                status: Some(status.as_u16()),
+                detail: "timed out reading the answer".to_owned(),
+                sent: true,
+            })?
+            .map_err(transport_error)?;
+        tracing::debug!(
+            status = status.as_u16(),
+            bytes = sent_bytes,
+            "OSS PUT answered"
+        );
+        if status.is_success() && sent_bytes != expected_size {
+            return Err(OssError::Transient {
+                status: Some(status.as_u16()),
+                detail: format!("answered after {sent_bytes} of {expected_size} bytes"),
+                sent: true,
+            });
+        }
+        if status.is_success() {
+            if let Some(stored) = etag.as_deref().and_then(etag_md5)
+                && !stored.eq_ignore_ascii_case(expected_md5_hex)
+            {
+                return Err(file_changed(
+                    path,
+                    format!("OSS stored MD5 {stored}, expected {expected_md5_hex}"),
+                ));
+            }
+            return Ok(PutReceipt {
+                etag,
+                bytes: sent_bytes,
+            });
+        }
+        match classify(status.as_u16(), &String::from_utf8_lossy(&body), request_id) {
+            // OSS's answer when the body does not match the digest the request promised.
+            OssError::Rejected { code, message, .. } if code == "InvalidDigest" => {
+                Err(file_changed(path, format!("OSS {code}: {message}")))
+            }
+            other => Err(other),
+        }
+    }
+}
+
+/// The MD5 in an ETag (`"5EB63BBB…"`, maybe weak), when it is one: OSS gives a simple PUT's
+/// object the MD5 of its content as ETag; multipart and other ETags are not MD5s.
+fn etag_md5(etag: &str) -> Option<&str> {
+    let bare = etag.strip_prefix("W/").unwrap_or(etag).trim_matches('"');
+    (bare.len() == 32 && bare.bytes().all(|b| b.is_ascii_hexdigit())).then_some(bare)
+}
+
+/// The ticket's headers, verbatim, plus an explicit Content-Length so the body is not chunked
+/// (OSS's V1 signature covers what we send; nothing of our own is added).
+fn ticket_headers(headers: &BTreeMap<String, String>, size: u64) -> Result<HeaderMap, OssError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let invalid = |what: &str| OssError::Rejected {
+            status: 0,
+            code: "InvalidTicketHeader".to_owned(),
+            message: format!("upload ticket header {name:?} has an invalid {what}"),
+            request_id: None,
+        };
+        let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("name"))?;
+        let header_value = HeaderValue::from_str(value).map_err(|_| invalid("value"))?;
+        map.insert(header_name, header_value);
+    }
+    if !map.contains_key(CONTENT_LENGTH) {
+        map.insert(CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    Ok(map)
+}
+
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
