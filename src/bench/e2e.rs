@@ -49,6 +49,9 @@ pub struct RunFigures {
     pub commits_per_job: f64,
     /// Process CPU (user + system) per job, µs.
     pub cpu_us_per_job: f64,
+    /// The sandbox child's CPU per job, µs (HTTP runs only): the other half of the machine's
+    /// work when both share its cores.
+    pub sandbox_cpu_us_per_job: f64,
     /// WAL bytes written per job.
     pub wal_bytes_per_job: f64,
 }
@@ -56,10 +59,11 @@ pub struct RunFigures {
 /// Runs `jobs` one-attachment jobs through the real worker at `concurrency`.
 pub async fn http_run(
     scratch: &Scratch,
-    sandbox_url: &str,
+    sandbox: &setup::ChildSandbox,
     concurrency: u32,
     jobs: usize,
 ) -> Result<RunFigures, BenchError> {
+    let sandbox_url = sandbox.url();
     let queue = scratch.queue().await?;
     let batch: Vec<NewJob> = (0..jobs)
         .map(|index| NewJob {
@@ -78,11 +82,13 @@ pub async fn http_run(
 
     let commits = queue.commits();
     let cpu = cpu_time(None);
+    let sandbox_cpu = cpu_time(Some(sandbox.pid()));
     let started = Instant::now();
     let running = Running::start(&worker);
     setup::wait_finished(&queue, jobs as i64, FINISH_POLL, RUN_TIMEOUT).await?;
     let wall = started.elapsed();
     let cpu = cpu_time(None).saturating_sub(cpu);
+    let sandbox_cpu = cpu_time(Some(sandbox.pid())).saturating_sub(sandbox_cpu);
     let commits = queue.commits() - commits;
     let wal = scratch.wal_bytes();
     running.stop().await;
@@ -93,6 +99,7 @@ pub async fn http_run(
     }
     figures.jobs_per_sec = rate(figures.jobs as f64, figures.elapsed);
     per_job(&mut figures, commits, cpu, wal, jobs);
+    figures.sandbox_cpu_us_per_job = sandbox_cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64;
     queue.close().await;
     Ok(figures)
 }

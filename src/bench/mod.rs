@@ -217,7 +217,7 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
                     setup::Scratch::new(&scratch.dir, &format!("e2e-{concurrency}-{run}"), false)?;
                 // A fresh sandbox per run: its records grow with every request it serves.
                 let fresh = setup::ChildSandbox::start(&options.exe)?;
-                runs.push(e2e::http_run(&dir, fresh.url(), concurrency, sizes.e2e_jobs).await?);
+                runs.push(e2e::http_run(&dir, &fresh, concurrency, sizes.e2e_jobs).await?);
             }
             let figures = report::median_run(&runs);
             report::http_run(concurrency, &figures);

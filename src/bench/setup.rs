@@ -62,6 +62,11 @@ impl ChildSandbox {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Its process id, for its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for ChildSandbox {

@@ -172,9 +172,9 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError
     outcome
 }
 
-/// The whole batch in two hand-offs to the connection's thread: `BEGIN IMMEDIATE` (with the
-/// largest job id when there are jobs to add), then every statement of the batch and the
-/// `COMMIT` as one multi-statement query. Each statement's rows are told apart by the name
+/// The whole batch in one hand-off to the connection's thread: `BEGIN IMMEDIATE`, every
+/// statement of the batch and the `COMMIT` as one multi-statement query. A batch that adds
+/// jobs takes two: the `BEGIN` first, with the largest job id to number the new rows from. Each statement's rows are told apart by the name
 /// of a column only it returns.
 async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome>, QueueError> {
     let enqueues: Vec<&EnqueueRequest> = ops
@@ -199,8 +199,10 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
         })
         .collect();
 
+    let mut sql = String::new();
     let first_id = if enqueues.is_empty() {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        // Nothing to number: the BEGIN goes out with the rest, one hand-off in all.
+        sql.push_str("BEGIN IMMEDIATE;");
         0
     } else {
         // Bare MAX(id), not wrapped in COALESCE: only then does SQLite read it off the end
@@ -217,7 +219,6 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
         .iter()
         .filter_map(|(job, _)| job.idempotency_key.as_deref())
         .collect();
-    let mut sql = String::new();
     enqueue::insert_sql(rows.len(), &mut sql);
     enqueue::keys_sql(keys.len(), &mut sql);
     for _ in &claims {
