@@ -10,15 +10,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(log_format(&cli));
-    let mut builder = if cli.serves_clients() {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        // The worker waits on I/O: one scheduler thread does its work without the wake-ups
-        // between scheduler threads that cost about half its CPU per job (docs/benchmarks.md).
-        // Hashing runs on the blocking pool and SQLite on sqlx's thread, so neither stalls it.
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match builder.enable_all().build() {
+    // One scheduler thread: the worker (and the sandbox) wait on I/O, and the wake-ups
+    // between scheduler threads cost about half the CPU per job (docs/benchmarks.md).
+    // Hashing runs on the blocking pool and SQLite on sqlx's thread, so neither stalls it.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

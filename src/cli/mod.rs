@@ -61,16 +61,6 @@ impl Cli {
             Command::Demo(_) | Command::Sandbox(_) | Command::Completions(_) | Command::Bench(_)
         )
     }
-
-    /// Whether the command is a server for other processes (the sandbox), which wants every
-    /// core; everything else, the worker included, runs on one scheduler thread.
-    pub fn serves_clients(&self) -> bool {
-        match &self.command {
-            Command::Sandbox(_) => true,
-            Command::Bench(args) => args.serve_sandbox,
-            _ => false,
-        }
-    }
 }
 
 /// Examples shown by `migrate --help`.
