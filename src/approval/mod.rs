@@ -7,6 +7,7 @@
 mod backoff;
 mod error;
 mod files;
+mod grants;
 mod payload;
 mod reconcile;
 mod step;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use backoff::backoff;
 pub use error::{QUOTA_PAUSE, Reason, StepError};
+pub use grants::{GRANT_SHARE_MS, Grant, Grants};
 pub use payload::{
     Attachment, FormField, Job, Payload, PayloadError, UploadLimits, check_file_name, validate,
 };
@@ -47,6 +49,7 @@ pub struct Approval {
     dingtalk: DingTalk,
     oss: Oss,
     submit_settle: Duration,
+    grants: Grants,
 }
 
 /// What `advance` needs to know about the claim it runs under.
@@ -68,6 +71,7 @@ impl Approval {
             dingtalk,
             oss,
             submit_settle: DEFAULT_SUBMIT_SETTLE,
+            grants: Grants::default(),
         }
     }
 
@@ -111,19 +115,34 @@ impl Approval {
                 .await
                 .map_err(|e| StepError::from_dingtalk(e, false))?,
         };
+        let grant = match self.grants.fresh(user, at.now_ms) {
+            Some(grant) => grant,
+            None => self.take_grant(user, at).await?,
+        };
+        Ok(Step::UploadInfo {
+            progress: Progress {
+                union_id,
+                space_id: grant.space_id,
+                granted_at_ms: grant.granted_at_ms,
+                files: Vec::new(),
+            },
+        })
+    }
+
+    /// Queries the approval space for `user`, which grants them upload right, and shares
+    /// the grant with the user's other jobs.
+    async fn take_grant(&self, user: &str, at: Attempt) -> Result<Grant, StepError> {
         let space_id = self
             .dingtalk
             .approval_space(user)
             .await
             .map_err(|e| StepError::from_dingtalk(e, false))?;
-        Ok(Step::UploadInfo {
-            progress: Progress {
-                union_id,
-                space_id,
-                granted_at_ms: at.now_ms,
-                files: Vec::new(),
-            },
-        })
+        let grant = Grant {
+            space_id,
+            granted_at_ms: at.now_ms,
+        };
+        self.grants.record(user, grant);
+        Ok(grant)
     }
 
     async fn upload_info(
@@ -135,8 +154,16 @@ impl Approval {
         let attachment = next_attachment(job, &progress)?;
         let mut refreshed = false;
         if at.now_ms - progress.granted_at_ms > GRANT_REFRESH_MS {
-            self.refresh_grant(job, &mut progress, at).await?;
-            refreshed = true;
+            match self
+                .grants
+                .fresh(&job.payload.originator_user_id, at.now_ms)
+            {
+                Some(shared) => adopt(&mut progress, shared),
+                None => {
+                    self.refresh_grant(job, &mut progress, at).await?;
+                    refreshed = true;
+                }
+            }
         }
         let (size, md5) = files::fingerprint(&attachment.path).await?;
         let request = UploadInfoRequest {
@@ -180,12 +207,8 @@ impl Approval {
         progress: &mut Progress,
         at: Attempt,
     ) -> Result<(), StepError> {
-        progress.space_id = self
-            .dingtalk
-            .approval_space(&job.payload.originator_user_id)
-            .await
-            .map_err(|e| StepError::from_dingtalk(e, false))?;
-        progress.granted_at_ms = at.now_ms;
+        let grant = self.take_grant(&job.payload.originator_user_id, at).await?;
+        adopt(progress, grant);
         Ok(())
     }
 
@@ -294,6 +317,12 @@ impl Approval {
     pub fn dingtalk(&self) -> &DingTalk {
         &self.dingtalk
     }
+}
+
+/// Uploads from here on run under `grant`.
+fn adopt(progress: &mut Progress, grant: Grant) {
+    progress.space_id = grant.space_id;
+    progress.granted_at_ms = grant.granted_at_ms;
 }
 
 fn next_attachment<'a>(job: &'a Job, progress: &Progress) -> Result<&'a Attachment, StepError> {

@@ -287,3 +287,44 @@ async fn sqlx_checkpoint(h: &Harness, id: i64, step: &Step) {
         .unwrap();
     conn.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn jobs_of_one_originator_share_its_upload_grant_and_another_originator_takes_its_own() {
+    let mut h = Harness::new().await;
+    // One at a time, so each job starts after the previous one took or used the grant.
+    h.config.worker.concurrency = 1;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let file = h.file(&format!("same{n}.pdf"), &bytes(100, n));
+        ids.push(h.enqueue(&h.payload(&[&file])).await);
+    }
+    let other = h.file("other.pdf", &bytes(100, 9));
+    let mut payload = h.payload(&[&other]);
+    payload["originator_user_id"] = "user0815".into();
+    ids.push(h.enqueue(&payload).await);
+    h.start();
+    for &id in &ids {
+        assert_eq!(h.finished(id).await.status, "succeeded");
+    }
+    h.stop().await;
+
+    let asked: Vec<String> = h
+        .received(Endpoint::Space)
+        .iter()
+        .map(|r| {
+            r.body.as_ref().unwrap()["userId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(asked, ["manager4220", "user0815"]);
+    // Every job still uploaded under a grant and made its instance.
+    assert_eq!(h.received(Endpoint::UploadInfo).len(), 4);
+    assert!(
+        h.received(Endpoint::UploadInfo)
+            .iter()
+            .all(|r| r.status == 200)
+    );
+    assert_eq!(h.sandbox.instances().len(), 4);
+}

@@ -1,0 +1,106 @@
+//! Upload grants shared between jobs: spaces/infos/query grants a *user* upload right on the
+//! approval space, so a grant one job just took serves the next job of the same originator
+//! instead of a call per job (one of the five DingTalk calls a one-file job makes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::GRANT_REFRESH_MS;
+
+/// How old a grant another job took may be and still be used. Half the refresh age, so a
+/// job that starts on a shared grant does not have to renew it again before its first
+/// ticket; a grant DingTalk refuses early is renewed once when uploadInfos is refused.
+pub const GRANT_SHARE_MS: i64 = GRANT_REFRESH_MS / 2;
+/// Above this many originators the stale grants are dropped, so the map stays small.
+const MAX_GRANTS: usize = 1024;
+
+/// A grant: the approval space and when the call that granted it started (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The approval space's id.
+    pub space_id: i64,
+    /// When spaces/infos/query granted it.
+    pub granted_at_ms: i64,
+}
+
+/// The latest grant per originator userId. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    latest: Arc<Mutex<HashMap<String, Grant>>>,
+}
+
+impl Grants {
+    /// The grant for `user` if one was taken less than [`GRANT_SHARE_MS`] before `now_ms`.
+    pub fn fresh(&self, user: &str, now_ms: i64) -> Option<Grant> {
+        let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        latest
+            .get(user)
+            .copied()
+            .filter(|grant| is_fresh(grant, now_ms))
+    }
+
+    /// Records a grant for `user`, unless a newer one is already recorded.
+    pub fn record(&self, user: &str, grant: Grant) {
+        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        if latest.len() >= MAX_GRANTS && !latest.contains_key(user) {
+            latest.retain(|_, kept| is_fresh(kept, grant.granted_at_ms));
+        }
+        let slot = latest.entry(user.to_owned()).or_insert(grant);
+        if grant.granted_at_ms >= slot.granted_at_ms {
+            *slot = grant;
+        }
+    }
+}
+
+fn is_fresh(grant: &Grant, now_ms: i64) -> bool {
+    (0..GRANT_SHARE_MS).contains(&(now_ms - grant.granted_at_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(space_id: i64, granted_at_ms: i64) -> Grant {
+        Grant {
+            space_id,
+            granted_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_grant_serves_the_same_user_until_it_is_half_the_refresh_age() {
+        let grants = Grants::default();
+        grants.record("u1", grant(7, 1_000));
+        assert_eq!(grants.fresh("u1", 1_000), Some(grant(7, 1_000)));
+        assert_eq!(
+            grants.fresh("u1", 1_000 + GRANT_SHARE_MS - 1),
+            Some(grant(7, 1_000))
+        );
+        assert_eq!(grants.fresh("u1", 1_000 + GRANT_SHARE_MS), None);
+        assert_eq!(grants.fresh("u2", 1_000), None, "grants are per user");
+        // A clock that went back does not make an old grant look young.
+        assert_eq!(grants.fresh("u1", 999), None);
+    }
+
+    #[test]
+    fn an_older_grant_does_not_replace_a_newer_one() {
+        let grants = Grants::default();
+        grants.record("u1", grant(7, 5_000));
+        grants.record("u1", grant(8, 4_000));
+        assert_eq!(grants.fresh("u1", 5_001), Some(grant(7, 5_000)));
+        grants.record("u1", grant(9, 6_000));
+        assert_eq!(grants.fresh("u1", 6_001), Some(grant(9, 6_000)));
+    }
+
+    #[test]
+    fn stale_grants_are_dropped_once_many_users_are_recorded() {
+        let grants = Grants::default();
+        for user in 0..MAX_GRANTS {
+            grants.record(&format!("old{user}"), grant(1, 0));
+        }
+        grants.record("new", grant(1, GRANT_SHARE_MS * 4));
+        let kept = grants.latest.lock().unwrap();
+        assert_eq!(kept.len(), 1);
+        assert!(kept.contains_key("new"));
+    }
+}
