@@ -79,6 +79,24 @@ fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
 
+/// PUTs all of `data`, which `file` holds, with no ticket headers.
+async fn put_data(
+    url: &str,
+    file: &Path,
+    data: &[u8],
+    request_timeout: Duration,
+) -> Result<PutReceipt, OssError> {
+    oss(request_timeout)
+        .put_file(
+            url,
+            &BTreeMap::new(),
+            file,
+            data.len() as u64,
+            &md5_hex(data),
+        )
+        .await
+}
+
 fn oss(request_timeout: Duration) -> Oss {
     Oss::new(Duration::from_secs(2), request_timeout).unwrap()
 }
@@ -262,14 +280,7 @@ async fn a_file_rewritten_in_place_while_streaming_is_file_changed() {
         }
     });
     let url = serve(app).await;
-    let err = oss(Duration::from_secs(5))
-        .put_file(
-            &url,
-            &BTreeMap::new(),
-            file.path(),
-            data.len() as u64,
-            &md5_hex(&data),
-        )
+    let err = put_data(&url, file.path(), &data, Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(
@@ -422,14 +433,7 @@ async fn a_slow_upload_outlives_the_request_timeout() {
     let data = content(32 << 20);
     let file = temp_file(&data);
     let started = std::time::Instant::now();
-    let receipt = oss(Duration::from_millis(600))
-        .put_file(
-            &url,
-            &BTreeMap::new(),
-            file.path(),
-            data.len() as u64,
-            &md5_hex(&data),
-        )
+    let receipt = put_data(&url, file.path(), &data, Duration::from_millis(600))
         .await
         .unwrap();
     assert_eq!(receipt.bytes, 32 << 20);
@@ -467,14 +471,7 @@ async fn a_file_that_shrinks_while_streaming_is_file_changed() {
         }
     });
     let url = serve(app).await;
-    let err = oss(Duration::from_secs(5))
-        .put_file(
-            &url,
-            &BTreeMap::new(),
-            file.path(),
-            data.len() as u64,
-            &md5_hex(&data),
-        )
+    let err = put_data(&url, file.path(), &data, Duration::from_secs(5))
         .await
         .unwrap_err();
     assert!(
