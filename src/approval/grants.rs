@@ -1,6 +1,6 @@
 //! Upload grants shared between jobs: spaces/infos/query grants a *user* upload right on the
 //! approval space, so a grant one job just took serves the next job of the same originator
-//! instead of a call per job (one of the five DingTalk calls a one-file job makes).
+//! instead of a call per job (one of the four DingTalk API calls of a one-file job).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
