@@ -185,8 +185,8 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError
 
 /// The whole batch in one hand-off to the connection's thread: `BEGIN IMMEDIATE`, every
 /// statement of the batch and the `COMMIT` as one multi-statement query. A batch that adds
-/// jobs takes two: the `BEGIN` first, with the largest job id to number the new rows from. Each statement's rows are told apart by the name
-/// of a column only it returns.
+/// jobs takes two: the `BEGIN` first, with the largest job id to number the new rows from.
+/// Each statement's rows are told apart by the name of a column only it returns.
 async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome>, QueueError> {
     let enqueues: Vec<&EnqueueRequest> = ops
         .iter()
