@@ -46,6 +46,26 @@ const INSERT_SQL: &str = "INSERT INTO jobs \
      ON CONFLICT (idempotency_key) DO NOTHING \
      RETURNING id AS inserted_id;";
 
+// The same insert for a batch that fits one statement, numbered by SQLite under the write
+// lock: the ids are the largest id before the statement plus the bound 1-based offsets. The
+// scalar subquery is not correlated, so it runs once, before the first row is inserted, and
+// BASE_ID_SQL, run just before in the same transaction, returns the same number to map the
+// ids back. A bare MAX(id) inside the subquery is read off the end of the table. (`WHERE
+// true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.)
+const INSERT_AFTER_MAX_SQL: &str = "INSERT INTO jobs \
+     (id, payload, idempotency_key, queue, priority, run_at, max_attempts, created_at, updated_at) \
+     SELECT IFNULL((SELECT MAX(id) FROM jobs), 0) + column1, column2, column3, column4, \
+            column5, column6, column7, column8, column9 \
+     FROM (VALUES {rows}) WHERE true \
+     ON CONFLICT (idempotency_key) DO NOTHING \
+     RETURNING id AS inserted_id;";
+
+/// The largest job id before [`INSERT_AFTER_MAX_SQL`] numbers its rows after it.
+pub(super) const BASE_ID_SQL: &str = "SELECT IFNULL((SELECT MAX(id) FROM jobs), 0) AS base_id;";
+
+/// Values bound per inserted row.
+const ROW_PLACEHOLDERS: &str = "(?,?,?,?,?,?,?,?,?)";
+
 impl Queue {
     /// Adds one job.
     pub async fn enqueue(&self, job: &NewJob, now_ms: i64) -> Result<Enqueued, QueueError> {
@@ -96,12 +116,25 @@ pub(super) fn insert_sql(rows: usize, sql: &mut String) {
     let mut left = rows;
     while left > 0 {
         let chunk = left.min(ROWS_PER_INSERT);
-        sql.push_str(&INSERT_SQL.replace("{rows}", &vec!["(?,?,?,?,?,?,?,?,?)"; chunk].join(",")));
+        sql.push_str(&INSERT_SQL.replace("{rows}", &vec![ROW_PLACEHOLDERS; chunk].join(",")));
         left -= chunk;
     }
 }
 
-/// Binds [`insert_sql`]'s rows, giving them ids from `first_id` on.
+/// Whether `rows` rows fit one statement, which SQLite can number itself
+/// ([`insert_after_max_sql`]), so the batch needs no id read beforehand.
+pub(super) fn fits_one_insert(rows: usize) -> bool {
+    rows <= ROWS_PER_INSERT
+}
+
+/// [`BASE_ID_SQL`] and the one insert for `rows` rows that SQLite numbers after it; bind
+/// with [`bind_inserts`] from offset 1.
+pub(super) fn insert_after_max_sql(rows: usize, sql: &mut String) {
+    sql.push_str(BASE_ID_SQL);
+    sql.push_str(&INSERT_AFTER_MAX_SQL.replace("{rows}", &vec![ROW_PLACEHOLDERS; rows].join(",")));
+}
+
+/// Binds the inserts' rows, giving them ids (or offsets) from `first_id` on.
 pub(super) fn bind_inserts<'q>(
     mut query: Batch<'q>,
     rows: &[(&'q NewJob, i64)],
@@ -144,7 +177,7 @@ pub(super) fn outcomes(
     keys: &HashMap<String, JobId>,
 ) -> Result<Vec<Vec<Enqueued>>, QueueError> {
     let mut ids = first_id..;
-    requests
+    let outcomes: Vec<Vec<Enqueued>> = requests
         .iter()
         .map(|request| {
             request
@@ -167,5 +200,12 @@ pub(super) fn outcomes(
                 )
                 .collect()
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // Every id the inserts returned belongs to an input row: otherwise the rows were not
+    // numbered as expected, and no id handed out could be trusted.
+    let matched = outcomes.iter().flatten().filter(|e| e.created).count();
+    if matched != created.len() {
+        return Err(QueueError::Database(sqlx::Error::RowNotFound));
+    }
+    Ok(outcomes)
 }

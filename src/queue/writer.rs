@@ -185,7 +185,8 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError
 
 /// The whole batch in one hand-off to the connection's thread: `BEGIN IMMEDIATE`, every
 /// statement of the batch and the `COMMIT` as one multi-statement query. A batch that adds
-/// jobs takes two: the `BEGIN` first, with the largest job id to number the new rows from.
+/// more jobs than one insert statement holds takes two: the `BEGIN` first, with the largest
+/// job id to number the new rows from.
 /// Each statement's rows are told apart by the name of a column only it returns.
 async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome>, QueueError> {
     let enqueues: Vec<&EnqueueRequest> = ops
@@ -210,11 +211,17 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
         })
         .collect();
 
+    let rows = enqueue::rows(&enqueues);
     let mut sql = String::new();
-    let first_id = if enqueues.is_empty() {
-        // Nothing to number: the BEGIN goes out with the rest, one hand-off in all.
+    // Ids are known before the statement (`Some`, numbered from here) or after it (`None`:
+    // SQLite numbers the rows after the base id it returns).
+    let explicit_first_id = if enqueue::fits_one_insert(rows.len()) {
+        // The BEGIN goes out with the rest, one hand-off in all.
         sql.push_str("BEGIN IMMEDIATE;");
-        0
+        if !rows.is_empty() {
+            enqueue::insert_after_max_sql(rows.len(), &mut sql);
+        }
+        None
     } else {
         // Bare MAX(id), not wrapped in COALESCE: only then does SQLite read it off the end
         // of the table. Ids are given explicitly so each returned id maps to its input row.
@@ -222,15 +229,15 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
             sqlx::query_as("BEGIN IMMEDIATE; SELECT MAX(id) FROM jobs;")
                 .fetch_one(&mut *conn)
                 .await?;
-        max_id.unwrap_or(0) + 1
+        let first_id = max_id.unwrap_or(0) + 1;
+        enqueue::insert_sql(rows.len(), &mut sql);
+        Some(first_id)
     };
 
-    let rows = enqueue::rows(&enqueues);
     let keys: Vec<&str> = rows
         .iter()
         .filter_map(|(job, _)| job.idempotency_key.as_deref())
         .collect();
-    enqueue::insert_sql(rows.len(), &mut sql);
     enqueue::keys_sql(keys.len(), &mut sql);
     for _ in &claims {
         sql.push_str(claim::CLAIM_SQL);
@@ -246,7 +253,7 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
     }
     sql.push_str("COMMIT;");
 
-    let mut query = enqueue::bind_inserts(sqlx::query(&sql), &rows, first_id);
+    let mut query = enqueue::bind_inserts(sqlx::query(&sql), &rows, explicit_first_id.unwrap_or(1));
     for key in &keys {
         query = query.bind(*key);
     }
@@ -257,12 +264,16 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
         query = transition::bind_rows(query, events, chunk);
     }
 
+    let mut base_id = None;
     let mut created = HashSet::new();
     let mut key_ids = HashMap::new();
     let mut claimed: Vec<Vec<ClaimedJob>> = vec![Vec::new(); claims.len()];
     let mut changed = HashMap::new();
     for row in query.fetch_all(&mut *conn).await? {
         match row.columns().first().map(|column| column.name()) {
+            Some("base_id") => {
+                base_id = Some(row.try_get::<JobId, _>(0)?);
+            }
             Some("inserted_id") => {
                 created.insert(row.try_get::<JobId, _>(0)?);
             }
@@ -281,6 +292,10 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
         }
     }
 
+    let first_id = match explicit_first_id {
+        Some(first_id) => first_id,
+        None => base_id.unwrap_or(0) + 1,
+    };
     let mut enqueued = enqueue::outcomes(&enqueues, first_id, &created, &key_ids)?.into_iter();
     let mut claimed = claimed.into_iter().map(|mut jobs| {
         // RETURNING order is unspecified; hand jobs out in claim order.
@@ -480,5 +495,49 @@ mod tests {
             ),
             ("retry_scheduled", Some("put"), Some(503), Some(7))
         );
+    }
+
+    #[tokio::test]
+    async fn jobs_added_in_one_statement_or_several_get_the_ids_of_their_own_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
+        let now = now_ms();
+        let job = |n: usize, key: Option<&str>| NewJob {
+            payload: json!({ "n": n }).to_string(),
+            idempotency_key: key.map(str::to_owned),
+            ..NewJob::default()
+        };
+        let seen = queue.enqueue(&job(0, Some("k-old")), now).await.unwrap();
+        // Three rows, numbered by SQLite in one statement: a new key twice and a known key.
+        let small = queue
+            .enqueue_many(
+                &[
+                    job(1, Some("k-new")),
+                    job(2, None),
+                    job(3, Some("k-new")),
+                    job(4, Some("k-old")),
+                ],
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            small.iter().map(|e| e.created).collect::<Vec<_>>(),
+            [true, true, false, false]
+        );
+        assert_eq!(small[2].id, small[0].id, "the repeat of a key in the batch");
+        assert_eq!(small[3].id, seen.id, "a key seen before");
+        // More rows than one statement holds: numbered before the statements.
+        let many: Vec<NewJob> = (100..400).map(|n| job(n, None)).collect();
+        let large = queue.enqueue_many(&many, now).await.unwrap();
+        assert!(large.iter().all(|e| e.created));
+        for (n, enqueued) in [(1, small[0]), (2, small[1])]
+            .into_iter()
+            .chain((100..400).zip(large))
+        {
+            let stored: serde_json::Value =
+                serde_json::from_str(&queue.get(enqueued.id).await.unwrap().payload).unwrap();
+            assert_eq!(stored["n"], n, "job {} holds row {n}", enqueued.id);
+        }
     }
 }
