@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dingtalk;
+mod net;
 pub mod oss;
 pub mod queue;
 pub mod sandbox;

@@ -296,17 +296,9 @@ fn transport_error(endpoint: &'static str, error: reqwest::Error) -> DingTalkErr
     // Connect (incl. DNS, TLS handshake) and builder errors happen before any request byte
     // leaves; everything later (timeouts, resets) may have reached DingTalk.
     let sent = !(error.is_connect() || error.is_builder());
-    let error = error.without_url();
-    let mut detail = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
-    }
     DingTalkError::Transport {
         endpoint,
         sent,
-        detail,
+        detail: crate::net::describe(error),
     }
 }

@@ -95,17 +95,9 @@ pub(super) fn file_changed(path: &Path, detail: String) -> OssError {
 pub(super) fn transport_error(error: reqwest::Error) -> OssError {
     // The signed URL carries credentials in its query: never print it.
     let sent = !error.is_connect();
-    let error = error.without_url();
-    let mut detail = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
-    }
     OssError::Transient {
         status: None,
-        detail,
+        detail: crate::net::describe(error),
         sent,
     }
 }

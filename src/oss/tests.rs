@@ -260,33 +260,46 @@ async fn an_invalid_digest_answer_is_file_changed() {
 
 #[tokio::test]
 async fn a_file_rewritten_in_place_while_streaming_is_file_changed() {
+    // Same size, other bytes, never truncated: only the modification time tells.
+    let err = put_while_the_server_tampers(|victim| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(victim)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &vec![0_u8; 16 << 20]).unwrap();
+    })
+    .await;
+    assert!(
+        matches!(&err, OssError::FileChanged { detail, .. } if detail.contains("written to while uploading")),
+        "{err:?}"
+    );
+}
+
+/// PUTs a 16 MiB file to a fake OSS that runs `tamper` on it once the first chunk arrived
+/// (the reader is then at most a few chunks ahead), then reads the rest; the PUT's error.
+async fn put_while_the_server_tampers(tamper: fn(&Path)) -> OssError {
     let data = content(16 << 20);
     let file = temp_file(&data);
     let victim = file.path().to_owned();
-    // The server rewrites the file, same size, as soon as the upload starts; its mtime moves.
     let app = Router::new().fallback(move |body: Body| {
         let victim = victim.clone();
         async move {
             let mut stream = body.into_data_stream();
-            let mut rewritten = false;
+            let mut tampered = false;
             while let Some(Ok(_)) = stream.next().await {
-                if !rewritten {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    std::fs::write(&victim, vec![0_u8; 16 << 20]).unwrap();
-                    rewritten = true;
+                if !tampered {
+                    tamper(&victim);
+                    tampered = true;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             StatusCode::OK
         }
     });
     let url = serve(app).await;
-    let err = put_data(&url, file.path(), &data, Duration::from_secs(5))
+    put_data(&url, file.path(), &data, Duration::from_secs(5))
         .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, OssError::FileChanged { detail, .. } if detail.contains("written to while uploading")),
-        "{err:?}"
-    );
+        .unwrap_err()
 }
 
 async fn put_against(status: u16, body: &'static str) -> OssError {
@@ -446,34 +459,15 @@ async fn a_slow_upload_outlives_the_request_timeout() {
 
 #[tokio::test]
 async fn a_file_that_shrinks_while_streaming_is_file_changed() {
-    let data = content(16 << 20);
-    let file = temp_file(&data);
-    let victim = file.path().to_owned();
-    // The server truncates the file as soon as the upload starts.
-    let app = Router::new().fallback(move |body: Body| {
-        let victim = victim.clone();
-        async move {
-            let mut stream = body.into_data_stream();
-            let mut truncated = false;
-            while let Some(Ok(_)) = stream.next().await {
-                if !truncated {
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&victim)
-                        .unwrap()
-                        .set_len(1 << 20)
-                        .unwrap();
-                    truncated = true;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            StatusCode::OK
-        }
-    });
-    let url = serve(app).await;
-    let err = put_data(&url, file.path(), &data, Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = put_while_the_server_tampers(|victim| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(victim)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+    })
+    .await;
     assert!(
         matches!(&err, OssError::FileChanged { detail, .. } if detail.contains("while uploading")),
         "{err:?}"
