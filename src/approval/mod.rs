@@ -20,7 +20,7 @@ pub use grants::{GRANT_SHARE_MS, Grant, Grants};
 pub use payload::{
     Attachment, FormField, Job, Payload, PayloadError, UploadLimits, check_file_name, validate,
 };
-pub use step::{PendingUpload, Progress, Step, SubmitIntent};
+pub use step::{CHECKPOINT_UPLOADS_FROM_BYTES, PendingUpload, Progress, Step, SubmitIntent};
 
 use crate::dingtalk::{
     Approver, CreateInstance, Dentry, DingTalk, ErrorClass, FormValue, UploadInfoRequest,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::BenchError;
 use super::setup::Scratch;
 use super::stats::{median, rate};
-use crate::queue::{DEFAULT_QUEUE, Queue, now_ms};
+use crate::queue::{DEFAULT_QUEUE, Queue, Unstored, now_ms};
 
 /// How far in the future the backoff rows wait.
 const BACKOFF_MS: i64 = 3_600_000;
@@ -75,7 +75,9 @@ pub async fn measure(
                 held.extend(jobs);
             }
             for job in held {
-                queue.release(job.fence(), now_ms() - 1_000).await?;
+                queue
+                    .release(job.fence(), &Unstored::default(), now_ms() - 1_000)
+                    .await?;
             }
             per_round[index].push(rate(f64::from(claims), spent));
         }

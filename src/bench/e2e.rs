@@ -13,16 +13,16 @@ use tokio::task::JoinSet;
 use super::BenchError;
 use super::setup::{self, Running, Scratch};
 use super::stats::{cpu_time, percentile, rate};
-use crate::queue::{NewJob, Queue, QueueError, now_ms};
+use crate::queue::{NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
 use crate::worker::WorkerSettings;
 
 /// How often the driver looks whether all jobs finished (it costs one read each time).
 const FINISH_POLL: Duration = Duration::from_millis(50);
 /// Longest a run may take before the benchmark gives up on it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
-/// Checkpoints per job in the no-HTTP shape (as many as an HTTP job with one attachment
-/// writes before it succeeds, plus one).
-pub const NO_HTTP_CHECKPOINTS: usize = 5;
+/// The checkpoints each job of the no-HTTP shape writes before it succeeds: one per step,
+/// as if every step were stored (the shape effectum is driven in, so it stays like-for-like).
+pub const NO_HTTP_CHECKPOINTS: [&str; 5] = ["space", "upload_info", "put", "commit", "submit"];
 /// Lease of the no-HTTP runners.
 const NO_HTTP_LEASE_MS: i64 = 60_000;
 /// The steps of a one-attachment job, in order.
@@ -203,13 +203,18 @@ async fn no_http_pool(
             let wake = Arc::clone(&wake);
             runners.spawn(async move {
                 let fence = job.fence();
-                for step in 0..NO_HTTP_CHECKPOINTS {
-                    let name = format!("step{step}");
-                    queue
-                        .checkpoint(fence, &name, 0, &name, "{}", now_ms())
-                        .await?;
+                let none = Unstored::default();
+                for step in NO_HTTP_CHECKPOINTS {
+                    let done = StepDone {
+                        step,
+                        duration_ms: 0,
+                        at_ms: now_ms(),
+                    };
+                    queue.checkpoint(fence, &none, &done, step, "{}").await?;
                 }
-                queue.succeed(fence, "{}", "{}", now_ms()).await?;
+                queue
+                    .succeed(fence, &Unstored::default(), "{}", "{}", now_ms())
+                    .await?;
                 drop(permit);
                 wake.notify_one();
                 Ok(())

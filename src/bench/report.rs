@@ -133,7 +133,7 @@ pub(super) fn http_run(concurrency: u32, f: &RunFigures) {
 pub(super) fn no_http_run(f: &RunFigures) {
     println!(
         "== no HTTP (16 producers, concurrency 16, {} checkpoints + succeed per job, {} jobs/run)",
-        super::e2e::NO_HTTP_CHECKPOINTS,
+        super::e2e::NO_HTTP_CHECKPOINTS.len(),
         f.jobs
     );
     print_run(f);

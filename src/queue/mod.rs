@@ -30,7 +30,7 @@ pub use claim::{CHANGE_CHECK, ClaimedJob};
 pub use enqueue::{Enqueued, NewJob};
 pub use monitor::Depth;
 pub use quota::{CallDelta, MonthlyCalls, quota_month};
-pub use transition::{EventKind, Failure};
+pub use transition::{EventKind, Failure, StepDone, Unstored};
 
 /// How long a writer waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT_SECS: u64 = 10;

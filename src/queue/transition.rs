@@ -64,6 +64,44 @@ pub struct Failure {
     pub duration_ms: i64,
 }
 
+/// A step that finished without a checkpoint of its own (redoing it costs less than the
+/// write would).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepDone {
+    /// The step's name.
+    pub step: &'static str,
+    /// How long it ran.
+    pub duration_ms: i64,
+    /// When it finished (unix ms).
+    pub at_ms: i64,
+}
+
+/// What a running job did since its last write. The next write records it: a `step_done`
+/// event per step, in order and with the time it finished, so the history stays complete;
+/// and the step reached, which a retry, failure, release or cancel stores as the job's
+/// `step` (the step it was in, for humans and SQL; the checkpoint stays the last stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unstored {
+    /// Steps finished without a checkpoint of their own, oldest first.
+    pub done: Vec<StepDone>,
+    /// The step the job went on to after them.
+    pub reached: Option<&'static str>,
+}
+
+impl Unstored {
+    /// Records that `done` finished and the job went on to `reached`.
+    pub fn push(&mut self, done: StepDone, reached: &'static str) {
+        self.done.push(done);
+        self.reached = Some(reached);
+    }
+
+    /// Forgets what a write has just recorded.
+    pub fn clear(&mut self) {
+        self.done.clear();
+        self.reached = None;
+    }
+}
+
 /// One event row, owned so it can wait in the writer's queue.
 #[derive(Debug, Clone)]
 pub(super) struct EventRecord {
@@ -195,6 +233,7 @@ impl<'a> Columns<'a> {
                 last_error,
             } => Columns {
                 status: Some("queued"),
+                step: request.reached,
                 run_at: Some(*run_at_ms),
                 last_error: Some(last_error),
                 ..none
@@ -210,12 +249,14 @@ impl<'a> Columns<'a> {
             },
             Change::Finish { status, last_error } => Columns {
                 status: Some(status),
+                step: request.reached,
                 last_error: last_error.as_deref(),
                 finished: true,
                 ..none
             },
             Change::Release => Columns {
                 status: Some("queued"),
+                step: request.reached,
                 run_at: Some(request.now_ms),
                 uncharge: 1,
                 ..none
@@ -320,44 +361,59 @@ fn placeholders(rows: usize, values: usize) -> String {
 }
 
 impl Queue {
+    /// Writes `change` with the events of the `earlier` steps and then its own `event`.
+    /// Every public transition takes `earlier`: what the job did since its last write.
     async fn transition(
         &self,
         fence: Fence,
+        earlier: &Unstored,
         change: Change,
         event: EventRecord,
         now_ms: i64,
     ) -> Result<bool, QueueError> {
+        let mut events: Vec<EventRecord> = earlier
+            .done
+            .iter()
+            .map(|done| EventRecord {
+                step: Some(done.step.to_owned()),
+                duration_ms: Some(done.duration_ms),
+                ..EventRecord::plain(fence, EventKind::StepDone, done.at_ms)
+            })
+            .collect();
+        events.push(event);
         self.writer
             .transition(TransitionRequest {
                 fence,
                 change,
-                event,
+                events,
+                reached: earlier.reached,
                 now_ms,
             })
             .await
     }
 
-    /// Stores the next step after `done_step` finished. Returns whether a cancel was
-    /// requested meanwhile, so the runner can stop at this step boundary without another read.
+    /// Stores the next step once `done` finished (at `done.at_ms`, which is also the write's
+    /// time). Returns whether a cancel was requested meanwhile, so the runner can stop at this
+    /// checkpoint without another read.
     pub async fn checkpoint(
         &self,
         fence: Fence,
-        done_step: &str,
-        duration_ms: i64,
+        earlier: &Unstored,
+        done: &StepDone,
         next_step: &str,
         checkpoint_json: &str,
-        now_ms: i64,
     ) -> Result<bool, QueueError> {
         let event = EventRecord {
-            step: Some(done_step.to_owned()),
-            duration_ms: Some(duration_ms),
-            ..EventRecord::plain(fence, EventKind::StepDone, now_ms)
+            step: Some(done.step.to_owned()),
+            duration_ms: Some(done.duration_ms),
+            ..EventRecord::plain(fence, EventKind::StepDone, done.at_ms)
         };
         let change = Change::Checkpoint {
             step: next_step.to_owned(),
             checkpoint: checkpoint_json.to_owned(),
         };
-        self.transition(fence, change, event, now_ms).await
+        self.transition(fence, earlier, change, event, done.at_ms)
+            .await
     }
 
     /// Records a step failure the job recovers from within this attempt (for example an
@@ -365,6 +421,7 @@ impl Queue {
     pub async fn step_failed(
         &self,
         fence: Fence,
+        earlier: &Unstored,
         failure: &Failure,
         next_step: &str,
         checkpoint_json: &str,
@@ -375,7 +432,8 @@ impl Queue {
             step: next_step.to_owned(),
             checkpoint: checkpoint_json.to_owned(),
         };
-        self.transition(fence, change, event, now_ms).await?;
+        self.transition(fence, earlier, change, event, now_ms)
+            .await?;
         Ok(())
     }
 
@@ -383,6 +441,7 @@ impl Queue {
     pub async fn retry_later(
         &self,
         fence: Fence,
+        earlier: &Unstored,
         failure: &Failure,
         run_at_ms: i64,
         now_ms: i64,
@@ -392,7 +451,8 @@ impl Queue {
             run_at_ms,
             last_error: failure.message.clone(),
         };
-        self.transition(fence, change, event, now_ms).await?;
+        self.transition(fence, earlier, change, event, now_ms)
+            .await?;
         Ok(())
     }
 
@@ -400,6 +460,7 @@ impl Queue {
     pub async fn succeed(
         &self,
         fence: Fence,
+        earlier: &Unstored,
         result_json: &str,
         checkpoint_json: &str,
         now_ms: i64,
@@ -409,7 +470,8 @@ impl Queue {
             result: result_json.to_owned(),
             checkpoint: checkpoint_json.to_owned(),
         };
-        self.transition(fence, change, event, now_ms).await?;
+        self.transition(fence, earlier, change, event, now_ms)
+            .await?;
         Ok(())
     }
 
@@ -417,6 +479,7 @@ impl Queue {
     pub async fn fail(
         &self,
         fence: Fence,
+        earlier: &Unstored,
         failure: &Failure,
         now_ms: i64,
     ) -> Result<(), QueueError> {
@@ -425,12 +488,18 @@ impl Queue {
             status: "failed",
             last_error: Some(failure.message.clone()),
         };
-        self.transition(fence, change, event, now_ms).await?;
+        self.transition(fence, earlier, change, event, now_ms)
+            .await?;
         Ok(())
     }
 
     /// Stops the job because a cancel was requested (called only at a step boundary).
-    pub async fn cancel_running(&self, fence: Fence, now_ms: i64) -> Result<(), QueueError> {
+    pub async fn cancel_running(
+        &self,
+        fence: Fence,
+        earlier: &Unstored,
+        now_ms: i64,
+    ) -> Result<(), QueueError> {
         let event = EventRecord {
             error: Some("cancel requested".to_owned()),
             ..EventRecord::plain(fence, EventKind::Cancelled, now_ms)
@@ -439,15 +508,21 @@ impl Queue {
             status: "cancelled",
             last_error: None,
         };
-        self.transition(fence, change, event, now_ms).await?;
+        self.transition(fence, earlier, change, event, now_ms)
+            .await?;
         Ok(())
     }
 
     /// Gives the job back unfinished (shutdown): queued again at once at its checkpoint, and
     /// the attempt is not charged.
-    pub async fn release(&self, fence: Fence, now_ms: i64) -> Result<(), QueueError> {
+    pub async fn release(
+        &self,
+        fence: Fence,
+        earlier: &Unstored,
+        now_ms: i64,
+    ) -> Result<(), QueueError> {
         let event = EventRecord::plain(fence, EventKind::Released, now_ms);
-        self.transition(fence, Change::Release, event, now_ms)
+        self.transition(fence, earlier, Change::Release, event, now_ms)
             .await?;
         Ok(())
     }

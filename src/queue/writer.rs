@@ -33,7 +33,7 @@ pub(super) enum Op {
         ClaimRequest,
         oneshot::Sender<Result<Vec<ClaimedJob>, QueueError>>,
     ),
-    /// A fenced change of one running job, with its event.
+    /// A fenced change of one running job, with its events.
     Transition(TransitionRequest, oneshot::Sender<Result<bool, QueueError>>),
     /// New jobs.
     Enqueue(
@@ -42,11 +42,14 @@ pub(super) enum Op {
     ),
 }
 
-/// A fenced change of one job plus the event recording it.
+/// A fenced change of one job plus the events recording it (steps done since the last
+/// write, then the change itself), inserted only if the change is.
 pub(super) struct TransitionRequest {
     pub(super) fence: Fence,
     pub(super) change: Change,
-    pub(super) event: EventRecord,
+    pub(super) events: Vec<EventRecord>,
+    /// The step a retry, failure, release or cancel stores (see `Unstored`).
+    pub(super) reached: Option<&'static str>,
     pub(super) now_ms: i64,
 }
 
@@ -246,7 +249,7 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
     let chunks: Vec<&[&TransitionRequest]> = transition::chunks(&transitions).collect();
     let chunk_events: Vec<Vec<&EventRecord>> = chunks
         .iter()
-        .map(|chunk| chunk.iter().map(|request| &request.event).collect())
+        .map(|chunk| chunk.iter().flat_map(|request| &request.events).collect())
         .collect();
     for (chunk, events) in chunks.iter().zip(&chunk_events) {
         sql.push_str(&transition::statement_sql(events.len(), chunk.len()));
@@ -320,7 +323,7 @@ mod tests {
     use futures_util::future::join_all;
     use serde_json::json;
 
-    use crate::queue::{ClaimedJob, NewJob, Queue, QueueError, now_ms};
+    use crate::queue::{ClaimedJob, NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
 
     async fn queue_with_claimed(jobs: usize) -> (tempfile::TempDir, Queue, Vec<ClaimedJob>) {
         let dir = tempfile::tempdir().unwrap();
@@ -344,11 +347,22 @@ mod tests {
         let (_dir, queue, claimed) = queue_with_claimed(8).await;
         let before = queue.commits();
         let now = now_ms();
-        let results =
-            join_all(claimed.iter().map(|job| {
-                queue.checkpoint(job.fence(), "space", 3, "upload_info", "{\"n\":1}", now)
-            }))
-            .await;
+        let none = Unstored::default();
+        let done = StepDone {
+            step: "space",
+            duration_ms: 3,
+            at_ms: now,
+        };
+        let results = join_all(claimed.iter().map(|job| {
+            queue.checkpoint(
+                job.fence(),
+                &none,
+                &done,
+                "upload_info",
+                "{\"n\":1}",
+            )
+        }))
+        .await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(queue.commits() - before, 1);
         for job in &claimed {
@@ -383,13 +397,26 @@ mod tests {
         let results = join_all([
             queue.checkpoint(
                 stale.fence(),
-                "space",
-                1,
+                &Unstored::default(),
+                &StepDone {
+                    step: "space",
+                    duration_ms: 1,
+                    at_ms: now + 120_001,
+                },
                 "upload_info",
                 "{}",
-                now + 120_001,
             ),
-            queue.checkpoint(live_again, "space", 1, "upload_info", "{}", now + 120_001),
+            queue.checkpoint(
+                live_again,
+                &Unstored::default(),
+                &StepDone {
+                    step: "space",
+                    duration_ms: 1,
+                    at_ms: now + 120_001,
+                },
+                "upload_info",
+                "{}",
+            ),
         ])
         .await;
         assert!(
@@ -412,13 +439,26 @@ mod tests {
         let results = join_all([
             queue.checkpoint(
                 claimed[0].fence(),
-                "space",
-                1,
+                &Unstored::default(),
+                &StepDone {
+                    step: "space",
+                    duration_ms: 1,
+                    at_ms: now,
+                },
                 "upload_info",
                 "not json",
-                now,
             ),
-            queue.checkpoint(claimed[1].fence(), "space", 1, "upload_info", "{}", now),
+            queue.checkpoint(
+                claimed[1].fence(),
+                &Unstored::default(),
+                &StepDone {
+                    step: "space",
+                    duration_ms: 1,
+                    at_ms: now,
+                },
+                "upload_info",
+                "{}",
+            ),
         ])
         .await;
         assert!(
@@ -446,11 +486,18 @@ mod tests {
             claimed[2].fence(),
             claimed[3].fence(),
         );
+        let none = Unstored::default();
         let (succeeded, retried, failed, released) = tokio::join!(
-            queue.succeed(a, "{\"instance_id\":\"i\"}", "{\"step\":\"done\"}", now),
-            queue.retry_later(b, &failure, now + 5_000, now),
-            queue.fail(c, &failure, now),
-            queue.release(d, now),
+            queue.succeed(
+                a,
+                &none,
+                "{\"instance_id\":\"i\"}",
+                "{\"step\":\"done\"}",
+                now
+            ),
+            queue.retry_later(b, &none, &failure, now + 5_000, now),
+            queue.fail(c, &none, &failure, now),
+            queue.release(d, &none, now),
         );
         succeeded.unwrap();
         retried.unwrap();

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::notify::{STOP_MARGIN, status_line};
 use super::{Worker, WorkerError, maintain, runner};
-use crate::queue::{Fence, QueueError, now_ms};
+use crate::queue::{Fence, QueueError, Unstored, now_ms};
 
 impl Worker {
     /// Runs until `shutdown` is cancelled, then drains: no new claims, in-flight jobs stop at
@@ -224,7 +224,12 @@ impl Worker {
     async fn release_all(&self) {
         let fences: Vec<Fence> = self.running().drain().map(|(_, fence)| fence).collect();
         for fence in fences {
-            match self.inner.queue.release(fence, now_ms()).await {
+            match self
+                .inner
+                .queue
+                .release(fence, &Unstored::default(), now_ms())
+                .await
+            {
                 Ok(()) => tracing::info!(job_id = fence.id, "released unfinished job"),
                 Err(QueueError::LeaseLost { .. }) => {}
                 Err(e) => {

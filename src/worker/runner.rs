@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use super::Worker;
 use crate::approval::{self, Attempt, Step, StepError};
-use crate::queue::{ClaimedJob, Failure, Fence, QueueError, now_ms};
+use crate::queue::{ClaimedJob, Failure, Fence, QueueError, StepDone, Unstored, now_ms};
 
 /// Stale-input redos (expired ticket, consumed uploadKey) allowed within one attempt before
 /// the job waits for a later attempt instead.
@@ -59,6 +59,7 @@ async fn drive(
             return queue
                 .fail(
                     fence,
+                    &Unstored::default(),
                     &failure(PAYLOAD_STEP, e.to_string(), None, 0),
                     now_ms(),
                 )
@@ -70,15 +71,24 @@ async fn drive(
         Err(e) => {
             let message = format!("checkpoint unreadable: {e}");
             return queue
-                .fail(fence, &failure("checkpoint", message, None, 0), now_ms())
+                .fail(
+                    fence,
+                    &Unstored::default(),
+                    &failure("checkpoint", message, None, 0),
+                    now_ms(),
+                )
                 .await;
         }
     };
     if claimed.cancel_requested && may_cancel(&step, claimed.attempt) {
-        return queue.cancel_running(fence, now_ms()).await;
+        return queue
+            .cancel_running(fence, &Unstored::default(), now_ms())
+            .await;
     }
 
     let mut redos = 0;
+    // What the job did since its last write; that write records it.
+    let mut unstored = Unstored::default();
     loop {
         if let Step::Done {
             instance_id, files, ..
@@ -87,7 +97,7 @@ async fn drive(
             let result = approval::result_json(instance_id, files).to_string();
             tracing::info!(instance_id = %instance_id, "approval instance created");
             return queue
-                .succeed(fence, &result, &step.to_checkpoint(), now_ms())
+                .succeed(fence, &unstored, &result, &step.to_checkpoint(), now_ms())
                 .await;
         }
         if shutdown.is_cancelled() {
@@ -95,7 +105,7 @@ async fn drive(
                 step = step.name(),
                 "shutting down: releasing job at its checkpoint"
             );
-            return queue.release(fence, now_ms()).await;
+            return queue.release(fence, &unstored, now_ms()).await;
         }
         let started = Instant::now();
         let at = Attempt {
@@ -130,20 +140,36 @@ async fn drive(
                     step = next;
                     continue;
                 }
+                if !step.must_store(&next) {
+                    let done = StepDone {
+                        step: done_step,
+                        duration_ms,
+                        at_ms: now_ms(),
+                    };
+                    unstored.push(done, next.name());
+                    step = next;
+                    continue;
+                }
                 let cancel = queue
                     .checkpoint(
                         fence,
-                        done_step,
-                        duration_ms,
+                        &unstored,
+                        &StepDone {
+                            step: done_step,
+                            duration_ms,
+                            at_ms: now_ms(),
+                        },
                         next.name(),
                         &next.to_checkpoint(),
-                        now_ms(),
                     )
                     .await?;
+                unstored.clear();
                 step = next;
                 if cancel && !done && may_cancel(&step, claimed.attempt) {
                     tracing::info!("cancel requested: stopping at the step boundary");
-                    return queue.cancel_running(fence, now_ms()).await;
+                    return queue
+                        .cancel_running(fence, &Unstored::default(), now_ms())
+                        .await;
                 }
             }
             Err(StepError::Stale { reason, back_to }) if redos < MAX_STALE_REDOS_PER_ATTEMPT => {
@@ -153,23 +179,25 @@ async fn drive(
                 queue
                     .step_failed(
                         fence,
+                        &unstored,
                         &f,
                         back_to.name(),
                         &back_to.to_checkpoint(),
                         now_ms(),
                     )
                     .await?;
+                unstored.clear();
                 step = *back_to;
             }
             Err(StepError::Permanent(reason))
                 if claimed.cancel_requested && done_step == RECONCILE_STEP =>
             {
                 tracing::info!(reason = %reason, "cancel requested and no instance found: cancelling");
-                return queue.cancel_running(fence, now_ms()).await;
+                return queue.cancel_running(fence, &unstored, now_ms()).await;
             }
             Err(error) => {
-                return give_up_or_retry(worker, claimed, fence, done_step, error, duration_ms)
-                    .await;
+                let failed = (done_step, error, duration_ms);
+                return give_up_or_retry(worker, claimed, fence, &unstored, failed).await;
             }
         }
     }
@@ -205,9 +233,8 @@ async fn give_up_or_retry(
     worker: &Worker,
     claimed: &ClaimedJob,
     fence: Fence,
-    step_name: &str,
-    error: StepError,
-    duration_ms: i64,
+    unstored: &Unstored,
+    (step_name, error, duration_ms): (&str, StepError, i64),
 ) -> Result<(), QueueError> {
     let inner = &worker.inner;
     let settings = &inner.settings;
@@ -216,7 +243,7 @@ async fn give_up_or_retry(
     if let StepError::Permanent(_) = error {
         tracing::warn!(step = step_name, error = %reason, "job failed permanently");
         let f = failure(step_name, reason.message, reason.http_status, duration_ms);
-        return inner.queue.fail(fence, &f, now).await;
+        return inner.queue.fail(fence, unstored, &f, now).await;
     }
     // A create that may have been sent and is not yet reconciled keeps the job going a
     // little longer: the next attempt looks before it gives up (and creates nothing more).
@@ -240,7 +267,7 @@ async fn give_up_or_retry(
             reason.message
         );
         let f = failure(step_name, message, reason.http_status, duration_ms);
-        return inner.queue.fail(fence, &f, now).await;
+        return inner.queue.fail(fence, unstored, &f, now).await;
     }
     let backoff = approval::backoff(
         claimed.charged_attempts(),
@@ -260,7 +287,10 @@ async fn give_up_or_retry(
     // The checkpoint stays as it was: an ambiguous submit keeps its intent, so the next
     // attempt reconciles before creating.
     inner.metrics.retry(step_name);
-    inner.queue.retry_later(fence, &f, run_at, now).await
+    inner
+        .queue
+        .retry_later(fence, unstored, &f, run_at, now)
+        .await
 }
 
 fn failure(step: &str, message: String, http_status: Option<u16>, duration_ms: i64) -> Failure {

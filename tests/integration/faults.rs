@@ -265,13 +265,10 @@ async fn work_done_with_the_answer_lost_is_redone_or_adopted_never_duplicated() 
         case(Endpoint::Space, &fault, IN_CALL),
         case(Endpoint::UploadInfo, &fault, IN_CALL),
         case(Endpoint::OssPut, &fault, REQUEUED_PUT),
-        // The commit happened: its uploadKey is consumed, so the file is uploaded again and
-        // the first copy stays an orphan in the space.
-        case(
-            Endpoint::Commit,
-            &fault,
-            &[("retry_scheduled", "commit"), ("step_failed", "commit")],
-        ),
+        // The commit happened, but its answer never came: the next attempt starts again
+        // from the last stored checkpoint (a ticket and PUT are not stored), so the file is
+        // uploaded again and the first copy stays an orphan in the space.
+        case(Endpoint::Commit, &fault, REQUEUED_COMMIT),
         // The instance exists: the next attempt finds it and adopts it.
         Case {
             adopted: true,
@@ -284,6 +281,11 @@ async fn work_done_with_the_answer_lost_is_redone_or_adopted_never_duplicated() 
         commit.h.sandbox.files().len(),
         3,
         "two files and one orphan"
+    );
+    assert_eq!(
+        commit.h.received(Endpoint::OssPut).len(),
+        3,
+        "the first file was uploaded again"
     );
     let create = &outcomes[6];
     assert_eq!(

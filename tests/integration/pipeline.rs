@@ -68,6 +68,39 @@ async fn a_job_with_one_attachment_creates_one_instance_with_the_exact_request_s
 }
 
 #[tokio::test]
+async fn every_step_is_in_the_history_in_order_though_only_the_commit_is_stored_before_success() {
+    let mut h = Harness::new().await;
+    let file = h.file("small.pdf", &bytes(2048, 3));
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    h.start();
+    let job = h.finished(id).await;
+    h.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let events = h.queue.events(id).await.unwrap();
+    let history: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {}", e.kind, e.step.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            "claimed ",
+            "step_done space",
+            "step_done upload_info",
+            "step_done put",
+            "step_done commit",
+            "succeeded ",
+        ]
+    );
+    assert!(
+        events.windows(2).all(|pair| pair[0].at <= pair[1].at),
+        "each event keeps the time its step finished: {events:?}"
+    );
+    assert!(events.iter().all(|e| e.attempt == Some(1)), "{events:?}");
+}
+
+#[tokio::test]
 async fn a_job_with_three_attachments_uploads_each_once_in_order_and_references_all() {
     let mut h = Harness::new().await;
     let sizes = [10_usize, 70_000, 300_000];

@@ -1,7 +1,7 @@
 //! The queue's contract: pragmas, the claim's plan, fencing, rescue, idempotency, cancel and
 //! retry — asserted on stored rows.
 
-use approval_worker::queue::{Failure, NewJob, Queue, QueueError, now_ms};
+use approval_worker::queue::{Failure, NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
 use serde_json::json;
 
 async fn fresh() -> (tempfile::TempDir, Queue) {
@@ -105,13 +105,25 @@ async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_agai
     assert_eq!(fresh_claim.attempt, 2);
 
     let refused = queue
-        .checkpoint(stale.fence(), "space", 1, "upload_info", "{}", now + 3_000)
+        .checkpoint(
+            stale.fence(),
+            &Unstored::default(),
+            &StepDone {
+                step: "space",
+                duration_ms: 1,
+                at_ms: now + 3_000,
+            },
+            "upload_info",
+            "{}",
+        )
         .await;
     assert!(
         matches!(refused, Err(QueueError::LeaseLost { .. })),
         "{refused:?}"
     );
-    let refused = queue.succeed(stale.fence(), "{}", "{}", now + 3_000).await;
+    let refused = queue
+        .succeed(stale.fence(), &Unstored::default(), "{}", "{}", now + 3_000)
+        .await;
     assert!(
         matches!(refused, Err(QueueError::LeaseLost { .. })),
         "{refused:?}"
@@ -120,11 +132,14 @@ async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_agai
     queue
         .checkpoint(
             fresh_claim.fence(),
-            "space",
-            1,
+            &Unstored::default(),
+            &StepDone {
+                step: "space",
+                duration_ms: 1,
+                at_ms: now + 3_000,
+            },
             "upload_info",
             r#"{"step":"x"}"#,
-            now + 3_000,
         )
         .await
         .unwrap();
@@ -148,7 +163,17 @@ async fn every_transition_leaves_one_event() {
         .unwrap()
         .remove(0);
     queue
-        .checkpoint(claim.fence(), "space", 12, "upload_info", "{}", now)
+        .checkpoint(
+            claim.fence(),
+            &Unstored::default(),
+            &StepDone {
+                step: "space",
+                duration_ms: 12,
+                at_ms: now,
+            },
+            "upload_info",
+            "{}",
+        )
         .await
         .unwrap();
     let failure = Failure {
@@ -158,7 +183,7 @@ async fn every_transition_leaves_one_event() {
         duration_ms: 3,
     };
     queue
-        .retry_later(claim.fence(), &failure, now + 10, now)
+        .retry_later(claim.fence(), &Unstored::default(), &failure, now + 10, now)
         .await
         .unwrap();
     let claim = queue
@@ -167,7 +192,13 @@ async fn every_transition_leaves_one_event() {
         .unwrap()
         .remove(0);
     queue
-        .succeed(claim.fence(), r#"{"instance_id":"i"}"#, "{}", now + 20)
+        .succeed(
+            claim.fence(),
+            &Unstored::default(),
+            r#"{"instance_id":"i"}"#,
+            "{}",
+            now + 20,
+        )
         .await
         .unwrap();
     let kinds: Vec<String> = queue
@@ -206,10 +237,23 @@ async fn a_release_requeues_at_the_checkpoint_without_charging_the_attempt() {
         .unwrap()
         .remove(0);
     queue
-        .checkpoint(claim.fence(), "space", 1, "upload_info", r#"{"k":1}"#, now)
+        .checkpoint(
+            claim.fence(),
+            &Unstored::default(),
+            &StepDone {
+                step: "space",
+                duration_ms: 1,
+                at_ms: now,
+            },
+            "upload_info",
+            r#"{"k":1}"#,
+        )
         .await
         .unwrap();
-    queue.release(claim.fence(), now).await.unwrap();
+    queue
+        .release(claim.fence(), &Unstored::default(), now)
+        .await
+        .unwrap();
     let again = queue
         .claim("default", "w1", 1, 30_000, now)
         .await
@@ -241,11 +285,24 @@ async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
         "running"
     );
     let asked = queue
-        .checkpoint(claim.fence(), "space", 1, "upload_info", "{}", now)
+        .checkpoint(
+            claim.fence(),
+            &Unstored::default(),
+            &StepDone {
+                step: "space",
+                duration_ms: 1,
+                at_ms: now,
+            },
+            "upload_info",
+            "{}",
+        )
         .await
         .unwrap();
     assert!(asked, "the checkpoint reports the pending cancel");
-    queue.cancel_running(claim.fence(), now).await.unwrap();
+    queue
+        .cancel_running(claim.fence(), &Unstored::default(), now)
+        .await
+        .unwrap();
     assert_eq!(queue.get(running).await.unwrap().status, "cancelled");
     assert!(matches!(
         queue.cancel(running, now).await,
@@ -278,7 +335,10 @@ async fn retry_requeues_a_failed_job_with_a_fresh_set_of_attempts() {
         message: "boom".into(),
         ..Failure::default()
     };
-    queue.fail(claim.fence(), &failure, now).await.unwrap();
+    queue
+        .fail(claim.fence(), &Unstored::default(), &failure, now)
+        .await
+        .unwrap();
     queue.retry(id, now).await.unwrap();
     let again = queue
         .claim("default", "w1", 1, 30_000, now)

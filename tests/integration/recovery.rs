@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use approval_worker::approval::{PendingUpload, Progress, Step};
+use approval_worker::approval::{CHECKPOINT_UPLOADS_FROM_BYTES, PendingUpload, Progress, Step};
 use approval_worker::queue::{EventRow, JobStatus, NewJob, now_ms};
 use approval_worker::sandbox::{DEFAULT_SPACE_ID, Endpoint, Fault, SandboxOptions};
 use serde_json::Value;
@@ -260,7 +260,7 @@ async fn cancelling_a_queued_job_stops_it_before_any_call() {
 }
 
 #[tokio::test]
-async fn cancelling_a_running_job_stops_it_at_the_next_step_boundary() {
+async fn cancelling_a_running_job_stops_it_at_its_next_checkpoint_before_any_create() {
     let mut h = Harness::new().await;
     let file = h.file("stop.pdf", &bytes(100, 11));
     let id = h.enqueue(&h.payload(&[&file])).await;
@@ -279,19 +279,26 @@ async fn cancelling_a_running_job_stops_it_at_the_next_step_boundary() {
     h.stop().await;
     let events = h.queue.events(id).await.unwrap();
     assert_eq!(job.status, "cancelled", "{}", summary(&events));
+    // A small file's ticket and PUT are not stored, so the first checkpoint that can see
+    // the cancel is the one after its commit, which is still before any create.
     assert_eq!(
-        job.step, "put",
-        "the step in flight finished and was checkpointed"
+        job.step, "submit",
+        "stopped at the checkpoint after the commit"
     );
     let tail: Vec<_> = kinds(&events).into_iter().rev().take(2).collect();
     assert_eq!(
         tail,
         vec![
             ("cancelled".to_string(), String::new()),
-            ("step_done".to_string(), "upload_info".to_string())
+            ("step_done".to_string(), "commit".to_string())
         ]
     );
-    assert!(h.received(Endpoint::OssPut).is_empty());
+    assert_eq!(
+        h.sandbox.files().len(),
+        1,
+        "the committed file stays an orphan"
+    );
+    assert!(h.received(Endpoint::CreateInstance).is_empty());
     assert!(h.sandbox.instances().is_empty());
 }
 
@@ -320,7 +327,9 @@ async fn a_cancel_that_arrives_while_the_create_is_in_flight_records_the_created
 #[tokio::test]
 async fn retry_requeues_a_failed_job_at_its_checkpoint_without_uploading_again() {
     let mut h = Harness::new().await;
-    let file = h.file("again.pdf", &bytes(3000, 13));
+    // Large enough that its PUT is stored (a smaller file's is redone instead).
+    let size = usize::try_from(CHECKPOINT_UPLOADS_FROM_BYTES).unwrap();
+    let file = h.file("again.pdf", &bytes(size, 13));
     let id = h
         .enqueue_job(NewJob {
             payload: h.payload(&[&file]).to_string(),
