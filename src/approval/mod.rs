@@ -165,11 +165,11 @@ impl Approval {
                 }
             }
         }
-        let (size, md5) = files::fingerprint(&attachment.path).await?;
+        let found = files::fingerprint(&attachment.path).await?;
         let request = UploadInfoRequest {
             name: attachment.name.clone(),
-            size,
-            md5_hex: md5.clone(),
+            size: found.size,
+            md5_hex: found.md5.clone(),
         };
         let mut answer = self
             .dingtalk
@@ -193,9 +193,10 @@ impl Approval {
             i64::try_from(ticket.expiration_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let upload = PendingUpload {
             ticket,
-            size,
-            md5,
+            size: found.size,
+            md5: found.md5,
             expires_at_ms: at.now_ms.saturating_add(lifetime_ms),
+            snapshot: found.snapshot,
         };
         Ok(Step::Put { progress, upload })
     }
@@ -230,17 +231,21 @@ impl Approval {
         let Some(url) = upload.ticket.resource_urls.first() else {
             return Err(StepError::permanent("upload ticket has no resourceUrls"));
         };
-        match self
-            .oss
-            .put_file(
-                url,
-                &upload.ticket.headers,
-                &attachment.path,
-                upload.size,
-                &upload.md5,
-            )
-            .await
-        {
+        let headers = &upload.ticket.headers;
+        let path = &attachment.path;
+        let sent = match &upload.snapshot {
+            Some(snapshot) => {
+                self.oss
+                    .put_snapshot(url, headers, path, snapshot, &upload.md5)
+                    .await
+            }
+            None => {
+                self.oss
+                    .put_file(url, headers, path, upload.size, &upload.md5)
+                    .await
+            }
+        };
+        match sent {
             Ok(_) => Ok(Step::Commit { progress, upload }),
             Err(error) if error.is_expired() => Err(stale(
                 &format!("OSS refused the ticket: {error}"),
@@ -421,6 +426,7 @@ mod tests {
             size: 1,
             md5: String::new(),
             expires_at_ms: 0,
+            snapshot: None,
         }
     }
 

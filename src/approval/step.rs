@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::dingtalk::{Dentry, UploadTicket};
+use crate::oss::Snapshot;
 
 /// Attachments of at least this size are checkpointed after their ticket and their PUT:
 /// hashing and uploading them again after a restart would cost more than the writes.
@@ -127,6 +128,10 @@ pub struct PendingUpload {
     pub md5: String,
     /// When the ticket stops working (unix ms).
     pub expires_at_ms: i64,
+    /// A small file's content as hashed, for the PUT. Never stored: a job resumed from a
+    /// checkpoint reads the file.
+    #[serde(skip)]
+    pub snapshot: Option<Snapshot>,
 }
 
 /// The record that a create may have been sent.
@@ -212,6 +217,7 @@ mod tests {
             size,
             md5: "0".repeat(32),
             expires_at_ms: 1,
+            snapshot: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The PUT's body: one blocking task opens, checks and reads the attachment into a short
 //! channel, so an upload costs one hand-off to the blocking pool (`tokio::fs` takes one per
-//! call and per chunk) and memory stays at a few chunks whatever the file's size.
+//! call and per chunk) and memory stays at a few chunks whatever the file's size. A small
+//! file's content kept from its hashing ([`Snapshot`]) is only checked against the file.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -14,6 +15,7 @@ use futures_util::{Stream, TryStreamExt, stream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::Snapshot;
 use super::error::{OssError, file_changed};
 
 /// Read size: large enough for throughput, small enough for memory.
@@ -55,7 +57,8 @@ impl Progress {
         *self.changed.lock().unwrap_or_else(PoisonError::into_inner) = Some(detail);
     }
 
-    fn record(&self, chunk: &Bytes) {
+    /// Counts `chunk` as handed to the connection.
+    pub(super) fn record(&self, chunk: &Bytes) {
         self.bytes.fetch_add(chunk.len() as u64, Ordering::AcqRel);
         *self
             .last_progress
@@ -184,6 +187,29 @@ impl Reader {
             .chunks
             .blocking_send(Err(io::Error::new(io::ErrorKind::InvalidData, detail)));
     }
+}
+
+/// Whether the file at `path` is still the one `snapshot` was read from: same size, same
+/// modification time.
+pub(super) fn unchanged_since(path: &Path, snapshot: &Snapshot) -> Result<(), OssError> {
+    let now = std::fs::metadata(path).map_err(|source| OssError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let size = snapshot.bytes.len() as u64;
+    if now.len() != size {
+        return Err(file_changed(
+            path,
+            format!("{} bytes, expected {size}", now.len()),
+        ));
+    }
+    if snapshot.modified.is_some() && now.modified().ok() != snapshot.modified {
+        return Err(file_changed(
+            path,
+            "modification time moved since it was hashed: written to since".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// How the open file's size or modification time moved since `before`, if they did: a

@@ -4,13 +4,16 @@
 mod body;
 mod error;
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use reqwest::header::{CONTENT_LENGTH, ETAG, HeaderMap, HeaderName, HeaderValue};
 
 use body::Progress;
@@ -24,6 +27,16 @@ pub struct PutReceipt {
     pub etag: Option<String>,
     /// Bytes sent.
     pub bytes: u64,
+}
+
+/// An attachment's content as it was read to be hashed. A small file keeps it for its PUT,
+/// which then neither reads the file again nor hands off to the blocking pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The content.
+    pub bytes: Bytes,
+    /// The file's modification time when it was read, where the filesystem keeps one.
+    pub modified: Option<SystemTime>,
 }
 
 /// Client for the OSS PUT. Cheap to clone.
@@ -74,12 +87,51 @@ impl Oss {
         let header_map = ticket_headers(headers, expected_size)?;
         let progress = Arc::new(Progress::new());
         let chunks = body::open(path, expected_size, &progress).await?;
-        let send = self
+        let request = self
             .http
             .put(url)
             .headers(header_map)
-            .body(reqwest::Body::wrap_stream(chunks))
-            .send();
+            .body(reqwest::Body::wrap_stream(chunks));
+        self.send(request, &progress, path, expected_size, expected_md5_hex)
+            .await
+    }
+
+    /// Like [`Oss::put_file`], but sends `snapshot`, the content read when the file was
+    /// hashed. One `stat` first (on this thread, as the payload check does): a file whose
+    /// size or modification time moved since is [`OssError::FileChanged`], as it would be
+    /// had it been read again.
+    pub async fn put_snapshot(
+        &self,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        path: &Path,
+        snapshot: &Snapshot,
+        expected_md5_hex: &str,
+    ) -> Result<PutReceipt, OssError> {
+        let size = snapshot.bytes.len() as u64;
+        let header_map = ticket_headers(headers, size)?;
+        body::unchanged_since(path, snapshot)?;
+        let progress = Arc::new(Progress::new());
+        progress.record(&snapshot.bytes);
+        let request = self
+            .http
+            .put(url)
+            .headers(header_map)
+            .body(snapshot.bytes.clone());
+        self.send(request, &progress, path, size, expected_md5_hex)
+            .await
+    }
+
+    /// Sends the PUT under the stall watchdog and checks OSS's answer against the file.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        progress: &Progress,
+        path: &Path,
+        expected_size: u64,
+        expected_md5_hex: &str,
+    ) -> Result<PutReceipt, OssError> {
+        let send = request.send();
         let response = tokio::select! {
             result = send => result,
             () = progress.stalled(self.idle_timeout) => {

@@ -15,16 +15,16 @@ const SIGNED_QUERY: &str = "Signature=SIG-SECRET-123";
 
 /// What the fake OSS received.
 #[derive(Clone)]
-struct Received {
-    headers: AxumHeaders,
-    body: Bytes,
+pub(super) struct Received {
+    pub(super) headers: AxumHeaders,
+    pub(super) body: Bytes,
 }
 
-type Log = Arc<Mutex<Vec<Received>>>;
+pub(super) type Log = Arc<Mutex<Vec<Received>>>;
 
 /// A fake OSS answering every PUT with `status` and `body` after recording it; its ETag is
 /// the MD5 of what it received, as OSS's is for a simple PUT.
-async fn fake_oss(status: u16, body: &'static str) -> (String, Log) {
+pub(super) async fn fake_oss(status: u16, body: &'static str) -> (String, Log) {
     let log: Log = Arc::default();
     let recorder = Arc::clone(&log);
     let app = Router::new().fallback(move |headers: AxumHeaders, body_bytes: Bytes| {
@@ -55,7 +55,7 @@ async fn serve(app: Router) -> String {
     format!("http://{addr}/bucket/object.pdf?{SIGNED_QUERY}")
 }
 
-fn ticket_headers_fixture() -> BTreeMap<String, String> {
+pub(super) fn ticket_headers_fixture() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("Authorization".to_owned(), "OSS id:signature=".to_owned()),
         (
@@ -65,17 +65,17 @@ fn ticket_headers_fixture() -> BTreeMap<String, String> {
     ])
 }
 
-fn content(len: usize) -> Vec<u8> {
+pub(super) fn content(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
 
-fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
+pub(super) fn temp_file(bytes: &[u8]) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut file, bytes).unwrap();
     file
 }
 
-fn md5_hex(bytes: &[u8]) -> String {
+pub(super) fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
 
@@ -97,7 +97,7 @@ async fn put_data(
         .await
 }
 
-fn oss(request_timeout: Duration) -> Oss {
+pub(super) fn oss(request_timeout: Duration) -> Oss {
     Oss::new(Duration::from_secs(2), request_timeout).unwrap()
 }
 

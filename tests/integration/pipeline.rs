@@ -285,6 +285,7 @@ async fn a_job_checkpointed_at_commit_resumes_at_commit_without_a_second_upload(
             size: data.len() as u64,
             md5: md5_hex(&data),
             expires_at_ms: now_ms() + 600_000,
+            snapshot: None,
         },
     };
     let id = h.enqueue(&h.payload(&[&file])).await;

@@ -85,6 +85,7 @@ async fn an_upload_ticket_expired_by_the_clock_is_replaced_before_any_put() {
             size: data.len() as u64,
             md5: md5_hex(&data),
             expires_at_ms: now_ms() - 1,
+            snapshot: None,
         },
     };
     let id = h.enqueue(&h.payload(&[&file])).await;

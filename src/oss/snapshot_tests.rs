@@ -1,0 +1,111 @@
+//! The PUT of a small file's snapshot: what is sent, and a file changed since its hashing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::tests::{content, fake_oss, md5_hex, oss, temp_file, ticket_headers_fixture};
+use super::{OssError, Snapshot};
+
+fn snapshot_of(file: &std::path::Path, data: &[u8]) -> Snapshot {
+    Snapshot {
+        bytes: Bytes::copy_from_slice(data),
+        modified: std::fs::metadata(file).unwrap().modified().ok(),
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_is_sent_with_the_ticket_headers_and_its_length() {
+    let (url, log) = fake_oss(200, "").await;
+    let data = content(4096);
+    let file = temp_file(&data);
+    let snapshot = snapshot_of(file.path(), &data);
+    let receipt = oss(Duration::from_secs(5))
+        .put_snapshot(
+            &url,
+            &ticket_headers_fixture(),
+            file.path(),
+            &snapshot,
+            &md5_hex(&data),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt.bytes, 4096);
+    let received = log.lock().unwrap().clone();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body.as_ref(), data.as_slice());
+    assert_eq!(received[0].headers["content-length"], "4096");
+    assert_eq!(
+        received[0].headers["authorization"], "OSS id:signature=",
+        "the ticket's headers, verbatim"
+    );
+}
+
+#[tokio::test]
+async fn a_file_rewritten_since_its_snapshot_is_file_changed_and_nothing_is_sent() {
+    let (url, log) = fake_oss(200, "").await;
+    let data = content(1000);
+    let file = temp_file(&data);
+    let snapshot = snapshot_of(file.path(), &data);
+    std::fs::write(file.path(), content(1001)).unwrap();
+    let error = oss(Duration::from_secs(5))
+        .put_snapshot(
+            &url,
+            &BTreeMap::new(),
+            file.path(),
+            &snapshot,
+            &md5_hex(&data),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, OssError::FileChanged { .. })
+            && error.to_string().contains("1001 bytes, expected 1000"),
+        "{error}"
+    );
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_file_touched_since_its_snapshot_is_file_changed() {
+    let (url, log) = fake_oss(200, "").await;
+    let data = content(1000);
+    let file = temp_file(&data);
+    let mut snapshot = snapshot_of(file.path(), &data);
+    snapshot.modified = snapshot.modified.map(|at| at - Duration::from_secs(60));
+    let error = oss(Duration::from_secs(5))
+        .put_snapshot(
+            &url,
+            &BTreeMap::new(),
+            file.path(),
+            &snapshot,
+            &md5_hex(&data),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("modification time moved"),
+        "{error}"
+    );
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_file_gone_since_its_snapshot_fails_with_its_path() {
+    let (url, _log) = fake_oss(200, "").await;
+    let data = content(10);
+    let file = temp_file(&data);
+    let snapshot = snapshot_of(file.path(), &data);
+    let path = file.path().to_owned();
+    drop(file);
+    let error = oss(Duration::from_secs(5))
+        .put_snapshot(&url, &BTreeMap::new(), &path, &snapshot, &md5_hex(&data))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OssError::Io { .. }), "{error}");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+}
