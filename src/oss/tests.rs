@@ -427,8 +427,8 @@ async fn a_silent_server_times_out_as_transient() {
 
 #[tokio::test]
 async fn a_slow_upload_outlives_the_request_timeout() {
-    // The server stops reading three times for 250 ms: every stall is shorter than the
-    // 600 ms timeout but the whole upload takes longer.
+    // The server stops reading three times for 600 ms: every stall is shorter than the
+    // 1.5 s timeout (with room for a loaded machine) but the whole upload takes longer.
     let app = Router::new().fallback(|body: Body| async move {
         let mut stream = body.into_data_stream();
         let mut total = 0usize;
@@ -436,7 +436,7 @@ async fn a_slow_upload_outlives_the_request_timeout() {
         while let Some(chunk) = stream.next().await {
             total += chunk.unwrap().len();
             if total >= next_pause {
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(600)).await;
                 next_pause += 8 << 20;
             }
         }
@@ -446,12 +446,12 @@ async fn a_slow_upload_outlives_the_request_timeout() {
     let data = content(32 << 20);
     let file = temp_file(&data);
     let started = std::time::Instant::now();
-    let receipt = put_data(&url, file.path(), &data, Duration::from_millis(600))
+    let receipt = put_data(&url, file.path(), &data, Duration::from_millis(1500))
         .await
         .unwrap();
     assert_eq!(receipt.bytes, 32 << 20);
     assert!(
-        started.elapsed() > Duration::from_millis(600),
+        started.elapsed() > Duration::from_millis(1500),
         "{:?}",
         started.elapsed()
     );
