@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::error::{self, Refusal};
-use super::state::{FileRecord, Shared};
+use super::state::{Files, Shared};
 use super::wire::FormComponentValue;
 
 /// The five keys of a DDAttachment item, all JSON strings.
@@ -52,7 +52,7 @@ pub(super) fn is_attachment(shared: &Shared, value: &FormComponentValue) -> bool
 /// required and must point at committed files of this space.
 pub(super) fn validate(
     shared: &Shared,
-    files: &[FileRecord],
+    files: &Files,
     values: &[FormComponentValue],
 ) -> Result<(), Refusal> {
     if values.len() > 150 {
@@ -106,7 +106,7 @@ pub(super) fn validate(
 
 /// Checks one DDAttachment value: a JSON array of five-string-key objects naming
 /// committed files whose name, size and type match.
-fn attachment_problem(shared: &Shared, files: &[FileRecord], raw: &str) -> Result<(), String> {
+fn attachment_problem(shared: &Shared, files: &Files, raw: &str) -> Result<(), String> {
     let parsed: Value =
         serde_json::from_str(raw).map_err(|e| format!("value is not valid JSON: {e}"))?;
     let Value::Array(items) = parsed else {
@@ -151,7 +151,7 @@ fn attachment_problem(shared: &Shared, files: &[FileRecord], raw: &str) -> Resul
                 "item {i}: spaceId {space} is not the approval space"
             ));
         }
-        let Some(record) = files.iter().find(|f| f.file.file_id == file_id) else {
+        let Some(record) = files.by_id(file_id) else {
             return Err(format!(
                 "item {i}: fileId {file_id} is not a committed file"
             ));

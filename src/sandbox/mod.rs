@@ -178,11 +178,7 @@ impl Sandbox {
     /// (only length and MD5 are kept for those).
     pub fn file_content(&self, file_id: &str) -> Option<Bytes> {
         let state = self.shared.lock();
-        state
-            .files
-            .iter()
-            .find(|f| f.file.file_id == file_id)
-            .and_then(|f| f.content.clone())
+        state.files.by_id(file_id).and_then(|f| f.content.clone())
     }
 
     /// The next `times` calls to `endpoint` suffer `fault` (queued after earlier injections).

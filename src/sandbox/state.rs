@@ -70,6 +70,71 @@ pub(super) struct FileRecord {
     pub uuid: String,
 }
 
+/// Committed files in commit order, found by id and by name in constant time: DingPan's own
+/// lookups do not slow down as a space fills, and a scan here made a long benchmark measure
+/// the sandbox more than the worker.
+#[derive(Default)]
+pub(super) struct Files {
+    records: Vec<FileRecord>,
+    by_id: HashMap<String, usize>,
+    by_name: HashMap<String, usize>,
+    /// Per name asked for, the copy number AUTO_RENAME tries first (files are never removed,
+    /// so every lower one is taken).
+    next_copy: HashMap<String, u64>,
+}
+
+impl Files {
+    /// All of them, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &FileRecord> {
+        self.records.iter()
+    }
+
+    /// The file with this id.
+    pub fn by_id(&self, file_id: &str) -> Option<&FileRecord> {
+        self.by_id.get(file_id).map(|&index| &self.records[index])
+    }
+
+    /// The position of the file named `name`.
+    pub fn position_of_name(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The file at `index` (from [`Files::position_of_name`] or [`Files::push`]).
+    pub fn get(&self, index: usize) -> &FileRecord {
+        &self.records[index]
+    }
+
+    /// The file at `index`, to overwrite its content (its id and name stay).
+    pub fn get_mut(&mut self, index: usize) -> &mut FileRecord {
+        &mut self.records[index]
+    }
+
+    /// Adds a file; its name must be free (see [`Files::free_name`]).
+    pub fn push(&mut self, record: FileRecord) -> usize {
+        let index = self.records.len();
+        self.by_id.insert(record.file.file_id.clone(), index);
+        self.by_name.insert(record.file.name.clone(), index);
+        self.records.push(record);
+        index
+    }
+
+    /// AUTO_RENAME: `a.pdf` → `a(1).pdf`, `a(2).pdf`, … first free.
+    pub fn free_name(&mut self, name: &str) -> String {
+        let (stem, suffix) = match name.rfind('.') {
+            Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
+            _ => (name, ""),
+        };
+        let next = self.next_copy.entry(name.to_owned()).or_insert(1);
+        loop {
+            let candidate = format!("{stem}({next}){suffix}");
+            *next += 1;
+            if !self.by_name.contains_key(&candidate) {
+                return candidate;
+            }
+        }
+    }
+}
+
 /// One form component as GetProcessInstance returns it.
 pub(super) struct Component {
     pub id: String,
@@ -107,7 +172,7 @@ pub(super) struct State {
     pub tickets: HashMap<String, Ticket>,
     /// OSS object key → uploadKey.
     pub objects: HashMap<String, String>,
-    pub files: Vec<FileRecord>,
+    pub files: Files,
     pub instances: Vec<InstanceRecord>,
     faults: HashMap<Endpoint, VecDeque<Fault>>,
     windows: HashMap<Endpoint, Window>,

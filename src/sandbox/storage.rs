@@ -263,7 +263,7 @@ pub(super) fn commit(shared: &Shared, call: &Call) -> Response {
         );
     }
 
-    let existing = state.files.iter().position(|f| f.file.name == request.name);
+    let existing = state.files.position_of_name(&request.name);
     let now_ms = ids::now_ms();
     let index = match (existing, strategy) {
         (Some(_), "RETURN_ERROR_IF_EXISTS") => {
@@ -275,7 +275,7 @@ pub(super) fn commit(shared: &Shared, call: &Call) -> Response {
         }
         (Some(index), "RETURN_DENTRY_IF_EXISTS") => index,
         (Some(index), "OVERWRITE") => {
-            let record = &mut state.files[index];
+            let record = state.files.get_mut(index);
             record.file.size = upload.len;
             record.file.md5 = upload.md5.clone();
             record.file.upload_key = request.upload_key.clone();
@@ -286,7 +286,7 @@ pub(super) fn commit(shared: &Shared, call: &Call) -> Response {
         }
         (existing, _) => {
             let name = match existing {
-                Some(_) => free_name(&state.files, &request.name),
+                Some(_) => state.files.free_name(&request.name),
                 None => request.name.clone(),
             };
             let file_id = state.next_dentry_id();
@@ -306,28 +306,15 @@ pub(super) fn commit(shared: &Shared, call: &Call) -> Response {
                 created_ms: now_ms,
                 modified_ms: now_ms,
                 uuid: ids::uuid_like(),
-            });
-            state.files.len() - 1
+            })
         }
     };
     if let Some(ticket) = state.tickets.get_mut(&request.upload_key) {
         ticket.committed = true;
     }
-    let body = json!({"dentry": dentry(&state.files[index], &union_id)});
+    let body = json!({"dentry": dentry(state.files.get(index), &union_id)});
     drop(state);
     error::ok(&body)
-}
-
-/// AUTO_RENAME: `a.pdf` → `a(1).pdf`, `a(2).pdf`, … first free.
-fn free_name(files: &[FileRecord], name: &str) -> String {
-    let (stem, suffix) = match name.rfind('.') {
-        Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
-        _ => (name, ""),
-    };
-    (1u64..)
-        .map(|n| format!("{stem}({n}){suffix}"))
-        .find(|candidate| files.iter().all(|f| &f.file.name != candidate))
-        .unwrap_or_else(|| name.to_owned())
 }
 
 /// Lowercase suffix without the dot; empty when there is none.
