@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use effectum::{Job, JobRunner, Queue, RunningJob, Worker};
 use tokio::sync::Notify;
 
+/// The allocator approval-worker's binary uses, so the comparison is like-for-like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Producers and worker concurrency of the shape.
 const PRODUCERS: usize = 16;
 const CONCURRENCY: u16 = 16;
