@@ -8,6 +8,18 @@ use bytes::Bytes;
 use super::tests::{content, fake_oss, md5_hex, oss, temp_file, ticket_headers_fixture};
 use super::{OssError, Snapshot};
 
+/// PUTs `snapshot` of `path`, whose content was `data`, with no ticket headers.
+async fn put(
+    url: &str,
+    path: &std::path::Path,
+    snapshot: &Snapshot,
+    data: &[u8],
+) -> Result<super::PutReceipt, OssError> {
+    oss(Duration::from_secs(5))
+        .put_snapshot(url, &BTreeMap::new(), path, snapshot, &md5_hex(data))
+        .await
+}
+
 fn snapshot_of(file: &std::path::Path, data: &[u8]) -> Snapshot {
     Snapshot {
         bytes: Bytes::copy_from_slice(data),
@@ -49,16 +61,7 @@ async fn a_file_rewritten_since_its_snapshot_is_file_changed_and_nothing_is_sent
     let file = temp_file(&data);
     let snapshot = snapshot_of(file.path(), &data);
     std::fs::write(file.path(), content(1001)).unwrap();
-    let error = oss(Duration::from_secs(5))
-        .put_snapshot(
-            &url,
-            &BTreeMap::new(),
-            file.path(),
-            &snapshot,
-            &md5_hex(&data),
-        )
-        .await
-        .unwrap_err();
+    let error = put(&url, file.path(), &snapshot, &data).await.unwrap_err();
     assert!(
         matches!(&error, OssError::FileChanged { .. })
             && error.to_string().contains("1001 bytes, expected 1000"),
@@ -74,16 +77,7 @@ async fn a_file_touched_since_its_snapshot_is_file_changed() {
     let file = temp_file(&data);
     let mut snapshot = snapshot_of(file.path(), &data);
     snapshot.modified = snapshot.modified.map(|at| at - Duration::from_secs(60));
-    let error = oss(Duration::from_secs(5))
-        .put_snapshot(
-            &url,
-            &BTreeMap::new(),
-            file.path(),
-            &snapshot,
-            &md5_hex(&data),
-        )
-        .await
-        .unwrap_err();
+    let error = put(&url, file.path(), &snapshot, &data).await.unwrap_err();
     assert!(
         error.to_string().contains("modification time moved"),
         "{error}"
@@ -99,10 +93,7 @@ async fn a_file_gone_since_its_snapshot_fails_with_its_path() {
     let snapshot = snapshot_of(file.path(), &data);
     let path = file.path().to_owned();
     drop(file);
-    let error = oss(Duration::from_secs(5))
-        .put_snapshot(&url, &BTreeMap::new(), &path, &snapshot, &md5_hex(&data))
-        .await
-        .unwrap_err();
+    let error = put(&url, &path, &snapshot, &data).await.unwrap_err();
     assert!(matches!(error, OssError::Io { .. }), "{error}");
     assert!(
         error.to_string().contains(&path.display().to_string()),

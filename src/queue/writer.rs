@@ -325,6 +325,15 @@ mod tests {
 
     use crate::queue::{ClaimedJob, NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
 
+    /// The `space` step, done at `at_ms` in 1 ms.
+    fn space_done(at_ms: i64) -> StepDone {
+        StepDone {
+            step: "space",
+            duration_ms: 1,
+            at_ms,
+        }
+    }
+
     async fn queue_with_claimed(jobs: usize) -> (tempfile::TempDir, Queue, Vec<ClaimedJob>) {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
@@ -393,22 +402,14 @@ mod tests {
             queue.checkpoint(
                 stale.fence(),
                 &Unstored::default(),
-                &StepDone {
-                    step: "space",
-                    duration_ms: 1,
-                    at_ms: now + 120_001,
-                },
+                &space_done(now + 120_001),
                 "upload_info",
                 "{}",
             ),
             queue.checkpoint(
                 live_again,
                 &Unstored::default(),
-                &StepDone {
-                    step: "space",
-                    duration_ms: 1,
-                    at_ms: now + 120_001,
-                },
+                &space_done(now + 120_001),
                 "upload_info",
                 "{}",
             ),
@@ -435,22 +436,14 @@ mod tests {
             queue.checkpoint(
                 claimed[0].fence(),
                 &Unstored::default(),
-                &StepDone {
-                    step: "space",
-                    duration_ms: 1,
-                    at_ms: now,
-                },
+                &space_done(now),
                 "upload_info",
                 "not json",
             ),
             queue.checkpoint(
                 claimed[1].fence(),
                 &Unstored::default(),
-                &StepDone {
-                    step: "space",
-                    duration_ms: 1,
-                    at_ms: now,
-                },
+                &space_done(now),
                 "upload_info",
                 "{}",
             ),

@@ -1,13 +1,33 @@
 //! The queue's contract: pragmas, the claim's plan, fencing, rescue, idempotency, cancel and
 //! retry — asserted on stored rows.
 
-use approval_worker::queue::{Failure, NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
+use approval_worker::queue::{
+    ClaimedJob, Failure, NewJob, Queue, QueueError, StepDone, Unstored, now_ms,
+};
 use serde_json::json;
 
 async fn fresh() -> (tempfile::TempDir, Queue) {
     let dir = tempfile::tempdir().unwrap();
     let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
     (dir, queue)
+}
+
+/// The `space` step, done at `at_ms` in 1 ms.
+fn space_done(at_ms: i64) -> StepDone {
+    StepDone {
+        step: "space",
+        duration_ms: 1,
+        at_ms,
+    }
+}
+
+/// Claims the one due job as `owner` with a lease of `lease_ms`.
+async fn claim_one(queue: &Queue, owner: &str, lease_ms: i64, now_ms: i64) -> ClaimedJob {
+    queue
+        .claim("default", owner, 1, lease_ms, now_ms)
+        .await
+        .unwrap()
+        .remove(0)
 }
 
 fn job() -> NewJob {
@@ -91,28 +111,16 @@ async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_agai
     let (_dir, queue) = fresh().await;
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
-    let stale = queue
-        .claim("default", "w1", 1, 1_000, now)
-        .await
-        .unwrap()
-        .remove(0);
+    let stale = claim_one(&queue, "w1", 1_000, now).await;
     assert_eq!(queue.rescue(now + 2_000).await.unwrap(), vec![id]);
-    let fresh_claim = queue
-        .claim("default", "w2", 1, 30_000, now + 2_000)
-        .await
-        .unwrap()
-        .remove(0);
+    let fresh_claim = claim_one(&queue, "w2", 30_000, now + 2_000).await;
     assert_eq!(fresh_claim.attempt, 2);
 
     let refused = queue
         .checkpoint(
             stale.fence(),
             &Unstored::default(),
-            &StepDone {
-                step: "space",
-                duration_ms: 1,
-                at_ms: now + 3_000,
-            },
+            &space_done(now + 3_000),
             "upload_info",
             "{}",
         )
@@ -133,11 +141,7 @@ async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_agai
         .checkpoint(
             fresh_claim.fence(),
             &Unstored::default(),
-            &StepDone {
-                step: "space",
-                duration_ms: 1,
-                at_ms: now + 3_000,
-            },
+            &space_done(now + 3_000),
             "upload_info",
             r#"{"step":"x"}"#,
         )
@@ -157,11 +161,7 @@ async fn every_transition_leaves_one_event() {
     let (_dir, queue) = fresh().await;
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
-    let claim = queue
-        .claim("default", "w1", 1, 30_000, now)
-        .await
-        .unwrap()
-        .remove(0);
+    let claim = claim_one(&queue, "w1", 30_000, now).await;
     queue
         .checkpoint(
             claim.fence(),
@@ -186,11 +186,7 @@ async fn every_transition_leaves_one_event() {
         .retry_later(claim.fence(), &Unstored::default(), &failure, now + 10, now)
         .await
         .unwrap();
-    let claim = queue
-        .claim("default", "w1", 1, 30_000, now + 10)
-        .await
-        .unwrap()
-        .remove(0);
+    let claim = claim_one(&queue, "w1", 30_000, now + 10).await;
     queue
         .succeed(
             claim.fence(),
@@ -231,20 +227,12 @@ async fn a_release_requeues_at_the_checkpoint_without_charging_the_attempt() {
     let (_dir, queue) = fresh().await;
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
-    let claim = queue
-        .claim("default", "w1", 1, 30_000, now)
-        .await
-        .unwrap()
-        .remove(0);
+    let claim = claim_one(&queue, "w1", 30_000, now).await;
     queue
         .checkpoint(
             claim.fence(),
             &Unstored::default(),
-            &StepDone {
-                step: "space",
-                duration_ms: 1,
-                at_ms: now,
-            },
+            &space_done(now),
             "upload_info",
             r#"{"k":1}"#,
         )
@@ -254,11 +242,7 @@ async fn a_release_requeues_at_the_checkpoint_without_charging_the_attempt() {
         .release(claim.fence(), &Unstored::default(), now)
         .await
         .unwrap();
-    let again = queue
-        .claim("default", "w1", 1, 30_000, now)
-        .await
-        .unwrap()
-        .remove(0);
+    let again = claim_one(&queue, "w1", 30_000, now).await;
     assert_eq!(again.id, id);
     assert_eq!(again.checkpoint.as_deref(), Some(r#"{"k":1}"#));
     assert_eq!(again.charged_attempts(), 1);
@@ -270,11 +254,7 @@ async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
     let now = now_ms();
     let queued = queue.enqueue(&job(), now + 1_000).await.unwrap().id;
     let running = queue.enqueue(&job(), now).await.unwrap().id;
-    let claim = queue
-        .claim("default", "w1", 1, 30_000, now)
-        .await
-        .unwrap()
-        .remove(0);
+    let claim = claim_one(&queue, "w1", 30_000, now).await;
     assert_eq!(claim.id, running);
     assert_eq!(
         queue.cancel(queued, now).await.unwrap().as_str(),
@@ -288,11 +268,7 @@ async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
         .checkpoint(
             claim.fence(),
             &Unstored::default(),
-            &StepDone {
-                step: "space",
-                duration_ms: 1,
-                at_ms: now,
-            },
+            &space_done(now),
             "upload_info",
             "{}",
         )
@@ -325,11 +301,7 @@ async fn retry_requeues_a_failed_job_with_a_fresh_set_of_attempts() {
         .await
         .unwrap()
         .id;
-    let claim = queue
-        .claim("default", "w1", 1, 30_000, now)
-        .await
-        .unwrap()
-        .remove(0);
+    let claim = claim_one(&queue, "w1", 30_000, now).await;
     let failure = Failure {
         step: "space".into(),
         message: "boom".into(),
@@ -340,11 +312,7 @@ async fn retry_requeues_a_failed_job_with_a_fresh_set_of_attempts() {
         .await
         .unwrap();
     queue.retry(id, now).await.unwrap();
-    let again = queue
-        .claim("default", "w1", 1, 30_000, now)
-        .await
-        .unwrap()
-        .remove(0);
+    let again = claim_one(&queue, "w1", 30_000, now).await;
     assert_eq!(again.attempt, 2);
     assert_eq!(again.charged_attempts(), 1);
 }
@@ -381,4 +349,87 @@ async fn a_batch_enqueue_is_one_transaction_and_dedupes_keys_within_it() {
         2,
         "the failed batch added nothing"
     );
+}
+
+#[tokio::test]
+async fn a_write_records_the_unstored_steps_before_its_own_event_and_stores_the_step_reached() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let id = queue.enqueue(&job(), now).await.unwrap().id;
+    let claim = claim_one(&queue, "w1", 30_000, now).await;
+    let mut unstored = Unstored::default();
+    unstored.push(space_done(now + 1), "upload_info");
+    let upload_info = StepDone {
+        step: "upload_info",
+        duration_ms: 2,
+        at_ms: now + 3,
+    };
+    unstored.push(upload_info, "put");
+    let failure = Failure {
+        step: "put".into(),
+        message: "OSS 503".into(),
+        http_status: Some(503),
+        duration_ms: 4,
+    };
+    queue
+        .retry_later(claim.fence(), &unstored, &failure, now + 60_000, now + 7)
+        .await
+        .unwrap();
+
+    let events = queue.events(id).await.unwrap();
+    let history: Vec<(String, Option<String>, i64)> = events
+        .iter()
+        .map(|e| (e.kind.clone(), e.step.clone(), e.at))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            ("claimed".into(), None, now),
+            ("step_done".into(), Some("space".into()), now + 1),
+            ("step_done".into(), Some("upload_info".into()), now + 3),
+            ("retry_scheduled".into(), Some("put".into()), now + 7),
+        ]
+    );
+    let row = queue.get(id).await.unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.step.as_str(), row.checkpoint),
+        ("queued", "put", None),
+        "the step reached is stored; the checkpoint stays the last one stored"
+    );
+}
+
+#[tokio::test]
+async fn unstored_steps_of_a_write_whose_fence_fails_are_not_recorded() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let id = queue.enqueue(&job(), now).await.unwrap().id;
+    let stale = claim_one(&queue, "w1", 1_000, now).await;
+    queue.rescue(now + 5_000).await.unwrap();
+    let mut unstored = Unstored::default();
+    unstored.push(space_done(now + 6_000), "upload_info");
+    let refused = queue
+        .fail(
+            stale.fence(),
+            &unstored,
+            &Failure {
+                step: "upload_info".into(),
+                message: "late".into(),
+                http_status: None,
+                duration_ms: 1,
+            },
+            now + 6_000,
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(QueueError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+    let kinds: Vec<String> = queue
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["claimed", "rescued"]);
 }
