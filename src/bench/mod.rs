@@ -47,7 +47,7 @@ pub enum Scenario {
     Ceilings,
     /// Jobs end to end with HTTP to the sandbox.
     EndToEnd,
-    /// The same queue traffic without HTTP (the peer-comparison shape).
+    /// Queue traffic only, a checkpoint for every step (the peer-comparison shape).
     NoHttp,
     /// Claim cost against table size and backoff.
     Claims,
