@@ -1,5 +1,6 @@
 //! The OSS PUT of an attachment to the signed URL of an upload ticket (dingtalk-api.md §5.5):
-//! streams from disk with exactly the ticket's headers and classifies OSS's answer.
+//! streams it from disk, or sends a small file's [`Snapshot`], with exactly the ticket's
+//! headers, and classifies OSS's answer.
 
 mod body;
 mod error;

@@ -83,9 +83,9 @@ pub struct StepDone {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unstored {
     /// Steps finished without a checkpoint of their own, oldest first.
-    pub done: Vec<StepDone>,
+    done: Vec<StepDone>,
     /// The step the job went on to after them.
-    pub reached: Option<&'static str>,
+    reached: Option<&'static str>,
 }
 
 impl Unstored {

@@ -140,13 +140,13 @@ async fn drive(
                     step = next;
                     continue;
                 }
+                let finished = StepDone {
+                    step: done_step,
+                    duration_ms,
+                    at_ms: now_ms(),
+                };
                 if !step.must_store(&next) {
-                    let done = StepDone {
-                        step: done_step,
-                        duration_ms,
-                        at_ms: now_ms(),
-                    };
-                    unstored.push(done, next.name());
+                    unstored.push(finished, next.name());
                     step = next;
                     continue;
                 }
@@ -154,11 +154,7 @@ async fn drive(
                     .checkpoint(
                         fence,
                         &unstored,
-                        &StepDone {
-                            step: done_step,
-                            duration_ms,
-                            at_ms: now_ms(),
-                        },
+                        &finished,
                         next.name(),
                         &next.to_checkpoint(),
                     )
