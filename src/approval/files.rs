@@ -46,9 +46,12 @@ pub async fn fingerprint(path: &Path) -> Result<Fingerprint, StepError> {
 fn hash_file(path: &Path) -> std::io::Result<Fingerprint> {
     let mut file = std::fs::File::open(path)?;
     // Taken before reading: a write during the read moves it, which the PUT then notices.
-    let modified = file.metadata()?.modified().ok();
+    let metadata = file.metadata()?;
+    let modified = metadata.modified().ok();
     let mut hasher = Md5::new();
-    let mut head = Vec::new();
+    // Sized to the file (plus one byte to see its end), so a snapshot is one allocation.
+    let expected = usize::try_from(metadata.len().min(SNAPSHOT_MAX_BYTES)).unwrap_or(0);
+    let mut head = Vec::with_capacity(expected + 1);
     (&mut file)
         .take(SNAPSHOT_MAX_BYTES + 1)
         .read_to_end(&mut head)?;
