@@ -30,7 +30,7 @@ A job whose create may have been sent reconciles before creating, so a retry nev
 second approval.";
 /// Examples shown by `cancel --help`.
 pub const CANCEL_EXAMPLES: &str = "Examples:
-  approval-worker cancel 42     # queued: at once; running: at its next step boundary";
+  approval-worker cancel 42     # queued: at once; running: at its next checkpoint";
 
 /// `jobs` arguments.
 #[derive(Debug, Args)]
@@ -266,7 +266,7 @@ pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
     }
     match status {
         JobStatus::Running => println!(
-            "job {} is running: it stops at its next step boundary",
+            "job {} is running: it stops at its next checkpoint (always before its create)",
             args.id
         ),
         JobStatus::Queued => println!(

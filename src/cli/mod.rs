@@ -103,7 +103,7 @@ pub enum Command {
     /// Re-queue a failed or cancelled job at its checkpoint.
     #[command(after_help = inspect::RETRY_EXAMPLES)]
     Retry(inspect::IdArgs),
-    /// Cancel a queued job, or stop a running one at its next step boundary.
+    /// Cancel a queued job, or stop a running one at its next checkpoint.
     #[command(after_help = inspect::CANCEL_EXAMPLES)]
     Cancel(inspect::IdArgs),
     /// Counts by status and step, last hour's throughput, the oldest waiting job, and

@@ -182,7 +182,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Cancels a queued job at once, or asks a running one to stop at its next step boundary.
+    /// Cancels a queued job at once, or asks a running one to stop at its next checkpoint.
     /// A queued job at `submit` (a create may have been sent) is flagged and stays queued: the
     /// worker reconciles, then adopts the instance or cancels. Returns the status afterwards.
     pub async fn cancel(&self, id: JobId, now_ms: i64) -> Result<JobStatus, QueueError> {

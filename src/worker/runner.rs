@@ -162,7 +162,7 @@ async fn drive(
                 unstored.clear();
                 step = next;
                 if cancel && !done && may_cancel(&step, claimed.attempt) {
-                    tracing::info!("cancel requested: stopping at the step boundary");
+                    tracing::info!("cancel requested: stopping at this checkpoint");
                     return queue
                         .cancel_running(fence, &Unstored::default(), now_ms())
                         .await;
