@@ -1,6 +1,7 @@
 //! Claiming due jobs under a lease, keeping leases alive, and rescuing expired ones.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sqlx::FromRow;
@@ -44,13 +45,18 @@ impl ClaimedJob {
 
 /// One statement: picks due jobs in index order and leases them. Positional parameters
 /// (it runs inside the writer's multi-statement query): owner, lease expiry, now, queue,
-/// now, how many, and the claim's index in its batch, returned to tell its rows apart.
+/// now, then queue, now and how many for the limit, and the claim's index in its batch,
+/// returned to tell its rows apart. The limit is the number of due jobs up to how many
+/// (counted like [`DUE_SQL`]), so the walk of `jobs_claim` stops after the due jobs and never
+/// walks the jobs waiting in backoff behind them, even when fewer are due than asked for.
 pub(super) const CLAIM_SQL: &str = "UPDATE jobs \
      SET status = 'running', attempt = attempt + 1, lease_owner = ?, lease_expires_at = ?, \
          updated_at = ? \
      WHERE id IN (SELECT id FROM jobs \
                   WHERE status = 'queued' AND queue = ? AND run_at <= ? \
-                  ORDER BY priority DESC, run_at, id LIMIT ?) \
+                  ORDER BY priority DESC, run_at, id \
+                  LIMIT (SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due \
+                         WHERE status = 'queued' AND queue = ? AND run_at <= ? LIMIT ?))) \
      RETURNING id, attempt, uncharged_attempts, max_attempts, payload, checkpoint, \
                cancel_requested, ? AS claim_op;";
 
@@ -92,6 +98,8 @@ impl ClaimRequest {
             .bind(self.now_ms)
             .bind(&self.queue)
             .bind(self.now_ms)
+            .bind(&self.queue)
+            .bind(self.now_ms)
             .bind(i64::from(self.limit))
             .bind(i64::try_from(index).unwrap_or(i64::MAX))
             .bind(self.now_ms)
@@ -104,8 +112,13 @@ impl ClaimRequest {
 impl Queue {
     /// Leases up to `limit` due jobs of `queue` to `owner` until `now_ms + lease_ms`, and
     /// records a `claimed` event for each, in one transaction (shared with whatever other
-    /// writes are waiting, see the writer). When nothing is due it returns at once after one
-    /// cheap read, taking no write lock.
+    /// writes are waiting, see the writer).
+    ///
+    /// After a claim that found fewer jobs than it asked for, the next one first counts the
+    /// due jobs with one cheap read, and returns at once, taking no write lock, when there
+    /// are none: an idle worker's polls stay reads. After a claim that got all it asked
+    /// for, more are likely due, so the next one goes straight to the writer: that read
+    /// would be one more hand-off to the connection's thread per claim while jobs flow.
     pub async fn claim(
         &self,
         queue: &str,
@@ -114,19 +127,23 @@ impl Queue {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<ClaimedJob>, QueueError> {
-        let due = self.due(queue, limit, now_ms).await?;
-        if due == 0 {
+        let likely_due = self.last_claim_full.load(Ordering::Relaxed);
+        if !likely_due && self.due(queue, limit, now_ms).await? == 0 {
             return Ok(Vec::new());
         }
-        self.writer
+        let claimed = self
+            .writer
             .claim(ClaimRequest {
                 queue: queue.to_owned(),
                 owner: owner.to_owned(),
-                limit: due,
+                limit,
                 lease_ms,
                 now_ms,
             })
-            .await
+            .await?;
+        let full = u32::try_from(claimed.len()).is_ok_and(|n| n == limit);
+        self.last_claim_full.store(full, Ordering::Relaxed);
+        Ok(claimed)
     }
 
     /// Waits until the database files change (another process committed, e.g. a producer's

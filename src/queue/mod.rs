@@ -17,7 +17,7 @@ mod writer;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -154,6 +154,8 @@ pub struct Queue {
     writer: writer::Writer,
     commits: Arc<AtomicU64>,
     files: Arc<DbFiles>,
+    /// Whether the last claim got every job it asked for (see [`Queue::claim`]).
+    last_claim_full: Arc<AtomicBool>,
 }
 
 /// The database file and its WAL, watched for other processes' commits.
@@ -223,6 +225,7 @@ impl Queue {
             writer,
             commits,
             files: Arc::new(DbFiles::new(path)),
+            last_claim_full: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -264,6 +267,8 @@ impl Queue {
             sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", claim::CLAIM_SQL))
                 .bind("owner")
                 .bind(0_i64)
+                .bind(0_i64)
+                .bind(DEFAULT_QUEUE)
                 .bind(0_i64)
                 .bind(DEFAULT_QUEUE)
                 .bind(0_i64)

@@ -433,3 +433,28 @@ async fn unstored_steps_of_a_write_whose_fence_fails_are_not_recorded() {
         .collect();
     assert_eq!(kinds, ["claimed", "rescued"]);
 }
+
+#[tokio::test]
+async fn an_idle_claim_takes_no_write_and_a_claim_after_a_full_one_skips_the_count() {
+    let (_dir, queue) = fresh().await;
+    let now = now_ms();
+    let claim = |limit| queue.claim("default", "w1", limit, 30_000, now);
+    let before = queue.commits();
+    assert!(claim(4).await.unwrap().is_empty());
+    assert_eq!(queue.commits(), before, "nothing due: a read only");
+
+    queue.enqueue(&job(), now).await.unwrap();
+    queue.enqueue(&job(), now).await.unwrap();
+    let waiting = queue.enqueue(&job(), now + 60_000).await.unwrap().id;
+    let before = queue.commits();
+    assert_eq!(claim(2).await.unwrap().len(), 2);
+    // After a full claim the next goes straight to the writer: with nothing due it is an
+    // empty transaction, and the job waiting in backoff is not taken early.
+    assert!(claim(2).await.unwrap().is_empty());
+    assert_eq!(queue.commits() - before, 2);
+    // After a short claim the next counts first again and writes nothing.
+    let before = queue.commits();
+    assert!(claim(2).await.unwrap().is_empty());
+    assert_eq!(queue.commits(), before);
+    assert_eq!(queue.get(waiting).await.unwrap().status, "queued");
+}
