@@ -119,7 +119,7 @@ async fn drive(
         let outcome = inner
             .approval
             .advance(&job, step.clone(), at)
-            .instrument(tracing::info_span!("step", step = done_step))
+            .instrument(tracing::debug_span!("step", step = done_step))
             .await;
         let duration_ms = elapsed_ms(started);
         inner
