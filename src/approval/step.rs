@@ -221,20 +221,27 @@ mod tests {
         }
     }
 
+    /// The upload_info, put and commit steps of one attachment of `size` bytes.
+    fn upload_steps(size: u64) -> [Step; 3] {
+        let upload = upload(size);
+        [
+            Step::UploadInfo {
+                progress: progress(),
+            },
+            Step::Put {
+                progress: progress(),
+                upload: upload.clone(),
+            },
+            Step::Commit {
+                progress: progress(),
+                upload,
+            },
+        ]
+    }
+
     #[test]
     fn a_grant_and_a_small_files_ticket_and_put_are_redone_rather_than_stored() {
-        let small = upload(CHECKPOINT_UPLOADS_FROM_BYTES - 1);
-        let upload_info = Step::UploadInfo {
-            progress: progress(),
-        };
-        let put = Step::Put {
-            progress: progress(),
-            upload: small.clone(),
-        };
-        let commit = Step::Commit {
-            progress: progress(),
-            upload: small,
-        };
+        let [upload_info, put, commit] = upload_steps(CHECKPOINT_UPLOADS_FROM_BYTES - 1);
         assert!(!Step::Space.must_store(&upload_info));
         assert!(!upload_info.must_store(&put));
         assert!(!put.must_store(&commit));
@@ -242,18 +249,7 @@ mod tests {
 
     #[test]
     fn a_large_files_ticket_and_put_are_stored() {
-        let large = upload(CHECKPOINT_UPLOADS_FROM_BYTES);
-        let upload_info = Step::UploadInfo {
-            progress: progress(),
-        };
-        let put = Step::Put {
-            progress: progress(),
-            upload: large.clone(),
-        };
-        let commit = Step::Commit {
-            progress: progress(),
-            upload: large,
-        };
+        let [upload_info, put, commit] = upload_steps(CHECKPOINT_UPLOADS_FROM_BYTES);
         assert!(upload_info.must_store(&put));
         assert!(put.must_store(&commit));
     }
