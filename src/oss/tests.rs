@@ -425,19 +425,22 @@ async fn a_silent_server_times_out_as_transient() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_outlives_the_request_timeout() {
-    // The server stops reading three times for 600 ms: every stall is shorter than the
-    // 1.5 s timeout (with room for a loaded machine) but the whole upload takes longer.
+    // The server stops reading for 200 ms after every 2.5 MiB, twelve times: the whole upload
+    // takes longer than the 2 s timeout, while each stall leaves 1.8 s of room for a loaded
+    // machine (a CI run once took 0.9 s more than a 600 ms pause to resume a stalled upload).
+    // Server and client run on separate threads so one's slow poll does not stall the other.
+    const PAUSE_EVERY_BYTES: usize = 5 << 19;
     let app = Router::new().fallback(|body: Body| async move {
         let mut stream = body.into_data_stream();
         let mut total = 0usize;
-        let mut next_pause = 8 << 20;
+        let mut next_pause = PAUSE_EVERY_BYTES;
         while let Some(chunk) = stream.next().await {
             total += chunk.unwrap().len();
             if total >= next_pause {
-                tokio::time::sleep(Duration::from_millis(600)).await;
-                next_pause += 8 << 20;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                next_pause += PAUSE_EVERY_BYTES;
             }
         }
         (StatusCode::OK, total.to_string())
@@ -446,12 +449,12 @@ async fn a_slow_upload_outlives_the_request_timeout() {
     let data = content(32 << 20);
     let file = temp_file(&data);
     let started = std::time::Instant::now();
-    let receipt = put_data(&url, file.path(), &data, Duration::from_millis(1500))
+    let receipt = put_data(&url, file.path(), &data, Duration::from_secs(2))
         .await
         .unwrap();
     assert_eq!(receipt.bytes, 32 << 20);
     assert!(
-        started.elapsed() > Duration::from_millis(1500),
+        started.elapsed() > Duration::from_secs(2),
         "{:?}",
         started.elapsed()
     );
