@@ -194,6 +194,7 @@ impl Approval {
         let upload = PendingUpload {
             ticket,
             size: found.size,
+            modified: found.modified,
             md5: found.md5,
             expires_at_ms: at.now_ms.saturating_add(lifetime_ms),
             snapshot: found.snapshot,
@@ -217,7 +218,7 @@ impl Approval {
         &self,
         job: &Job,
         progress: Progress,
-        upload: PendingUpload,
+        mut upload: PendingUpload,
         at: Attempt,
     ) -> Result<Step, StepError> {
         let attachment = next_attachment(job, &progress)?;
@@ -233,20 +234,23 @@ impl Approval {
         };
         let headers = &upload.ticket.headers;
         let path = &attachment.path;
-        let sent = match &upload.snapshot {
-            Some(snapshot) => {
+        let sent = match (&upload.snapshot, upload.md5.as_deref()) {
+            (Some(snapshot), Some(md5)) => {
                 self.oss
-                    .put_snapshot(url, headers, path, snapshot, &upload.md5)
+                    .put_snapshot(url, headers, path, snapshot, md5)
                     .await
             }
-            None => {
+            (_, md5) => {
                 self.oss
-                    .put_file(url, headers, path, upload.size, &upload.md5)
+                    .put_file(url, headers, path, upload.size, upload.modified, md5)
                     .await
             }
         };
         match sent {
-            Ok(_) => Ok(Step::Commit { progress, upload }),
+            Ok(receipt) => {
+                upload.md5 = Some(receipt.md5);
+                Ok(Step::Commit { progress, upload })
+            }
             Err(error) if error.is_expired() => Err(stale(
                 &format!("OSS refused the ticket: {error}"),
                 error.http_status(),
@@ -424,7 +428,8 @@ mod tests {
                 expiration_secs,
             },
             size: 1,
-            md5: String::new(),
+            modified: None,
+            md5: None,
             expires_at_ms: 0,
             snapshot: None,
         }

@@ -1,6 +1,8 @@
 //! The checkpointed steps of one job. Each variant carries everything earlier steps
 //! produced, so a job resumes from its checkpoint alone.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 
 use crate::dingtalk::{Dentry, UploadTicket};
@@ -122,10 +124,15 @@ pub struct Progress {
 pub struct PendingUpload {
     /// DingTalk's answer to uploadInfos/query.
     pub ticket: UploadTicket,
-    /// The file's size when hashed.
+    /// The file's size when the ticket was asked for.
     pub size: u64,
-    /// The file's MD5 (hex) when hashed.
-    pub md5: String,
+    /// The file's modification time then, where the filesystem keeps one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<SystemTime>,
+    /// The file's MD5 (hex): a small file's from before its ticket, a larger one's from the
+    /// PUT that read it (absent until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5: Option<String>,
     /// When the ticket stops working (unix ms).
     pub expires_at_ms: i64,
     /// A small file's content as hashed, for the PUT. Never stored: a job resumed from a
@@ -215,7 +222,8 @@ mod tests {
                 expiration_secs: 900,
             },
             size,
-            md5: "0".repeat(32),
+            modified: None,
+            md5: None,
             expires_at_ms: 1,
             snapshot: None,
         }

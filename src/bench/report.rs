@@ -210,7 +210,7 @@ pub(super) fn large_file(f: &LargeFileFigures) {
         f.bytes / (1024 * 1024)
     );
     println!(
-        "  whole job {:.2} s = {:.0} MB/s (hash for the ticket + PUT + commit + submit); PUT step {:.2} s = {:.0} MB/s",
+        "  whole job {:.2} s = {:.0} MB/s (ticket + PUT, hashed as it is sent + commit + submit); PUT step {:.2} s = {:.0} MB/s",
         f.job_secs, f.job_mb_per_sec, f.put_secs, f.put_mb_per_sec
     );
     println!(

@@ -13,15 +13,16 @@ use super::wire::{
     UploadInfoResponse,
 };
 
-/// The file a ticket is requested for; DingTalk pre-checks name, size and MD5.
+/// The file a ticket is requested for; DingTalk pre-checks name, size and, when given, MD5.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadInfoRequest {
     /// File name with extension, as it will appear in the approval.
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// Lowercase hex MD5 of the content.
-    pub md5_hex: String,
+    /// Lowercase hex MD5 of the content; optional in the API, and then OSS takes whatever
+    /// content the PUT sends.
+    pub md5_hex: Option<String>,
 }
 
 /// Where and how to PUT the bytes. Stored in the job checkpoint (snake_case), not the wire shape.
@@ -67,7 +68,7 @@ impl DingTalk {
             option: UploadInfoOption {
                 storage_driver: "DINGTALK",
                 pre_check_param: PreCheckParam {
-                    md5: &file.md5_hex,
+                    md5: file.md5_hex.as_deref(),
                     size: file.size,
                     parent_id: "0",
                     name: &file.name,
@@ -154,7 +155,7 @@ mod tests {
         UploadInfoRequest {
             name: "报销单据-2026-001.pdf".into(),
             size: 45,
-            md5_hex: "0cc175b9c0f1b6a831c399e269772661".into(),
+            md5_hex: Some("0cc175b9c0f1b6a831c399e269772661".into()),
         }
     }
 

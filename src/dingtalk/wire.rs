@@ -79,7 +79,8 @@ pub(super) struct UploadInfoOption<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct PreCheckParam<'a> {
-    pub md5: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub md5: Option<&'a str>,
     pub size: u64,
     pub parent_id: &'static str,
     pub name: &'a str,

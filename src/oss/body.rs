@@ -1,17 +1,19 @@
-//! The PUT's body: one blocking task opens, checks and reads the attachment into a short
-//! channel, so an upload costs one hand-off to the blocking pool (`tokio::fs` takes one per
-//! call and per chunk) and memory stays at a few chunks whatever the file's size. A small
-//! file's content kept from its hashing ([`Snapshot`]) is only checked against the file.
+//! The PUT's body: one blocking task opens, checks, reads and hashes the attachment into a
+//! short channel, so an upload costs one hand-off to the blocking pool (`tokio::fs` takes one
+//! per call and per chunk), the file is read once, and memory stays at a few chunks whatever
+//! its size. A small file's content kept from its hashing ([`Snapshot`]) is only checked
+//! against the file.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt, stream};
+use md5::{Digest, Md5};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -22,12 +24,16 @@ use super::error::{OssError, file_changed};
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks read ahead of the socket, so the next read overlaps the send.
 const READ_AHEAD_CHUNKS: usize = 4;
+/// Why a file whose modification time moved since its ticket is not sent.
+const WRITTEN_SINCE: &str = "modification time moved since its ticket: written to since";
 
 /// What the upload has done so far, shared by the reader, the body and the stall watchdog.
 pub(super) struct Progress {
     bytes: AtomicU64,
     /// Why the file is not the one the ticket was issued for, once the reader found out.
     changed: Mutex<Option<String>>,
+    /// The hex MD5 of the whole body, known before its last chunk is handed over.
+    md5: OnceLock<String>,
     last_progress: Mutex<Instant>,
 }
 
@@ -36,6 +42,7 @@ impl Progress {
         Self {
             bytes: AtomicU64::new(0),
             changed: Mutex::new(None),
+            md5: OnceLock::new(),
             last_progress: Mutex::new(Instant::now()),
         }
     }
@@ -51,6 +58,16 @@ impl Progress {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The hex MD5 of the body, once all of it has been read.
+    pub(super) fn md5(&self) -> Option<&str> {
+        self.md5.get().map(String::as_str)
+    }
+
+    /// Records the body's MD5; the first value stays.
+    pub(super) fn set_md5(&self, md5_hex: String) {
+        let _ = self.md5.set(md5_hex);
     }
 
     fn set_changed(&self, detail: String) {
@@ -84,13 +101,15 @@ impl Progress {
     }
 }
 
-/// Opens `path` and streams exactly `expected_size` bytes of it. A file of another size is
-/// [`OssError::FileChanged`] before anything is sent. A file that ends early, or is written
+/// Opens `path` and streams exactly `expected_size` bytes of it. A file of another size, or
+/// modified at another time than `expected_modified` when given, is [`OssError::FileChanged`]
+/// before anything is sent. A file that ends early, or is written
 /// to while it is read, records why in `progress` and ends the stream with an error, so the
 /// request is aborted instead of finishing with other bytes.
 pub(super) async fn open(
     path: &Path,
     expected_size: u64,
+    expected_modified: Option<SystemTime>,
     progress: &Arc<Progress>,
 ) -> Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static, OssError> {
     let (opened_tx, opened_rx) = oneshot::channel();
@@ -107,7 +126,7 @@ pub(super) async fn open(
         path: path.to_owned(),
         source,
     };
-    let actual_size = opened_rx
+    let (actual_size, actual_modified) = opened_rx
         .await
         .map_err(|_| io_error(io::Error::other("the file reader stopped")))?
         .map_err(io_error)?;
@@ -116,6 +135,9 @@ pub(super) async fn open(
             path,
             format!("{actual_size} bytes, expected {expected_size}"),
         ));
+    }
+    if expected_modified.is_some() && actual_modified != expected_modified {
+        return Err(file_changed(path, WRITTEN_SINCE.to_owned()));
     }
     let recorder = Arc::clone(progress);
     let chunks = stream::unfold(chunks_rx, |mut rx| async move {
@@ -133,7 +155,9 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(self, opened: oneshot::Sender<io::Result<u64>>) {
+    /// Reports the file's size and modification time through `opened`, then reads it unless
+    /// `open` stopped listening or the size is not the expected one.
+    fn run(self, opened: oneshot::Sender<io::Result<(u64, Option<SystemTime>)>>) {
         let (mut file, before) = match File::open(&self.path).and_then(|file| {
             let metadata = file.metadata()?;
             Ok((file, metadata))
@@ -144,10 +168,16 @@ impl Reader {
                 return;
             }
         };
-        if opened.send(Ok(before.len())).is_err() || before.len() != self.expected_size {
+        let seen = (before.len(), before.modified().ok());
+        if opened.send(Ok(seen)).is_err() || before.len() != self.expected_size {
             return;
         }
+        let mut hasher = Md5::new();
         let mut left = self.expected_size;
+        if left == 0 {
+            self.progress.set_md5(hex::encode(hasher.finalize()));
+            return;
+        }
         while left > 0 {
             let want = usize::try_from(left).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
             let mut buffer = vec![0_u8; want];
@@ -167,13 +197,16 @@ impl Reader {
                 }
             };
             buffer.truncate(read);
+            hasher.update(&buffer);
             left -= read as u64;
             // Checked before the last chunk leaves: once it has, the body is complete and
             // nothing after it would be read.
-            if left == 0
-                && let Some(detail) = modified(&file, &before)
-            {
-                return self.fail(detail);
+            if left == 0 {
+                if let Some(detail) = modified(&file, &before) {
+                    return self.fail(detail);
+                }
+                self.progress
+                    .set_md5(hex::encode(std::mem::take(&mut hasher).finalize()));
             }
             if self.chunks.blocking_send(Ok(Bytes::from(buffer))).is_err() {
                 return;
@@ -204,16 +237,13 @@ pub(super) fn unchanged_since(path: &Path, snapshot: &Snapshot) -> Result<(), Os
         ));
     }
     if snapshot.modified.is_some() && now.modified().ok() != snapshot.modified {
-        return Err(file_changed(
-            path,
-            "modification time moved since it was hashed: written to since".to_owned(),
-        ));
+        return Err(file_changed(path, WRITTEN_SINCE.to_owned()));
     }
     Ok(())
 }
 
 /// How the open file's size or modification time moved since `before`, if they did: a
-/// write while it was read (the content check is OSS's ETag, after the PUT).
+/// write while it was read.
 fn modified(file: &File, before: &Metadata) -> Option<String> {
     let after = match file.metadata() {
         Ok(after) => after,

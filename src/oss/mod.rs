@@ -28,6 +28,8 @@ pub struct PutReceipt {
     pub etag: Option<String>,
     /// Bytes sent.
     pub bytes: u64,
+    /// Their MD5, hex.
+    pub md5: String,
 }
 
 /// An attachment's content as it was read to be hashed. A small file keeps it for its PUT,
@@ -72,22 +74,23 @@ impl Oss {
         })
     }
 
-    /// PUTs `path` to `url` with exactly `headers`, streaming it from disk. The file must be
-    /// the one hashed for the ticket, `expected_size` bytes with MD5 `expected_md5_hex`, else
-    /// [`OssError::FileChanged`]: its size is checked before sending and while reading, its
-    /// content through the MD5 OSS reports for what it stored (the ETag of a simple PUT), so
-    /// the file is not hashed a second time here.
+    /// PUTs `path` to `url` with exactly `headers`, streaming it from disk and hashing what
+    /// it sends, so the file is read once. It must be `expected_size` bytes, before sending
+    /// and all the while it is read, else [`OssError::FileChanged`]; so must its modification
+    /// time be `expected_modified`, and its MD5 `expected_md5_hex`, when they are given. What OSS stored is checked
+    /// against what was sent through the MD5 OSS reports (the ETag of a simple PUT).
     pub async fn put_file(
         &self,
         url: &str,
         headers: &BTreeMap<String, String>,
         path: &Path,
         expected_size: u64,
-        expected_md5_hex: &str,
+        expected_modified: Option<SystemTime>,
+        expected_md5_hex: Option<&str>,
     ) -> Result<PutReceipt, OssError> {
         let header_map = ticket_headers(headers, expected_size)?;
         let progress = Arc::new(Progress::new());
-        let chunks = body::open(path, expected_size, &progress).await?;
+        let chunks = body::open(path, expected_size, expected_modified, &progress).await?;
         let request = self
             .http
             .put(url)
@@ -98,7 +101,7 @@ impl Oss {
     }
 
     /// Like [`Oss::put_file`], but sends `snapshot`, the content read when the file was
-    /// hashed. One `stat` first (on this thread, as the payload check does): a file whose
+    /// hashed to `md5_hex`. One `stat` first (on this thread, as the payload check does): a file whose
     /// size or modification time moved since is [`OssError::FileChanged`], as it would be
     /// had it been read again.
     pub async fn put_snapshot(
@@ -107,30 +110,32 @@ impl Oss {
         headers: &BTreeMap<String, String>,
         path: &Path,
         snapshot: &Snapshot,
-        expected_md5_hex: &str,
+        md5_hex: &str,
     ) -> Result<PutReceipt, OssError> {
         let size = snapshot.bytes.len() as u64;
         let header_map = ticket_headers(headers, size)?;
         body::unchanged_since(path, snapshot)?;
         let progress = Arc::new(Progress::new());
+        progress.set_md5(md5_hex.to_owned());
         progress.record(&snapshot.bytes);
         let request = self
             .http
             .put(url)
             .headers(header_map)
             .body(snapshot.bytes.clone());
-        self.send(request, &progress, path, size, expected_md5_hex)
+        self.send(request, &progress, path, size, Some(md5_hex))
             .await
     }
 
-    /// Sends the PUT under the stall watchdog and checks OSS's answer against the file.
+    /// Sends the PUT under the stall watchdog and checks OSS's answer against the file and
+    /// against `expected_md5_hex`, the MD5 the ticket was asked with, if any.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         progress: &Progress,
         path: &Path,
         expected_size: u64,
-        expected_md5_hex: &str,
+        expected_md5_hex: Option<&str>,
     ) -> Result<PutReceipt, OssError> {
         let send = request.send();
         let response = tokio::select! {
@@ -176,23 +181,53 @@ impl Oss {
             });
         }
         if status.is_success() {
-            if let Some(stored) = etag.as_deref().and_then(etag_md5)
-                && !stored.eq_ignore_ascii_case(expected_md5_hex)
+            // Set before the body's last chunk left, so every complete body has one.
+            let Some(sent_md5) = progress.md5() else {
+                return Err(OssError::Transient {
+                    status: Some(status.as_u16()),
+                    detail: "answered before the whole body was read".to_owned(),
+                    sent: true,
+                });
+            };
+            if let Some(expected) = expected_md5_hex
+                && !sent_md5.eq_ignore_ascii_case(expected)
             {
                 return Err(file_changed(
                     path,
-                    format!("OSS stored MD5 {stored}, expected {expected_md5_hex}"),
+                    format!("read with MD5 {sent_md5}, hashed as {expected}"),
                 ));
+            }
+            if let Some(stored) = etag.as_deref().and_then(etag_md5)
+                && !stored.eq_ignore_ascii_case(sent_md5)
+            {
+                // The file was read whole and unchanged; the bytes were damaged on the way.
+                return Err(OssError::Transient {
+                    status: Some(status.as_u16()),
+                    detail: format!("OSS stored MD5 {stored}, sent {sent_md5}"),
+                    sent: true,
+                });
             }
             return Ok(PutReceipt {
                 etag,
                 bytes: sent_bytes,
+                md5: sent_md5.to_owned(),
             });
         }
         match classify(status.as_u16(), &String::from_utf8_lossy(&body), request_id) {
-            // OSS's answer when the body does not match the digest the request promised.
+            // OSS's answer when the body does not match the MD5 the ticket was asked with:
+            // other content when what was read differs from it, else damage on the way.
             OssError::Rejected { code, message, .. } if code == "InvalidDigest" => {
-                Err(file_changed(path, format!("OSS {code}: {message}")))
+                let detail = format!("OSS {code}: {message}");
+                match (progress.md5(), expected_md5_hex) {
+                    (Some(sent), Some(expected)) if sent.eq_ignore_ascii_case(expected) => {
+                        Err(OssError::Transient {
+                            status: Some(status.as_u16()),
+                            detail,
+                            sent: true,
+                        })
+                    }
+                    _ => Err(file_changed(path, detail)),
+                }
             }
             other => Err(other),
         }

@@ -87,13 +87,7 @@ async fn put_data(
     request_timeout: Duration,
 ) -> Result<PutReceipt, OssError> {
     oss(request_timeout)
-        .put_file(
-            url,
-            &BTreeMap::new(),
-            file,
-            data.len() as u64,
-            &md5_hex(data),
-        )
+        .put_file(url, &BTreeMap::new(), file, data.len() as u64, None, None)
         .await
 }
 
@@ -112,7 +106,8 @@ async fn sends_exactly_the_ticket_headers_and_the_bytes() {
             &ticket_headers_fixture(),
             file.path(),
             data.len() as u64,
-            &md5_hex(&data).to_uppercase(),
+            None,
+            Some(&md5_hex(&data).to_uppercase()),
         )
         .await
         .unwrap();
@@ -121,6 +116,7 @@ async fn sends_exactly_the_ticket_headers_and_the_bytes() {
         PutReceipt {
             etag: Some(format!("\"{}\"", md5_hex(&data).to_uppercase())),
             bytes: data.len() as u64,
+            md5: md5_hex(&data),
         }
     );
 
@@ -156,10 +152,11 @@ async fn empty_file_is_sent_with_zero_length() {
     let (url, log) = fake_oss(200, "").await;
     let file = temp_file(b"");
     let receipt = oss(Duration::from_secs(5))
-        .put_file(&url, &BTreeMap::new(), file.path(), 0, &md5_hex(b""))
+        .put_file(&url, &BTreeMap::new(), file.path(), 0, None, None)
         .await
         .unwrap();
     assert_eq!(receipt.bytes, 0);
+    assert_eq!(receipt.md5, md5_hex(b""));
     let received = log.lock().unwrap().clone();
     assert_eq!(received[0].headers["content-length"], "0");
 }
@@ -169,7 +166,14 @@ async fn a_file_of_the_wrong_size_is_not_sent() {
     let (url, log) = fake_oss(200, "").await;
     let file = temp_file(&content(100));
     let err = oss(Duration::from_secs(5))
-        .put_file(&url, &ticket_headers_fixture(), file.path(), 101, "00")
+        .put_file(
+            &url,
+            &ticket_headers_fixture(),
+            file.path(),
+            101,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, OssError::FileChanged { .. }), "{err:?}");
@@ -182,7 +186,8 @@ async fn a_file_of_the_wrong_size_is_not_sent() {
             &BTreeMap::new(),
             Path::new("/nonexistent/x.pdf"),
             1,
-            "00",
+            None,
+            None,
         )
         .await
         .unwrap_err();
@@ -190,25 +195,87 @@ async fn a_file_of_the_wrong_size_is_not_sent() {
 }
 
 #[tokio::test]
-async fn content_that_differs_from_the_expected_md5_is_file_changed() {
+async fn a_streamed_file_written_since_its_ticket_is_not_sent() {
     let (url, log) = fake_oss(200, "").await;
     let data = content(1000);
     let file = temp_file(&data);
+    let at_ticket = std::fs::metadata(file.path()).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(file.path())
+        .unwrap()
+        .set_modified(at_ticket + Duration::from_secs(1))
+        .unwrap();
     let err = oss(Duration::from_secs(5))
         .put_file(
             &url,
-            &ticket_headers_fixture(),
+            &BTreeMap::new(),
             file.path(),
             1000,
-            &md5_hex(b"something else"),
+            Some(at_ticket),
+            None,
         )
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, OssError::FileChanged { detail, .. } if detail.contains("OSS stored MD5")),
+        matches!(&err, OssError::FileChanged { detail, .. } if detail.contains("written to since")),
         "{err:?}"
     );
+    assert!(log.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn content_that_differs_from_the_expected_md5_is_file_changed() {
+    let (url, log) = fake_oss(200, "").await;
+    let data = content(1000);
+    let err = put_with_ticket_md5(&url, &data, &md5_hex(b"something else"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OssError::FileChanged { detail, .. }
+            if *detail == format!("read with MD5 {}, hashed as {}", md5_hex(&data), md5_hex(b"something else"))),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
     assert_eq!(log.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_streamed_file_is_hashed_as_it_is_sent_and_checked_against_the_etag() {
+    let (url, log) = fake_oss(200, "").await;
+    let data = content(3 * 256 * 1024 + 5);
+    let file = temp_file(&data);
+    let receipt = put_data(&url, file.path(), &data, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(receipt.md5, md5_hex(&data));
+    assert_eq!(log.lock().unwrap()[0].body.as_ref(), data.as_slice());
+}
+
+#[tokio::test]
+async fn an_etag_other_than_the_md5_sent_is_damage_on_the_way_and_transient() {
+    let app = Router::new().fallback(|body: Bytes| async move {
+        let mut damaged = body.to_vec();
+        damaged[0] ^= 1;
+        let etag = format!("\"{}\"", md5_hex(&damaged).to_uppercase());
+        let mut response = StatusCode::OK.into_response();
+        response
+            .headers_mut()
+            .insert("etag", HeaderValue::from_str(&etag).unwrap());
+        response
+    });
+    let url = serve(app).await;
+    let data = content(1000);
+    let file = temp_file(&data);
+    let err = put_data(&url, file.path(), &data, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OssError::Transient { detail, sent: true, .. }
+            if detail.contains("OSS stored MD5") && detail.contains(&md5_hex(&data))),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
 }
 
 #[tokio::test]
@@ -237,19 +304,18 @@ async fn an_etag_that_is_not_an_md5_is_accepted_and_an_md5_etag_is_compared() {
     let data = content(1000);
     let file = temp_file(&data);
     let receipt = oss(Duration::from_secs(5))
-        .put_file(&url, &BTreeMap::new(), file.path(), 1000, &md5_hex(b"x"))
+        .put_file(&url, &BTreeMap::new(), file.path(), 1000, None, None)
         .await
         .unwrap();
     assert_eq!(receipt.etag.as_deref(), Some("\"opaque-etag-1\""));
 }
 
 #[tokio::test]
-async fn an_invalid_digest_answer_is_file_changed() {
-    let err = put_against(
-        400,
-        "<Error><Code>InvalidDigest</Code><Message>The MD5 of the uploaded data does not match.</Message></Error>",
-    )
-    .await;
+async fn an_invalid_digest_answer_is_file_changed_when_what_was_read_is_not_what_was_hashed() {
+    let (url, _log) = fake_oss(400, INVALID_DIGEST).await;
+    let err = put_with_ticket_md5(&url, &content(10), &md5_hex(b"the content when hashed"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, OssError::FileChanged { detail, .. }
             if detail == "OSS InvalidDigest: The MD5 of the uploaded data does not match."),
@@ -257,6 +323,19 @@ async fn an_invalid_digest_answer_is_file_changed() {
     );
     assert!(!err.is_retryable());
 }
+
+#[tokio::test]
+async fn an_invalid_digest_answer_for_the_hashed_content_is_transient() {
+    let err = put_against(400, INVALID_DIGEST).await;
+    assert!(
+        matches!(&err, OssError::Transient { detail, status: Some(400), .. }
+            if detail == "OSS InvalidDigest: The MD5 of the uploaded data does not match."),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+}
+
+const INVALID_DIGEST: &str = "<Error><Code>InvalidDigest</Code><Message>The MD5 of the uploaded data does not match.</Message></Error>";
 
 #[tokio::test]
 async fn a_file_rewritten_in_place_while_streaming_is_file_changed() {
@@ -305,17 +384,29 @@ async fn put_while_the_server_tampers(tamper: fn(&Path)) -> OssError {
 async fn put_against(status: u16, body: &'static str) -> OssError {
     let (url, _log) = fake_oss(status, body).await;
     let data = content(10);
-    let file = temp_file(&data);
-    oss(Duration::from_secs(5))
-        .put_file(
-            &url,
-            &ticket_headers_fixture(),
-            file.path(),
-            10,
-            &md5_hex(&data),
-        )
+    put_with_ticket_md5(&url, &data, &md5_hex(&data))
         .await
         .unwrap_err()
+}
+
+/// PUTs `data` from a file with the ticket's headers, as for a ticket asked for with
+/// `ticket_md5`.
+async fn put_with_ticket_md5(
+    url: &str,
+    data: &[u8],
+    ticket_md5: &str,
+) -> Result<PutReceipt, OssError> {
+    let file = temp_file(data);
+    oss(Duration::from_secs(5))
+        .put_file(
+            url,
+            &ticket_headers_fixture(),
+            file.path(),
+            data.len() as u64,
+            None,
+            Some(ticket_md5),
+        )
+        .await
 }
 
 #[tokio::test]
@@ -408,7 +499,7 @@ async fn a_silent_server_times_out_as_transient() {
     let file = temp_file(&data);
     let started = std::time::Instant::now();
     let err = oss(Duration::from_millis(300))
-        .put_file(&url, &BTreeMap::new(), file.path(), 10, &md5_hex(&data))
+        .put_file(&url, &BTreeMap::new(), file.path(), 10, None, None)
         .await
         .unwrap_err();
     assert!(
@@ -491,7 +582,8 @@ async fn connect_errors_are_not_sent_and_hide_the_signed_url() {
             &BTreeMap::new(),
             file.path(),
             10,
-            &md5_hex(&data),
+            None,
+            None,
         )
         .await
         .unwrap_err();

@@ -240,14 +240,20 @@ async fn malformed_payloads_fail_with_a_readable_reason_while_good_jobs_succeed(
     );
 }
 
-/// Runs `good` and a job whose attachment the test tampers with once the sandbox receives a
-/// call to `endpoint` (held for half a second); returns the tampered job's row.
+/// Size of the attachment `tamper_during` tampers with, unless a test says otherwise: small
+/// enough for its PUT to send the bytes read for its hash.
+const VICTIM_BYTES: usize = 20_000;
+
+/// Runs `good` and a job whose attachment of `victim_bytes` the test tampers with once the
+/// sandbox receives a call to `endpoint` (held for half a second); returns the tampered
+/// job's row.
 async fn tamper_during(
     endpoint: Endpoint,
+    victim_bytes: usize,
     tamper: impl FnOnce(&std::path::Path),
 ) -> (Harness, approval_worker::queue::JobRow) {
     let mut h = Harness::new().await;
-    let victim = h.file("victim.pdf", &bytes(20_000, 6));
+    let victim = h.file("victim.pdf", &bytes(victim_bytes, 6));
     let bystander = h.file("bystander.pdf", &bytes(1000, 7));
     let id = h.enqueue(&h.payload(&[&victim])).await;
     h.sandbox
@@ -279,8 +285,10 @@ async fn tamper_during(
 
 #[tokio::test]
 async fn a_file_that_vanishes_after_the_claim_fails_its_job_with_the_path() {
-    let (_h, job) =
-        tamper_during(Endpoint::Space, |path| std::fs::remove_file(path).unwrap()).await;
+    let (_h, job) = tamper_during(Endpoint::Space, VICTIM_BYTES, |path| {
+        std::fs::remove_file(path).unwrap()
+    })
+    .await;
     assert_eq!(job.status, "failed", "{job:?}");
     assert_eq!(job.step, "upload_info");
     let error = job.last_error.unwrap();
@@ -292,8 +300,8 @@ async fn a_file_that_vanishes_after_the_claim_fails_its_job_with_the_path() {
 
 #[tokio::test]
 async fn a_file_rewritten_between_upload_info_and_put_is_not_uploaded_as_something_else() {
-    let (h, job) = tamper_during(Endpoint::UploadInfo, |path| {
-        std::fs::write(path, bytes(20_000, 99)).unwrap()
+    let (h, job) = tamper_during(Endpoint::UploadInfo, VICTIM_BYTES, |path| {
+        std::fs::write(path, bytes(VICTIM_BYTES, 99)).unwrap()
     })
     .await;
     assert_eq!(job.status, "failed", "{job:?}");
@@ -307,8 +315,31 @@ async fn a_file_rewritten_between_upload_info_and_put_is_not_uploaded_as_somethi
 }
 
 #[tokio::test]
+async fn a_large_file_rewritten_between_upload_info_and_put_is_not_sent() {
+    // Too large to be hashed before its ticket: its PUT reads it, and refuses a file whose
+    // modification time moved since the ticket was asked for.
+    let large = 300 * 1024;
+    let (h, job) = tamper_during(Endpoint::UploadInfo, large, |path| {
+        std::fs::write(path, bytes(large, 99)).unwrap()
+    })
+    .await;
+    assert_eq!(job.status, "failed", "{job:?}");
+    assert_eq!(job.step, "put");
+    let error = job.last_error.unwrap();
+    assert!(
+        error.contains("file changed") && error.contains("written to since"),
+        "{error}"
+    );
+    assert_eq!(
+        h.received(Endpoint::OssPut).len(),
+        1,
+        "only the bystander's PUT"
+    );
+}
+
+#[tokio::test]
 async fn a_file_that_grows_between_upload_info_and_put_fails_before_sending() {
-    let (h, job) = tamper_during(Endpoint::UploadInfo, |path| {
+    let (h, job) = tamper_during(Endpoint::UploadInfo, VICTIM_BYTES, |path| {
         std::fs::write(path, bytes(30_000, 6)).unwrap()
     })
     .await;

@@ -253,7 +253,7 @@ async fn a_job_checkpointed_at_commit_resumes_at_commit_without_a_second_upload(
     let request = approval_worker::dingtalk::UploadInfoRequest {
         name: "resume.pdf".into(),
         size: data.len() as u64,
-        md5_hex: md5_hex(&data),
+        md5_hex: Some(md5_hex(&data)),
     };
     let ticket = dingtalk
         .upload_info(space_id, &union_id, &request)
@@ -269,7 +269,8 @@ async fn a_job_checkpointed_at_commit_resumes_at_commit_without_a_second_upload(
         &ticket.headers,
         &file,
         data.len() as u64,
-        &md5_hex(&data),
+        None,
+        Some(&md5_hex(&data)),
     )
     .await
     .unwrap();
@@ -283,7 +284,8 @@ async fn a_job_checkpointed_at_commit_resumes_at_commit_without_a_second_upload(
         upload: approval_worker::approval::PendingUpload {
             ticket,
             size: data.len() as u64,
-            md5: md5_hex(&data),
+            modified: None,
+            md5: Some(md5_hex(&data)),
             expires_at_ms: now_ms() + 600_000,
             snapshot: None,
         },
@@ -361,4 +363,36 @@ async fn jobs_of_one_originator_share_its_upload_grant_and_another_originator_ta
             .all(|r| r.status == 200)
     );
     assert_eq!(h.sandbox.instances().len(), 4);
+}
+
+#[tokio::test]
+async fn a_small_attachment_is_asked_for_with_its_md5_and_a_larger_one_is_hashed_as_it_is_sent() {
+    let mut h = Harness::new().await;
+    let small = bytes(4096, 2);
+    let large = bytes(300 * 1024, 3);
+    let small_file = h.file("small.pdf", &small);
+    let large_file = h.file("large.pdf", &large);
+    let id = h.enqueue(&h.payload(&[&small_file, &large_file])).await;
+    h.start();
+    let job = h.finished(id).await;
+    h.stop().await;
+
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let pre_checks: Vec<Value> = h
+        .received(Endpoint::UploadInfo)
+        .iter()
+        .map(|r| r.body.as_ref().unwrap()["option"]["preCheckParam"].clone())
+        .collect();
+    assert_eq!(pre_checks[0]["md5"], json!(md5_hex(&small)));
+    assert_eq!(pre_checks[0]["size"], json!(small.len()));
+    assert_eq!(pre_checks[1].get("md5"), None, "{}", pre_checks[1]);
+    assert_eq!(pre_checks[1]["size"], json!(large.len()));
+    let put_md5s: Vec<Option<String>> = h
+        .received(Endpoint::OssPut)
+        .into_iter()
+        .map(|r| r.body_md5)
+        .collect();
+    assert_eq!(put_md5s, vec![Some(md5_hex(&small)), Some(md5_hex(&large))]);
+    let stored: Vec<String> = h.sandbox.files().into_iter().map(|f| f.md5).collect();
+    assert_eq!(stored, vec![md5_hex(&small), md5_hex(&large)]);
 }

@@ -67,7 +67,7 @@ async fn an_upload_ticket_expired_by_the_clock_is_replaced_before_any_put() {
     let request = approval_worker::dingtalk::UploadInfoRequest {
         name: "paused.pdf".into(),
         size: data.len() as u64,
-        md5_hex: md5_hex(&data),
+        md5_hex: Some(md5_hex(&data)),
     };
     let ticket = dingtalk
         .upload_info(space_id, &union_id, &request)
@@ -83,7 +83,8 @@ async fn an_upload_ticket_expired_by_the_clock_is_replaced_before_any_put() {
         upload: PendingUpload {
             ticket,
             size: data.len() as u64,
-            md5: md5_hex(&data),
+            modified: None,
+            md5: Some(md5_hex(&data)),
             expires_at_ms: now_ms() - 1,
             snapshot: None,
         },
