@@ -103,9 +103,9 @@ impl Progress {
 
 /// Opens `path` and streams exactly `expected_size` bytes of it. A file of another size, or
 /// modified at another time than `expected_modified` when given, is [`OssError::FileChanged`]
-/// before anything is sent. A file that ends early, or is written
-/// to while it is read, records why in `progress` and ends the stream with an error, so the
-/// request is aborted instead of finishing with other bytes.
+/// before anything is sent. A file that ends early, or is written to while it is read,
+/// records why in `progress` and ends the stream with an error, so the request is aborted
+/// instead of finishing with other bytes.
 pub(super) async fn open(
     path: &Path,
     expected_size: u64,
