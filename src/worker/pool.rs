@@ -124,7 +124,7 @@ impl Worker {
                 claimed_all = jobs.len() == free;
                 for job in jobs {
                     let Ok(permit) = semaphore.clone().try_acquire_owned() else {
-                        // Permits only drop when runners finish, so `free` permits are there.
+                        // Permits only drop when runners are done, so `free` permits are there.
                         break;
                     };
                     self.track(job.fence());
@@ -132,10 +132,10 @@ impl Worker {
                     let stop = shutdown.clone();
                     runners.spawn(async move {
                         let fence = job.fence();
-                        runner::run(&worker, job, &stop).await;
+                        let mut slot = runner::Slot::new(permit, &worker.inner.wake);
+                        runner::run(&worker, job, &stop, &mut slot).await;
                         worker.untrack(fence.id);
-                        drop(permit);
-                        worker.inner.wake.notify_one();
+                        slot.free();
                     });
                 }
             }

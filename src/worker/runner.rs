@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -22,10 +23,42 @@ const RECONCILE_STEP: &str = "reconcile";
 /// before it has looked would report a failure that may be a success.
 const EXTRA_RECONCILE_ATTEMPTS: i64 = 3;
 
-/// Runs one claimed job until it leaves this worker's hands.
-pub(super) async fn run(worker: &Worker, job: ClaimedJob, shutdown: &CancellationToken) {
+/// A runner's place among the worker's `concurrency` slots.
+pub(super) struct Slot<'a> {
+    permit: Option<OwnedSemaphorePermit>,
+    wake: &'a Notify,
+}
+
+impl<'a> Slot<'a> {
+    /// Holds `permit` until [`Slot::free`]; `wake` tells the claim loop a slot is free.
+    pub(super) fn new(permit: OwnedSemaphorePermit, wake: &'a Notify) -> Self {
+        Self {
+            permit: Some(permit),
+            wake,
+        }
+    }
+
+    /// Gives the slot back to the claim loop; later calls do nothing.
+    pub(super) fn free(&mut self) {
+        if self.permit.take().is_some() {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Runs one claimed job until it leaves this worker's hands. `slot` is freed before the
+/// job's `succeeded` write rather than after it: that write is all the job has left to do,
+/// so the claim of its successor goes into the same group commit instead of the next one.
+pub(super) async fn run(
+    worker: &Worker,
+    job: ClaimedJob,
+    shutdown: &CancellationToken,
+    slot: &mut Slot<'_>,
+) {
     let span = tracing::info_span!("job", job_id = job.id, attempt = job.attempt);
-    let outcome = drive(worker, &job, shutdown).instrument(span.clone()).await;
+    let outcome = drive(worker, &job, shutdown, slot)
+        .instrument(span.clone())
+        .await;
     let _entered = span.enter();
     match outcome {
         Ok(()) => {}
@@ -42,6 +75,7 @@ async fn drive(
     worker: &Worker,
     claimed: &ClaimedJob,
     shutdown: &CancellationToken,
+    slot: &mut Slot<'_>,
 ) -> Result<(), QueueError> {
     let inner = &worker.inner;
     let settings = &inner.settings;
@@ -96,6 +130,7 @@ async fn drive(
         {
             let result = approval::result_json(instance_id, files).to_string();
             tracing::info!(instance_id = %instance_id, "approval instance created");
+            slot.free();
             return queue
                 .succeed(fence, &unstored, &result, &step.to_checkpoint(), now_ms())
                 .await;

@@ -396,3 +396,34 @@ async fn a_small_attachment_is_asked_for_with_its_md5_and_a_larger_one_is_hashed
     let stored: Vec<String> = h.sandbox.files().into_iter().map(|f| f.md5).collect();
     assert_eq!(stored, vec![md5_hex(&small), md5_hex(&large)]);
 }
+
+#[tokio::test]
+async fn a_finished_jobs_successor_is_claimed_in_the_commit_that_records_its_success() {
+    let mut h = Harness::new().await;
+    // One slot: the second job can only start once the first has given its slot back.
+    h.config.worker.concurrency = 1;
+    let first_file = h.file("first.pdf", &bytes(100, 1));
+    let second_file = h.file("second.pdf", &bytes(100, 2));
+    let first = h.enqueue(&h.payload(&[&first_file])).await;
+    let second = h.enqueue(&h.payload(&[&second_file])).await;
+    h.start();
+    assert_eq!(h.finished(first).await.status, "succeeded");
+    assert_eq!(h.finished(second).await.status, "succeeded");
+    h.stop().await;
+
+    let event_id = |events: &[approval_worker::queue::EventRow], kind: &str| {
+        events
+            .iter()
+            .find(|e| e.kind == kind)
+            .map(|e| e.id)
+            .unwrap()
+    };
+    let succeeded = event_id(&h.queue.events(first).await.unwrap(), "succeeded");
+    let claimed = event_id(&h.queue.events(second).await.unwrap(), "claimed");
+    // One transaction writes claims before transitions: a claim sent after the success was
+    // committed would have the later event id.
+    assert!(
+        claimed < succeeded,
+        "second claimed (event {claimed}) after first succeeded (event {succeeded})"
+    );
+}
