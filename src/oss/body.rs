@@ -180,8 +180,10 @@ impl Reader {
         }
         while left > 0 {
             let want = usize::try_from(left).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
-            let mut buffer = vec![0_u8; want];
-            let read = match file.read(&mut buffer) {
+            let mut buffer = Vec::with_capacity(want);
+            // Read into the spare capacity, so the chunk is not zeroed first only to be
+            // overwritten.
+            let read = match (&mut file).take(want as u64).read_to_end(&mut buffer) {
                 Ok(0) => {
                     let sent = self.expected_size - left;
                     return self.fail(format!(
@@ -190,13 +192,11 @@ impl Reader {
                     ));
                 }
                 Ok(read) => read,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let _ = self.chunks.blocking_send(Err(e));
                     return;
                 }
             };
-            buffer.truncate(read);
             hasher.update(&buffer);
             left -= read as u64;
             // Checked before the last chunk leaves: once it has, the body is complete and
