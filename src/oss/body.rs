@@ -168,16 +168,17 @@ impl Reader {
                 return;
             }
         };
+        let mut hasher = Md5::new();
+        if self.expected_size == 0 {
+            // No chunk will carry it, so it is known before `open` can send the request.
+            self.progress
+                .set_md5(hex::encode(std::mem::take(&mut hasher).finalize()));
+        }
         let seen = (before.len(), before.modified().ok());
         if opened.send(Ok(seen)).is_err() || before.len() != self.expected_size {
             return;
         }
-        let mut hasher = Md5::new();
         let mut left = self.expected_size;
-        if left == 0 {
-            self.progress.set_md5(hex::encode(hasher.finalize()));
-            return;
-        }
         while left > 0 {
             let want = usize::try_from(left).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
             let mut buffer = Vec::with_capacity(want);
