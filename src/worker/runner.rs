@@ -47,8 +47,9 @@ impl<'a> Slot<'a> {
 }
 
 /// Runs one claimed job until it leaves this worker's hands. `slot` is freed before the
-/// job's `succeeded` write rather than after it: that write is all the job has left to do,
-/// so the claim of its successor goes into the same group commit instead of the next one.
+/// job's last write (success, failure, retry, cancel) rather than after it: that write is all
+/// the job has left to do, so the claim of its successor goes into the same group commit
+/// instead of the next one. A release at shutdown keeps it: no claim follows.
 pub(super) async fn run(
     worker: &Worker,
     job: ClaimedJob,
@@ -90,6 +91,7 @@ async fn drive(
         Ok(job) => job,
         Err(e) => {
             tracing::warn!(error = %e, "payload refused");
+            slot.free();
             return queue
                 .fail(
                     fence,
@@ -104,6 +106,7 @@ async fn drive(
         Ok(step) => step,
         Err(e) => {
             let message = format!("checkpoint unreadable: {e}");
+            slot.free();
             return queue
                 .fail(
                     fence,
@@ -115,6 +118,7 @@ async fn drive(
         }
     };
     if claimed.cancel_requested && may_cancel(&step, claimed.attempt) {
+        slot.free();
         return queue
             .cancel_running(fence, &Unstored::default(), now_ms())
             .await;
@@ -198,6 +202,7 @@ async fn drive(
                 step = next;
                 if cancel && !done && may_cancel(&step, claimed.attempt) {
                     tracing::info!("cancel requested: stopping at this checkpoint");
+                    slot.free();
                     return queue
                         .cancel_running(fence, &Unstored::default(), now_ms())
                         .await;
@@ -224,10 +229,12 @@ async fn drive(
                 if claimed.cancel_requested && done_step == RECONCILE_STEP =>
             {
                 tracing::info!(reason = %reason, "cancel requested and no instance found: cancelling");
+                slot.free();
                 return queue.cancel_running(fence, &unstored, now_ms()).await;
             }
             Err(error) => {
                 let failed = (done_step, error, duration_ms);
+                slot.free();
                 return give_up_or_retry(worker, claimed, fence, &unstored, failed).await;
             }
         }

@@ -397,20 +397,22 @@ async fn a_small_attachment_is_asked_for_with_its_md5_and_a_larger_one_is_hashed
     assert_eq!(stored, vec![md5_hex(&small), md5_hex(&large)]);
 }
 
-#[tokio::test]
-async fn a_finished_jobs_successor_is_claimed_in_the_commit_that_records_its_success() {
+/// Runs the job `first` builds, then a good job, with one slot; returns the event ids of the
+/// first job's `last_kind` event and of the second job's `claimed` event.
+async fn last_write_and_successor_claim(
+    first: impl FnOnce(&Harness) -> Value,
+    last_kind: &str,
+) -> (i64, i64) {
     let mut h = Harness::new().await;
     // One slot: the second job can only start once the first has given its slot back.
     h.config.worker.concurrency = 1;
-    let first_file = h.file("first.pdf", &bytes(100, 1));
+    let first = h.enqueue(&first(&h)).await;
     let second_file = h.file("second.pdf", &bytes(100, 2));
-    let first = h.enqueue(&h.payload(&[&first_file])).await;
     let second = h.enqueue(&h.payload(&[&second_file])).await;
     h.start();
-    assert_eq!(h.finished(first).await.status, "succeeded");
+    assert_eq!(h.finished(first).await.status, last_kind);
     assert_eq!(h.finished(second).await.status, "succeeded");
     h.stop().await;
-
     let event_id = |events: &[approval_worker::queue::EventRow], kind: &str| {
         events
             .iter()
@@ -418,12 +420,41 @@ async fn a_finished_jobs_successor_is_claimed_in_the_commit_that_records_its_suc
             .map(|e| e.id)
             .unwrap()
     };
-    let succeeded = event_id(&h.queue.events(first).await.unwrap(), "succeeded");
-    let claimed = event_id(&h.queue.events(second).await.unwrap(), "claimed");
+    (
+        event_id(&h.queue.events(first).await.unwrap(), last_kind),
+        event_id(&h.queue.events(second).await.unwrap(), "claimed"),
+    )
+}
+
+#[tokio::test]
+async fn a_finished_jobs_successor_is_claimed_in_the_commit_that_records_its_success() {
+    let (succeeded, claimed) = last_write_and_successor_claim(
+        |h| h.payload(&[&h.file("first.pdf", &bytes(100, 1))]),
+        "succeeded",
+    )
+    .await;
     // One transaction writes claims before transitions: a claim sent after the success was
     // committed would have the later event id.
     assert!(
         claimed < succeeded,
         "second claimed (event {claimed}) after first succeeded (event {succeeded})"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_jobs_successor_is_claimed_in_the_commit_that_records_its_failure() {
+    // Refused by DingTalk at its create, after its uploads: a failure once under way.
+    let (failed, claimed) = last_write_and_successor_claim(
+        |h| {
+            let mut payload = h.payload(&[&h.file("first.pdf", &bytes(100, 1))]);
+            payload["process_code"] = "NOT-A-TEMPLATE".into();
+            payload
+        },
+        "failed",
+    )
+    .await;
+    assert!(
+        claimed < failed,
+        "second claimed (event {claimed}) after first failed (event {failed})"
     );
 }
