@@ -76,7 +76,6 @@ fn look_at(path: &Path) -> std::io::Result<Fingerprint> {
         md5: Some(hex::encode(Md5::digest(&head))),
         snapshot: Some(Snapshot {
             bytes: Bytes::from(head),
-            modified,
         }),
     })
 }

@@ -237,7 +237,7 @@ impl Approval {
         let sent = match (&upload.snapshot, upload.md5.as_deref()) {
             (Some(snapshot), Some(md5)) => {
                 self.oss
-                    .put_snapshot(url, headers, path, snapshot, md5)
+                    .put_snapshot(url, headers, path, snapshot, upload.modified, md5)
                     .await
             }
             (_, md5) => {

@@ -1,8 +1,8 @@
 //! The PUT's body: one blocking task opens, checks, reads and hashes the attachment into a
 //! short channel, so an upload costs one hand-off to the blocking pool (`tokio::fs` takes one
 //! per call and per chunk), the file is read once, and memory stays at a few chunks whatever
-//! its size. A small file's content kept from its hashing ([`Snapshot`]) is only checked
-//! against the file.
+//! its size. A small file's content kept from its hashing ([`Snapshot`](super::Snapshot)) is
+//! only checked against the file.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -17,7 +17,6 @@ use md5::{Digest, Md5};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::Snapshot;
 use super::error::{OssError, file_changed};
 
 /// Read size: large enough for throughput, small enough for memory.
@@ -223,21 +222,23 @@ impl Reader {
     }
 }
 
-/// Whether the file at `path` is still the one `snapshot` was read from: same size, same
-/// modification time.
-pub(super) fn unchanged_since(path: &Path, snapshot: &Snapshot) -> Result<(), OssError> {
+/// Whether the file at `path` still has the `size` and `modified` time it was read with.
+pub(super) fn unchanged_since(
+    path: &Path,
+    size: u64,
+    modified: Option<SystemTime>,
+) -> Result<(), OssError> {
     let now = std::fs::metadata(path).map_err(|source| OssError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let size = snapshot.bytes.len() as u64;
     if now.len() != size {
         return Err(file_changed(
             path,
             format!("{} bytes, expected {size}", now.len()),
         ));
     }
-    if snapshot.modified.is_some() && now.modified().ok() != snapshot.modified {
+    if modified.is_some() && now.modified().ok() != modified {
         return Err(file_changed(path, WRITTEN_SINCE.to_owned()));
     }
     Ok(())

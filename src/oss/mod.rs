@@ -38,8 +38,6 @@ pub struct PutReceipt {
 pub struct Snapshot {
     /// The content.
     pub bytes: Bytes,
-    /// The file's modification time when it was read, where the filesystem keeps one.
-    pub modified: Option<SystemTime>,
 }
 
 /// Client for the OSS PUT. Cheap to clone.
@@ -101,20 +99,21 @@ impl Oss {
     }
 
     /// Like [`Oss::put_file`], but sends `snapshot`, the content read when the file was
-    /// hashed to `md5_hex`. One `stat` first (on this thread, as the payload check does): a file whose
-    /// size or modification time moved since is [`OssError::FileChanged`], as it would be
-    /// had it been read again.
+    /// hashed to `md5_hex`, its modification time then `modified`. One `stat` first (on this
+    /// thread, as the payload check does): a file whose size or modification time moved since
+    /// is [`OssError::FileChanged`], as it would be had it been read again.
     pub async fn put_snapshot(
         &self,
         url: &str,
         headers: &BTreeMap<String, String>,
         path: &Path,
         snapshot: &Snapshot,
+        modified: Option<SystemTime>,
         md5_hex: &str,
     ) -> Result<PutReceipt, OssError> {
         let size = snapshot.bytes.len() as u64;
         let header_map = ticket_headers(headers, size)?;
-        body::unchanged_since(path, snapshot)?;
+        body::unchanged_since(path, size, modified)?;
         let progress = Arc::new(Progress::new());
         progress.set_md5(md5_hex.to_owned());
         progress.record(&snapshot.bytes);

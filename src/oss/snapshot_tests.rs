@@ -1,30 +1,40 @@
 //! The PUT of a small file's snapshot: what is sent, and a file changed since its hashing.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
 use super::tests::{content, fake_oss, md5_hex, oss, temp_file, ticket_headers_fixture};
 use super::{OssError, Snapshot};
 
-/// PUTs `snapshot` of `path`, whose content was `data`, with no ticket headers.
+/// PUTs `snapshot` of `path`, whose content was `data` and modification time `modified`,
+/// with no ticket headers.
 async fn put(
     url: &str,
     path: &std::path::Path,
     snapshot: &Snapshot,
+    modified: Option<SystemTime>,
     data: &[u8],
 ) -> Result<super::PutReceipt, OssError> {
     oss(Duration::from_secs(5))
-        .put_snapshot(url, &BTreeMap::new(), path, snapshot, &md5_hex(data))
+        .put_snapshot(
+            url,
+            &BTreeMap::new(),
+            path,
+            snapshot,
+            modified,
+            &md5_hex(data),
+        )
         .await
 }
 
-fn snapshot_of(file: &std::path::Path, data: &[u8]) -> Snapshot {
-    Snapshot {
+/// The snapshot of `file`, whose content is `data`, and its modification time.
+fn snapshot_of(file: &std::path::Path, data: &[u8]) -> (Snapshot, Option<SystemTime>) {
+    let snapshot = Snapshot {
         bytes: Bytes::copy_from_slice(data),
-        modified: std::fs::metadata(file).unwrap().modified().ok(),
-    }
+    };
+    (snapshot, std::fs::metadata(file).unwrap().modified().ok())
 }
 
 #[tokio::test]
@@ -32,13 +42,14 @@ async fn a_snapshot_is_sent_with_the_ticket_headers_and_its_length() {
     let (url, log) = fake_oss(200, "").await;
     let data = content(4096);
     let file = temp_file(&data);
-    let snapshot = snapshot_of(file.path(), &data);
+    let (snapshot, modified) = snapshot_of(file.path(), &data);
     let receipt = oss(Duration::from_secs(5))
         .put_snapshot(
             &url,
             &ticket_headers_fixture(),
             file.path(),
             &snapshot,
+            modified,
             &md5_hex(&data),
         )
         .await
@@ -59,9 +70,11 @@ async fn a_file_rewritten_since_its_snapshot_is_file_changed_and_nothing_is_sent
     let (url, log) = fake_oss(200, "").await;
     let data = content(1000);
     let file = temp_file(&data);
-    let snapshot = snapshot_of(file.path(), &data);
+    let (snapshot, modified) = snapshot_of(file.path(), &data);
     std::fs::write(file.path(), content(1001)).unwrap();
-    let error = put(&url, file.path(), &snapshot, &data).await.unwrap_err();
+    let error = put(&url, file.path(), &snapshot, modified, &data)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, OssError::FileChanged { .. })
             && error.to_string().contains("1001 bytes, expected 1000"),
@@ -75,9 +88,11 @@ async fn a_file_touched_since_its_snapshot_is_file_changed() {
     let (url, log) = fake_oss(200, "").await;
     let data = content(1000);
     let file = temp_file(&data);
-    let mut snapshot = snapshot_of(file.path(), &data);
-    snapshot.modified = snapshot.modified.map(|at| at - Duration::from_secs(60));
-    let error = put(&url, file.path(), &snapshot, &data).await.unwrap_err();
+    let (snapshot, modified) = snapshot_of(file.path(), &data);
+    let earlier = modified.map(|at| at - Duration::from_secs(60));
+    let error = put(&url, file.path(), &snapshot, earlier, &data)
+        .await
+        .unwrap_err();
     assert!(
         error.to_string().contains("modification time moved"),
         "{error}"
@@ -90,10 +105,12 @@ async fn a_file_gone_since_its_snapshot_fails_with_its_path() {
     let (url, _log) = fake_oss(200, "").await;
     let data = content(10);
     let file = temp_file(&data);
-    let snapshot = snapshot_of(file.path(), &data);
+    let (snapshot, modified) = snapshot_of(file.path(), &data);
     let path = file.path().to_owned();
     drop(file);
-    let error = put(&url, &path, &snapshot, &data).await.unwrap_err();
+    let error = put(&url, &path, &snapshot, modified, &data)
+        .await
+        .unwrap_err();
     assert!(matches!(error, OssError::Io { .. }), "{error}");
     assert!(
         error.to_string().contains(&path.display().to_string()),
