@@ -45,7 +45,7 @@ pub struct Cli {
     /// Config file [default: worker.toml in the working directory, if present].
     #[arg(long, global = true, env = crate::config::CONFIG_ENV, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Log format on stderr [default: [log] format, else text].
+    /// Log format on stderr [default: the config's log.format, else text].
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
     /// What to do.

@@ -36,7 +36,7 @@ impl Notifier {
     }
 
     /// How often the claim loop should report: half the watchdog period (systemd's advice),
-    /// and at least every [`STATUS_INTERVAL`].
+    /// and at least every `STATUS_INTERVAL` (5 s).
     pub fn status_interval(&self) -> Duration {
         self.watchdog
             .filter(|_| self.enabled)
