@@ -341,9 +341,15 @@ pub async fn peer_shape(
 }
 
 /// The sandbox child: serves on a free loopback port, prints its URL on the first line of
-/// stdout, and stops when stdin closes (the benchmark exiting, however it exits).
+/// stdout, and stops when stdin closes (the benchmark exiting, however it exits). It keeps
+/// no request log: nothing reads it, and its cost would count against the worker's share
+/// of the two cores.
 pub async fn serve_sandbox() -> Result<(), BenchError> {
-    let sandbox = Sandbox::start(SandboxOptions::default()).await?;
+    let options = SandboxOptions {
+        record_requests: false,
+        ..SandboxOptions::default()
+    };
+    let sandbox = Sandbox::start(options).await?;
     println!("{}", sandbox.base_url());
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();

@@ -79,7 +79,9 @@ async fn handle(
         }
     };
     arrival.received.body_len = body.len() as u64;
-    arrival.received.body = serde_json::from_slice(&body).ok();
+    if arrival.slot.is_some() {
+        arrival.received.body = serde_json::from_slice(&body).ok();
+    }
 
     let response = match arrival.gate(shared).await {
         Gate::Answer(response) => response,
@@ -110,7 +112,8 @@ pub(super) enum Gate {
 /// A call from arrival to answer; its slot in the request log is taken on arrival
 /// so the log is in arrival order even when faults delay some calls.
 pub(super) struct Arrival {
-    slot: usize,
+    /// Its place in the request log; `None` when the sandbox keeps no log.
+    slot: Option<usize>,
     pub received: Received,
     fault: Option<Fault>,
 }
@@ -119,20 +122,27 @@ impl Arrival {
     pub(super) fn begin(shared: &Shared, endpoint: Endpoint, parts: &Parts) -> Self {
         let mut state = shared.lock();
         let fault = state.take_fault(endpoint);
+        let record = shared.options.record_requests;
         let received = Received {
             endpoint,
             method: parts.method.to_string(),
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(wire::decode_form).unwrap_or_default(),
-            headers: header_map(&parts.headers),
+            headers: if record {
+                header_map(&parts.headers)
+            } else {
+                BTreeMap::new()
+            },
             body: None,
             body_len: 0,
             body_md5: None,
             status: 0,
             fault: fault.as_ref().map(ToString::to_string),
         };
-        state.requests.push(received.clone());
-        let slot = state.requests.len() - 1;
+        let slot = record.then(|| {
+            state.requests.push(received.clone());
+            state.requests.len() - 1
+        });
         drop(state);
         tracing::debug!(%endpoint, method = %parts.method, path = parts.uri.path(), ?fault, "sandbox: request");
         Self {
@@ -191,9 +201,12 @@ impl Arrival {
     }
 
     fn store(self, shared: &Shared) {
+        let Some(slot) = self.slot else {
+            return;
+        };
         let mut state = shared.lock();
-        if let Some(slot) = state.requests.get_mut(self.slot) {
-            *slot = self.received;
+        if let Some(record) = state.requests.get_mut(slot) {
+            *record = self.received;
         }
     }
 }

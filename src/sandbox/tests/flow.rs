@@ -3,6 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
+use super::super::SandboxOptions;
 use super::super::ids::md5_hex;
 use super::super::{
     DEFAULT_AGENT_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET, DEFAULT_SPACE_ID, Endpoint,
@@ -366,6 +367,23 @@ fn endpoint_names_round_trip_through_display_and_from_str() {
         );
     }
     assert!("tokens".parse::<Endpoint>().is_err());
+}
+
+#[tokio::test]
+async fn a_sandbox_without_a_request_log_still_checks_and_creates_but_records_nothing() {
+    let h = Harness::with(SandboxOptions {
+        record_requests: false,
+        ..SandboxOptions::default()
+    })
+    .await;
+    let token = h.token().await;
+    let dentry = h.upload(&token, "a.pdf", PDF).await;
+    let created = h.create(&token, create_body(&attachment(&dentry))).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(h.sandbox.instances().len(), 1);
+    // Its checks still run: a call without a token is refused.
+    assert_eq!(h.grant("", USER).await.status, 401);
+    assert!(h.sandbox.requests().is_empty());
 }
 
 #[tokio::test]
