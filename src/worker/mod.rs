@@ -13,6 +13,7 @@ mod runner;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -117,6 +118,11 @@ struct Inner {
     wake: Notify,
     /// Claims in flight, so a forced stop can release them.
     running: Mutex<HashMap<JobId, Fence>>,
+    /// Runners in their last step (the create) that still hold their slot: each lets the
+    /// claim loop claim one successor ahead of time.
+    finishing: AtomicUsize,
+    /// Claimed jobs waiting for a slot.
+    parked: AtomicUsize,
     /// Step durations, retries, upload bytes.
     metrics: Metrics,
     /// DingTalk calls per month, and the budget.
@@ -173,6 +179,8 @@ impl Worker {
                 owner,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                finishing: AtomicUsize::new(0),
+                parked: AtomicUsize::new(0),
                 metrics: Metrics::new(),
                 quota,
                 notifier: OnceLock::new(),

@@ -2,6 +2,7 @@
 //! and budget check, and the drain on shutdown (STOPPING, forced stop, releasing leases).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -93,7 +94,7 @@ impl Worker {
         let mut budget_reached = false;
         while !shutdown.is_cancelled() {
             while runners.try_join_next().is_some() {}
-            let free = semaphore.available_permits();
+            let free = self.claimable(semaphore);
             let mut claimed_all = false;
             let exhausted = inner.quota.exhausted(inner.approval.dingtalk());
             self.log_budget(&mut budget_reached, exhausted);
@@ -123,23 +124,34 @@ impl Worker {
                 };
                 claimed_all = jobs.len() == free;
                 for job in jobs {
-                    let Ok(permit) = semaphore.clone().try_acquire_owned() else {
-                        // Permits only drop when runners are done, so `free` permits are there.
-                        break;
-                    };
                     self.track(job.fence());
+                    let parked = Parked::new(self);
                     let worker = self.clone();
                     let stop = shutdown.clone();
+                    let semaphore = Arc::clone(semaphore);
                     runners.spawn(async move {
                         let fence = job.fence();
-                        let mut slot = runner::Slot::new(permit, &worker.inner.wake);
-                        runner::run(&worker, job, &stop, &mut slot).await;
+                        // A job claimed ahead waits here for the slot its predecessor frees.
+                        let permit = tokio::select! {
+                            biased;
+                            permit = semaphore.acquire_owned() => permit.ok(),
+                            () = stop.cancelled() => None,
+                        };
+                        drop(parked);
+                        match permit {
+                            Some(permit) => {
+                                let inner = &worker.inner;
+                                let mut slot =
+                                    runner::Slot::new(permit, &inner.wake, &inner.finishing);
+                                runner::run(&worker, job, &stop, &mut slot).await;
+                            }
+                            None => runner::release_unstarted(&worker, fence).await,
+                        }
                         worker.untrack(fence.id);
-                        slot.free();
                     });
                 }
             }
-            if claimed_all && semaphore.available_permits() > 0 {
+            if claimed_all && self.claimable(semaphore) > 0 {
                 continue;
             }
             tokio::select! {
@@ -150,6 +162,14 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// How many jobs the claim loop may claim now: the free slots, plus one successor for
+    /// each runner in its last step, less the claimed jobs already waiting for a slot.
+    fn claimable(&self, semaphore: &Semaphore) -> usize {
+        let inner = &self.inner;
+        (semaphore.available_permits() + inner.finishing.load(Ordering::Acquire))
+            .saturating_sub(inner.parked.load(Ordering::Acquire))
     }
 
     /// One database round trip for the status line; the watchdog is pinged only when it and
@@ -237,5 +257,22 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// Counts one claimed job as waiting for a slot until dropped: when it gets one, or when its
+/// task ends otherwise (released at shutdown, or aborted).
+struct Parked(Worker);
+
+impl Parked {
+    fn new(worker: &Worker) -> Self {
+        worker.inner.parked.fetch_add(1, Ordering::AcqRel);
+        Self(worker.clone())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.inner.parked.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,6 +1,7 @@
 //! One claimed job: validate, resume at the checkpoint, advance and checkpoint step by step,
 //! then succeed, fail, retry later, cancel or release.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -27,29 +28,67 @@ const EXTRA_RECONCILE_ATTEMPTS: i64 = 3;
 pub(super) struct Slot<'a> {
     permit: Option<OwnedSemaphorePermit>,
     wake: &'a Notify,
+    finishing: &'a AtomicUsize,
+    /// Whether this runner counts in `finishing`.
+    last_step: bool,
 }
 
 impl<'a> Slot<'a> {
-    /// Holds `permit` until [`Slot::free`]; `wake` tells the claim loop a slot is free.
-    pub(super) fn new(permit: OwnedSemaphorePermit, wake: &'a Notify) -> Self {
+    /// Holds `permit` until [`Slot::free`]; `wake` tells the claim loop a slot is free or
+    /// about to be, `finishing` counts the runners in their last step.
+    pub(super) fn new(
+        permit: OwnedSemaphorePermit,
+        wake: &'a Notify,
+        finishing: &'a AtomicUsize,
+    ) -> Self {
         Self {
             permit: Some(permit),
             wake,
+            finishing,
+            last_step: false,
+        }
+    }
+
+    /// The job is about to make its last call: the claim loop may claim its successor now,
+    /// which then waits for this slot instead of claiming once it is free.
+    pub(super) fn last_step(&mut self) {
+        if self.permit.is_some() && !self.last_step {
+            self.last_step = true;
+            self.finishing.fetch_add(1, Ordering::AcqRel);
+            self.wake.notify_one();
+        }
+    }
+
+    /// The job went back to an earlier step: its slot is not about to be free after all.
+    pub(super) fn not_last_step(&mut self) {
+        if self.last_step {
+            self.last_step = false;
+            self.finishing.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
     /// Gives the slot back to the claim loop; later calls do nothing.
     pub(super) fn free(&mut self) {
         if self.permit.take().is_some() {
+            self.not_last_step();
             self.wake.notify_one();
         }
     }
 }
 
-/// Runs one claimed job until it leaves this worker's hands. `slot` is freed before the
-/// job's last write (success, failure, retry, cancel) rather than after it: that write is all
-/// the job has left to do, so the claim of its successor goes into the same group commit
-/// instead of the next one. A release at shutdown keeps it: no claim follows.
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.free();
+    }
+}
+
+/// Runs one claimed job until it leaves this worker's hands. Before the checkpoint that
+/// precedes its create, the job tells the claim loop through `slot` that it is in its last
+/// step: its successor's claim then joins that checkpoint's group commit, and the successor
+/// waits for this slot instead of claiming once it is free. `slot` is freed before the job's
+/// last write (success, failure, retry, cancel) rather than after it: that write is all the
+/// job has left to do, so a claim that had to wait for the slot goes into the same group
+/// commit instead of the next one. A release at shutdown keeps it: no claim follows.
 pub(super) async fn run(
     worker: &Worker,
     job: ClaimedJob,
@@ -68,6 +107,22 @@ pub(super) async fn run(
         }
         Err(e) => {
             tracing::error!(error = %e, "could not record the job's progress; its lease will expire and it will be rescued")
+        }
+    }
+}
+
+/// Gives back a job claimed ahead of time that never got a slot (shutdown came first):
+/// released at its checkpoint, uncharged, as a drain releases a running one.
+pub(super) async fn release_unstarted(worker: &Worker, fence: Fence) {
+    match worker
+        .inner
+        .queue
+        .release(fence, &Unstored::default(), now_ms())
+        .await
+    {
+        Ok(()) | Err(QueueError::LeaseLost { .. }) => {}
+        Err(e) => {
+            tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
         }
     }
 }
@@ -189,6 +244,9 @@ async fn drive(
                     step = next;
                     continue;
                 }
+                if matches!(next, Step::Submit { .. }) {
+                    slot.last_step();
+                }
                 let cancel = queue
                     .checkpoint(
                         fence,
@@ -224,6 +282,7 @@ async fn drive(
                     .await?;
                 unstored.clear();
                 step = *back_to;
+                slot.not_last_step();
             }
             Err(StepError::Permanent(reason))
                 if claimed.cancel_requested && done_step == RECONCILE_STEP =>

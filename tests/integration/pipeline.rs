@@ -1,8 +1,10 @@
 //! The whole pipeline against the sandbox: what DingTalk receives, in what order and shape.
 
+use std::time::Duration;
+
 use approval_worker::approval::Step;
-use approval_worker::queue::{NewJob, now_ms};
-use approval_worker::sandbox::{Endpoint, SandboxOptions};
+use approval_worker::queue::{JobId, NewJob, now_ms};
+use approval_worker::sandbox::{Endpoint, Fault, SandboxOptions};
 use serde_json::{Value, json};
 
 use crate::helpers::{Harness, bytes, md5_hex, result_of};
@@ -438,6 +440,86 @@ async fn a_finished_jobs_successor_is_claimed_in_the_commit_that_records_its_suc
     assert!(
         claimed < succeeded,
         "second claimed (event {claimed}) after first succeeded (event {succeeded})"
+    );
+}
+
+/// With one slot and the first of two jobs' create held for `create_delay`: the harness,
+/// the two job ids, once the second job is claimed.
+async fn second_job_claimed_during_the_first_create(
+    create_delay: Duration,
+) -> (Harness, JobId, JobId) {
+    let mut h = Harness::new().await;
+    h.config.worker.concurrency = 1;
+    let first = h
+        .enqueue(&h.payload(&[&h.file("first.pdf", &bytes(100, 1))]))
+        .await;
+    let second = h
+        .enqueue(&h.payload(&[&h.file("second.pdf", &bytes(100, 2))]))
+        .await;
+    h.sandbox
+        .inject(Endpoint::CreateInstance, Fault::Latency(create_delay), 1);
+    h.start();
+    h.wait_until(second, "its claim", |job, _| job.status == "running")
+        .await;
+    (h, first, second)
+}
+
+#[tokio::test]
+async fn with_one_slot_the_next_job_is_claimed_during_the_create_but_calls_nothing_until_the_slot_is_free()
+ {
+    let (mut h, first, second) =
+        second_job_claimed_during_the_first_create(Duration::from_millis(500)).await;
+    // Claimed ahead: the first job is still making its create ...
+    assert_eq!(h.queue.get(first).await.unwrap().status, "running");
+    assert_eq!(h.received(Endpoint::CreateInstance).len(), 1);
+    // ... and the second has not called anything: the one ticket so far is the first's.
+    assert_eq!(h.received(Endpoint::UploadInfo).len(), 1);
+    assert_eq!(h.finished(first).await.status, "succeeded");
+    assert_eq!(h.finished(second).await.status, "succeeded");
+    h.stop().await;
+    // One job's calls at a time: the second's first call comes after the first's create.
+    let endpoints: Vec<Endpoint> = h.sandbox.requests().iter().map(|r| r.endpoint).collect();
+    let first_create = endpoints
+        .iter()
+        .position(|e| *e == Endpoint::CreateInstance)
+        .unwrap();
+    let second_ticket = endpoints
+        .iter()
+        .rposition(|e| *e == Endpoint::UploadInfo)
+        .unwrap();
+    assert!(first_create < second_ticket, "{endpoints:?}");
+    let second_job = h.queue.get(second).await.unwrap();
+    assert_eq!(second_job.attempt, 1);
+    assert_eq!(second_job.uncharged_attempts, 0);
+}
+
+#[tokio::test]
+async fn a_job_claimed_ahead_is_released_uncharged_at_shutdown_without_a_call() {
+    let (mut h, first, second) =
+        second_job_claimed_during_the_first_create(Duration::from_millis(300)).await;
+    h.stop().await;
+    // The first job's create was under way: it finished within the grace period.
+    assert_eq!(h.queue.get(first).await.unwrap().status, "succeeded");
+    let job = h.queue.get(second).await.unwrap();
+    assert_eq!(job.status, "queued", "{job:?}");
+    assert_eq!(job.attempt, 1);
+    assert_eq!(
+        job.uncharged_attempts, 1,
+        "a release is not counted against the job"
+    );
+    let kinds: Vec<String> = h
+        .queue
+        .events(second)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, vec!["claimed", "released"]);
+    assert_eq!(
+        h.received(Endpoint::UploadInfo).len(),
+        1,
+        "only the first job's ticket"
     );
 }
 
