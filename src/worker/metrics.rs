@@ -175,7 +175,7 @@ fn scrape_registry(snapshot: &Snapshot) -> Registry {
     );
     registry.register(
         "running_jobs",
-        "Jobs this process is running",
+        "Jobs this process holds a claim on, including those claimed ahead that wait for a slot",
         gauge(i64::try_from(snapshot.in_flight).unwrap_or(i64::MAX)),
     );
     registry.register(
