@@ -120,7 +120,13 @@ pub(super) async fn release_unstarted(worker: &Worker, fence: Fence) {
         .release(fence, &Unstored::default(), now_ms())
         .await
     {
-        Ok(()) | Err(QueueError::LeaseLost { .. }) => {}
+        Ok(()) => {
+            tracing::info!(
+                job_id = fence.id,
+                "released a job claimed ahead: shutting down before it started"
+            )
+        }
+        Err(QueueError::LeaseLost { .. }) => {}
         Err(e) => {
             tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
         }
