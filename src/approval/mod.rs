@@ -165,7 +165,7 @@ impl Approval {
                 }
             }
         }
-        let found = files::fingerprint(&attachment.path).await?;
+        let found = files::fingerprint(&attachment.path, attachment.checked_bytes).await?;
         let request = UploadInfoRequest {
             name: attachment.name.clone(),
             size: found.size,

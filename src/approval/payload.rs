@@ -108,6 +108,9 @@ pub struct Attachment {
     pub path: PathBuf,
     /// The name DingPan will show.
     pub name: String,
+    /// Its size when it was checked. It only decides where the file is read (see
+    /// [`super::files::fingerprint`]); what is sent is measured again then.
+    pub checked_bytes: u64,
 }
 
 /// Why a payload cannot become a job; the message names the field.
@@ -288,7 +291,11 @@ fn check_attachment(
         })?,
     };
     check_file_name(&format!("attachments[{index}].name"), &name)?;
-    Ok(Attachment { path, name })
+    Ok(Attachment {
+        path,
+        name,
+        checked_bytes: metadata.len(),
+    })
 }
 
 fn file_name_of(path: &Path) -> Option<String> {
