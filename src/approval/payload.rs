@@ -108,8 +108,9 @@ pub struct Attachment {
     pub path: PathBuf,
     /// The name DingPan will show.
     pub name: String,
-    /// Its size when it was checked. It only decides where the file is read (see
-    /// [`super::files::fingerprint`]); what is sent is measured again then.
+    /// Its size when it was checked. It only decides where the file is read: a small one
+    /// on the job's own task, a larger one on the blocking pool. What is sent is measured
+    /// again then.
     pub checked_bytes: u64,
 }
 
