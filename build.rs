@@ -1,0 +1,6 @@
+//! Rebuilds the crate when a migration is added or changed: `sqlx::migrate!` embeds the
+//! `migrations/` directory at compile time, and without this cargo does not notice a new file
+//! there (sqlx's own advice: `sqlx migrate build-script`).
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}
