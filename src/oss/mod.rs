@@ -75,8 +75,9 @@ impl Oss {
     /// PUTs `path` to `url` with exactly `headers`, streaming it from disk and hashing what
     /// it sends, so the file is read once. It must be `expected_size` bytes, before sending
     /// and all the while it is read, else [`OssError::FileChanged`]; so must its modification
-    /// time be `expected_modified`, and its MD5 `expected_md5_hex`, when they are given. What OSS stored is checked
-    /// against what was sent through the MD5 OSS reports (the ETag of a simple PUT).
+    /// time be `expected_modified`, and its MD5 `expected_md5_hex`, when they are given.
+    /// What OSS stored is checked against what was sent through the MD5 OSS reports (the
+    /// ETag of a simple PUT).
     pub async fn put_file(
         &self,
         url: &str,

@@ -145,7 +145,16 @@ impl Worker {
                                     runner::Slot::new(permit, &inner.wake, &inner.finishing);
                                 runner::run(&worker, job, &stop, &mut slot).await;
                             }
-                            None => runner::release_unstarted(&worker, fence).await,
+                            // Shutdown came first: back to the queue, uncharged, having
+                            // called nothing.
+                            None => {
+                                worker
+                                    .release(
+                                        fence,
+                                        "released a job claimed ahead before it started",
+                                    )
+                                    .await
+                            }
                         }
                         worker.untrack(fence.id);
                     });
@@ -244,17 +253,23 @@ impl Worker {
     async fn release_all(&self) {
         let fences: Vec<Fence> = self.running().drain().map(|(_, fence)| fence).collect();
         for fence in fences {
-            match self
-                .inner
-                .queue
-                .release(fence, &Unstored::default(), now_ms())
-                .await
-            {
-                Ok(()) => tracing::info!(job_id = fence.id, "released unfinished job"),
-                Err(QueueError::LeaseLost { .. }) => {}
-                Err(e) => {
-                    tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
-                }
+            self.release(fence, "released unfinished job").await;
+        }
+    }
+
+    /// Gives a claimed job back to the queue at its checkpoint, uncharged, logging `released`
+    /// when it went back; a lease already lost needs nothing.
+    async fn release(&self, fence: Fence, released: &str) {
+        match self
+            .inner
+            .queue
+            .release(fence, &Unstored::default(), now_ms())
+            .await
+        {
+            Ok(()) => tracing::info!(job_id = fence.id, "{released}"),
+            Err(QueueError::LeaseLost { .. }) => {}
+            Err(e) => {
+                tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
             }
         }
     }

@@ -111,28 +111,6 @@ pub(super) async fn run(
     }
 }
 
-/// Gives back a job claimed ahead of time that never got a slot (shutdown came first):
-/// released at its checkpoint, uncharged, as a drain releases a running one.
-pub(super) async fn release_unstarted(worker: &Worker, fence: Fence) {
-    match worker
-        .inner
-        .queue
-        .release(fence, &Unstored::default(), now_ms())
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(
-                job_id = fence.id,
-                "released a job claimed ahead: shutting down before it started"
-            )
-        }
-        Err(QueueError::LeaseLost { .. }) => {}
-        Err(e) => {
-            tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
-        }
-    }
-}
-
 async fn drive(
     worker: &Worker,
     claimed: &ClaimedJob,
