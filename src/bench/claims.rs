@@ -2,7 +2,9 @@
 //! 100 k jobs waiting in backoff, and of an idle poll when nothing is due. Tables are built
 //! with one `INSERT … SELECT` each. The shapes are measured in turns, round after round, so
 //! the machine's noise falls on all of them alike; claimed jobs are released (untimed)
-//! after each round, so the tables keep their shape.
+//! after each round, so the tables keep their shape. Each claim is timed on its own and a
+//! shape's figure comes from its median claim: a round is a few milliseconds, so one burst
+//! of the VM's steal time could otherwise decide a round's rate, and with it a ratio.
 
 use std::time::{Duration, Instant};
 
@@ -32,18 +34,24 @@ pub struct Shape {
 pub struct ClaimFigures {
     /// What the table held.
     pub label: String,
-    /// Claims (of one job each) per second, median over the rounds; 0 for idle shapes.
+    /// Claims (of one job each) per second at the median claim's time (every claim of every
+    /// round); 0 for idle shapes.
     pub claims_per_sec: f64,
     /// Idle polls (a claim finding nothing due) per second, for tables with nothing due.
     pub idle_polls_per_sec: Option<f64>,
 }
 
-/// Builds every shape, then measures `claims` claims (or idle polls) per shape per round.
+/// Turns per run: a run's claims are split into this many short turns per shape, in a
+/// rotated order, so a slow stretch of the machine, or the turn after another shape's
+/// releases, never lands on one shape only.
+const TURNS_PER_RUN: usize = 10;
+
+/// Builds every shape, then measures `claims` claims (or idle polls) per shape per run.
 pub async fn measure(
     scratch: &Scratch,
     shapes: &[Shape],
     claims: u32,
-    rounds: usize,
+    runs: usize,
 ) -> Result<Vec<ClaimFigures>, BenchError> {
     let payload = scratch.payload(0);
     let mut queues = Vec::new();
@@ -61,17 +69,19 @@ pub async fn measure(
         queue.checkpoint_wal().await?;
         queues.push(queue);
     }
-    let mut per_round = vec![Vec::new(); shapes.len()];
-    for _ in 0..rounds {
-        for (index, queue) in queues.iter().enumerate() {
-            let mut spent = Duration::ZERO;
+    let mut timings = vec![Vec::new(); shapes.len()];
+    let per_turn = claims.div_ceil(TURNS_PER_RUN as u32).max(1);
+    for turn in 0..runs * TURNS_PER_RUN {
+        for offset in 0..queues.len() {
+            let index = (turn + offset) % queues.len();
+            let queue = &queues[index];
             let mut held = Vec::new();
-            for _ in 0..claims {
+            for _ in 0..per_turn {
                 let started = Instant::now();
                 let jobs = queue
                     .claim(DEFAULT_QUEUE, "bench", 1, LEASE_MS, now_ms())
                     .await?;
-                spent += started.elapsed();
+                timings[index].push(started.elapsed().as_secs_f64());
                 held.extend(jobs);
             }
             for job in held {
@@ -79,7 +89,6 @@ pub async fn measure(
                     .release(job.fence(), &Unstored::default(), now_ms() - 1_000)
                     .await?;
             }
-            per_round[index].push(rate(f64::from(claims), spent));
         }
     }
     for queue in &queues {
@@ -87,9 +96,9 @@ pub async fn measure(
     }
     Ok(shapes
         .iter()
-        .zip(per_round)
-        .map(|(shape, rounds)| {
-            let figure = median(&rounds);
+        .zip(timings)
+        .map(|(shape, secs)| {
+            let figure = rate(1.0, Duration::from_secs_f64(median(&secs)));
             ClaimFigures {
                 label: shape.label.clone(),
                 claims_per_sec: if shape.due > 0 { figure } else { 0.0 },

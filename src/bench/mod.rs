@@ -180,6 +180,22 @@ pub struct Results {
     pub batch: Option<batch::BatchFigures>,
 }
 
+/// Concurrency of the no-HTTP shape, and the HTTP concurrency its ratio target compares
+/// with: the shape effectum was measured in (16 producers, concurrency 16).
+const NO_HTTP_CONCURRENCY: u32 = 16;
+/// Producers of the no-HTTP shape.
+const NO_HTTP_PRODUCERS: usize = 16;
+
+/// One no-HTTP run, in its own scratch directory.
+async fn no_http_run(
+    scratch: &setup::Scratch,
+    run: usize,
+    jobs: usize,
+) -> Result<RunFigures, BenchError> {
+    let dir = setup::Scratch::new(&scratch.dir, &format!("nohttp-{run}"), false)?;
+    e2e::no_http_run(&dir, NO_HTTP_PRODUCERS, NO_HTTP_CONCURRENCY, jobs).await
+}
+
 /// Runs the selected scenarios, printing each as it finishes, then the target summary.
 pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
     let sizes = Sizes::for_options(options);
@@ -209,6 +225,9 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
         report::ceilings(&results, sizes.put_bytes);
     }
 
+    // The no-HTTP runs alternate with the HTTP runs at the same concurrency, so the target's
+    // ratio compares runs minutes apart at most, not a drift of the shared machine.
+    let mut no_http_runs = Vec::new();
     if wants(Scenario::EndToEnd) {
         for &concurrency in &sizes.concurrencies {
             let mut runs = Vec::new();
@@ -218,6 +237,9 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
                 // A fresh sandbox per run: its records grow with every request it serves.
                 let fresh = setup::ChildSandbox::start(&options.exe)?;
                 runs.push(e2e::http_run(&dir, &fresh, concurrency, sizes.e2e_jobs).await?);
+                if concurrency == NO_HTTP_CONCURRENCY && wants(Scenario::NoHttp) {
+                    no_http_runs.push(no_http_run(&scratch, run, sizes.no_http_jobs).await?);
+                }
             }
             let figures = report::median_run(&runs);
             report::http_run(concurrency, &figures);
@@ -226,12 +248,10 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
     }
 
     if wants(Scenario::NoHttp) {
-        let mut runs = Vec::new();
-        for run in 0..sizes.runs {
-            let dir = setup::Scratch::new(&scratch.dir, &format!("nohttp-{run}"), false)?;
-            runs.push(e2e::no_http_run(&dir, 16, 16, sizes.no_http_jobs).await?);
+        for run in no_http_runs.len()..sizes.runs {
+            no_http_runs.push(no_http_run(&scratch, run, sizes.no_http_jobs).await?);
         }
-        let figures = report::median_run(&runs);
+        let figures = report::median_run(&no_http_runs);
         report::no_http_run(&figures);
         results.no_http = Some(figures);
     }
@@ -266,6 +286,7 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
         for figure in &figures {
             report::claim(figure);
         }
+        report::idle_polls(&figures);
         results.claims = figures;
         report::claim_plan(&results.claim_plan);
     }
