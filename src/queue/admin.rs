@@ -235,13 +235,15 @@ impl Queue {
 
     /// Counts for `stats`.
     pub async fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
-        let by_status =
-            sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status")
-                .fetch_all(&self.pool)
-                .await?;
+        let mut by_status = self.status_counts().await?;
+        by_status.retain(|(_, jobs)| *jobs > 0);
+        by_status.sort();
+        // One query per status, so each walks its own partial index (jobs_due, jobs_lease).
         let by_step = sqlx::query_as(
-            "SELECT status, step, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') \
-             GROUP BY status, step ORDER BY status, step",
+            "SELECT 'queued', step, COUNT(*) FROM jobs WHERE status = 'queued' GROUP BY step \
+             UNION ALL \
+             SELECT 'running', step, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY step \
+             ORDER BY 1, 2",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -251,9 +253,11 @@ impl Queue {
         )
         .fetch_optional(&self.pool)
         .await?;
+        // The index's own WHERE term first, so SQLite walks jobs_finished from the hour's start.
         let (succeeded_last_hour, failed_last_hour): (i64, i64) = sqlx::query_as(
             "SELECT COALESCE(SUM(status = 'succeeded'), 0), COALESCE(SUM(status = 'failed'), 0) \
-             FROM jobs WHERE status IN ('succeeded', 'failed') AND updated_at >= ?1",
+             FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
+               AND status <> 'cancelled' AND finished_at >= ?1",
         )
         .bind(now_ms - 3_600_000)
         .fetch_one(&self.pool)
