@@ -11,7 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::BenchError;
-use super::setup::{self, Running, Scratch};
+use super::setup::{self, Checkpoints, Running, Scratch};
 use super::stats::{cpu_time, percentile, rate};
 use crate::queue::{NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
 use crate::worker::WorkerSettings;
@@ -52,7 +52,8 @@ pub struct RunFigures {
     /// The sandbox child's CPU per job, µs (HTTP runs only): the other half of the machine's
     /// work when both share its cores.
     pub sandbox_cpu_us_per_job: f64,
-    /// WAL bytes written per job.
+    /// WAL bytes written per job: measured by a run with checkpoints off (0 from a timed run;
+    /// the benchmark takes it from the shape's extra run).
     pub wal_bytes_per_job: f64,
 }
 
@@ -62,9 +63,10 @@ pub async fn http_run(
     sandbox: &setup::ChildSandbox,
     concurrency: u32,
     jobs: usize,
+    checkpoints: Checkpoints,
 ) -> Result<RunFigures, BenchError> {
     let sandbox_url = sandbox.url();
-    let queue = scratch.queue().await?;
+    let queue = scratch.queue(checkpoints).await?;
     let batch: Vec<NewJob> = (0..jobs)
         .map(|index| NewJob {
             payload: scratch.payload(index),
@@ -98,7 +100,13 @@ pub async fn http_run(
         figures.elapsed = wall;
     }
     figures.jobs_per_sec = rate(figures.jobs as f64, figures.elapsed);
-    per_job(&mut figures, commits, cpu, wal, jobs);
+    per_job(
+        &mut figures,
+        commits,
+        cpu,
+        (checkpoints == Checkpoints::Off).then_some(wal),
+        jobs,
+    );
     figures.sandbox_cpu_us_per_job = sandbox_cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64;
     queue.close().await;
     Ok(figures)
@@ -112,8 +120,9 @@ pub async fn no_http_run(
     producers: usize,
     concurrency: u32,
     jobs: usize,
+    checkpoints: Checkpoints,
 ) -> Result<RunFigures, BenchError> {
-    let queue = scratch.queue().await?;
+    let queue = scratch.queue(checkpoints).await?;
     queue.checkpoint_wal().await?;
     let payload = scratch.payload(0);
     let wake = Arc::new(Notify::new());
@@ -157,7 +166,13 @@ pub async fn no_http_run(
     let mut figures = figures_from_events(&queue, false).await?;
     figures.elapsed = elapsed;
     figures.jobs_per_sec = rate(jobs as f64, elapsed);
-    per_job(&mut figures, commits, cpu, wal, jobs);
+    per_job(
+        &mut figures,
+        commits,
+        cpu,
+        (checkpoints == Checkpoints::Off).then_some(wal),
+        jobs,
+    );
     queue.close().await;
     Ok(figures)
 }
@@ -233,11 +248,13 @@ async fn no_http_pool(
     Ok(())
 }
 
-fn per_job(figures: &mut RunFigures, commits: u64, cpu: Duration, wal: u64, jobs: usize) {
+/// `wal`: the WAL file's bytes, for a run with checkpoints off (with them, the file's size
+/// says nothing about what was written).
+fn per_job(figures: &mut RunFigures, commits: u64, cpu: Duration, wal: Option<u64>, jobs: usize) {
     let jobs = jobs.max(1) as f64;
     figures.commits_per_job = commits as f64 / jobs;
     figures.cpu_us_per_job = cpu.as_secs_f64() * 1e6 / jobs;
-    figures.wal_bytes_per_job = wal as f64 / jobs;
+    figures.wal_bytes_per_job = wal.map_or(0.0, |wal| wal as f64 / jobs);
 }
 
 /// Latencies and throughput from the stored events: claim → succeeded per job, and per step

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use super::setup::{self, Running, Scratch};
+use super::setup::{self, Checkpoints, Running, Scratch};
 use super::stats::{rate, reset_peak_rss, rss_kib};
 use crate::queue::{NewJob, now_ms};
 use crate::worker::WorkerSettings;
@@ -54,7 +54,7 @@ pub async fn measure(
     // The job then reads the file from the page cache, as the ceiling's PUT reads memory and
     // as a worker reads a file its producer just wrote.
     let first_read_secs = read_once(&path).await?.as_secs_f64();
-    let queue = scratch.queue().await?;
+    let queue = scratch.queue(Checkpoints::Automatic).await?;
     let mut config = scratch.config(sandbox_url, 1);
     config.upload.max_file_bytes = bytes.max(config.upload.max_file_bytes);
     let worker = setup::worker(

@@ -25,6 +25,7 @@ pub use setup::payload_for;
 
 use crate::queue::QueueError;
 use crate::sandbox::{Sandbox, SandboxOptions};
+use setup::Checkpoints::{self, Automatic};
 
 /// Why a benchmark run could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -186,14 +187,37 @@ const NO_HTTP_CONCURRENCY: u32 = 16;
 /// Producers of the no-HTTP shape.
 const NO_HTTP_PRODUCERS: usize = 16;
 
-/// One no-HTTP run, in its own scratch directory.
+/// One HTTP run, in its own scratch directory named by `label`, against a fresh sandbox
+/// child (its records grow with every request it serves).
+async fn http_run(
+    scratch: &setup::Scratch,
+    exe: &std::path::Path,
+    concurrency: u32,
+    label: &str,
+    jobs: usize,
+    checkpoints: Checkpoints,
+) -> Result<RunFigures, BenchError> {
+    let dir = setup::Scratch::new(&scratch.dir, &format!("e2e-{concurrency}-{label}"), false)?;
+    let sandbox = setup::ChildSandbox::start(exe)?;
+    e2e::http_run(&dir, &sandbox, concurrency, jobs, checkpoints).await
+}
+
+/// One no-HTTP run, in its own scratch directory named by `label`.
 async fn no_http_run(
     scratch: &setup::Scratch,
-    run: usize,
+    label: &str,
     jobs: usize,
+    checkpoints: Checkpoints,
 ) -> Result<RunFigures, BenchError> {
-    let dir = setup::Scratch::new(&scratch.dir, &format!("nohttp-{run}"), false)?;
-    e2e::no_http_run(&dir, NO_HTTP_PRODUCERS, NO_HTTP_CONCURRENCY, jobs).await
+    let dir = setup::Scratch::new(&scratch.dir, &format!("nohttp-{label}"), false)?;
+    e2e::no_http_run(
+        &dir,
+        NO_HTTP_PRODUCERS,
+        NO_HTTP_CONCURRENCY,
+        jobs,
+        checkpoints,
+    )
+    .await
 }
 
 /// Runs the selected scenarios, printing each as it finishes, then the target summary.
@@ -225,23 +249,26 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
         report::ceilings(&results, sizes.put_bytes);
     }
 
+    // Timed runs checkpoint the WAL as the product does; one more run per shape, with
+    // checkpoints off and its times unused, measures the WAL bytes written per job.
     // The no-HTTP runs alternate with the HTTP runs at the same concurrency, so the target's
-    // ratio compares runs minutes apart at most, not a drift of the shared machine.
+    // ratio compares runs seconds apart, not a drift of the shared machine.
     let mut no_http_runs = Vec::new();
     if wants(Scenario::EndToEnd) {
         for &concurrency in &sizes.concurrencies {
+            let (exe, jobs) = (&options.exe, sizes.e2e_jobs);
             let mut runs = Vec::new();
             for run in 0..sizes.runs {
-                let dir =
-                    setup::Scratch::new(&scratch.dir, &format!("e2e-{concurrency}-{run}"), false)?;
-                // A fresh sandbox per run: its records grow with every request it serves.
-                let fresh = setup::ChildSandbox::start(&options.exe)?;
-                runs.push(e2e::http_run(&dir, &fresh, concurrency, sizes.e2e_jobs).await?);
+                let label = run.to_string();
+                runs.push(http_run(&scratch, exe, concurrency, &label, jobs, Automatic).await?);
                 if concurrency == NO_HTTP_CONCURRENCY && wants(Scenario::NoHttp) {
-                    no_http_runs.push(no_http_run(&scratch, run, sizes.no_http_jobs).await?);
+                    no_http_runs
+                        .push(no_http_run(&scratch, &label, sizes.no_http_jobs, Automatic).await?);
                 }
             }
-            let figures = report::median_run(&runs);
+            let mut figures = report::median_run(&runs);
+            let wal = http_run(&scratch, exe, concurrency, "wal", jobs, Checkpoints::Off).await?;
+            figures.wal_bytes_per_job = wal.wal_bytes_per_job;
             report::http_run(concurrency, &figures);
             results.http.push((concurrency, figures));
         }
@@ -249,9 +276,12 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
 
     if wants(Scenario::NoHttp) {
         for run in no_http_runs.len()..sizes.runs {
-            no_http_runs.push(no_http_run(&scratch, run, sizes.no_http_jobs).await?);
+            let label = run.to_string();
+            no_http_runs.push(no_http_run(&scratch, &label, sizes.no_http_jobs, Automatic).await?);
         }
-        let figures = report::median_run(&no_http_runs);
+        let mut figures = report::median_run(&no_http_runs);
+        let wal = no_http_run(&scratch, "wal", sizes.no_http_jobs, Checkpoints::Off).await?;
+        figures.wal_bytes_per_job = wal.wal_bytes_per_job;
         report::no_http_run(&figures);
         results.no_http = Some(figures);
     }
@@ -356,7 +386,7 @@ pub async fn peer_shape(
     let mut figures = Vec::new();
     for run in 0..runs.max(1) {
         let run_dir = setup::Scratch::new(&scratch.dir, &format!("run-{run}"), false)?;
-        figures.push(e2e::no_http_run(&run_dir, producers, concurrency, jobs).await?);
+        figures.push(e2e::no_http_run(&run_dir, producers, concurrency, jobs, Automatic).await?);
     }
     Ok(report::median_run(&figures))
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use super::setup::Scratch;
+use super::setup::{Checkpoints, Scratch};
 use super::stats::{cpu_time, percentile};
 use crate::queue::measure::PlainProducer;
 use crate::sandbox::DEFAULT_APP_SECRET;
@@ -65,7 +65,7 @@ pub async fn measure(
     rate: u32,
     secs: u64,
 ) -> Result<OpenLoopFigures, BenchError> {
-    let queue = scratch.queue().await?;
+    let queue = scratch.queue(Checkpoints::Automatic).await?;
     let config_path = scratch.dir.join("worker.toml");
     std::fs::write(&config_path, worker_toml(scratch, sandbox_url))?;
     let run = Kill(

@@ -118,11 +118,14 @@ impl Scratch {
         self.dir.join("queue.db")
     }
 
-    /// Opens the queue with automatic WAL checkpoints off, so the WAL's size is what the
-    /// scenario wrote.
-    pub async fn queue(&self) -> Result<Queue, BenchError> {
+    /// Opens the queue as the product does ([`Checkpoints::Automatic`]), or with automatic
+    /// WAL checkpoints off, so the WAL's size is what the scenario wrote.
+    pub async fn queue(&self, checkpoints: Checkpoints) -> Result<Queue, BenchError> {
         let options = OpenOptions {
-            wal_autocheckpoint_pages: Some(0),
+            wal_autocheckpoint_pages: match checkpoints {
+                Checkpoints::Automatic => None,
+                Checkpoints::Off => Some(0),
+            },
         };
         Ok(Queue::open_with(&self.database(), &options).await?)
     }
@@ -229,6 +232,16 @@ impl Running {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
+}
+
+/// How a run's database checkpoints its WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// SQLite's automatic checkpoints, as in every queue the product opens: the timed runs.
+    Automatic,
+    /// None, so the WAL file holds every frame the run wrote: the run that measures WAL bytes
+    /// per job, whose times are not reported (it skips the checkpoints' work).
+    Off,
 }
 
 /// Waits until `total` jobs have finished (succeeded or failed); polls every `every`.
