@@ -76,6 +76,56 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// While alive, this thread (and every thread it starts meanwhile, which inherit it) runs on
+/// the CPU it was on; dropping it gives this thread its former CPUs back. Where the kernel
+/// refuses, nothing is pinned and [`OneCpu::cpu`] is `None`.
+pub struct OneCpu {
+    #[cfg(target_os = "linux")]
+    former: Option<rustix::thread::CpuSet>,
+    cpu: Option<usize>,
+}
+
+impl OneCpu {
+    /// Pins this thread to its current CPU.
+    pub fn pin() -> OneCpu {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::thread::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
+            let Ok(former) = sched_getaffinity(None) else {
+                return OneCpu {
+                    former: None,
+                    cpu: None,
+                };
+            };
+            let cpu = sched_getcpu();
+            let mut one = CpuSet::new();
+            one.set(cpu);
+            let pinned = sched_setaffinity(None, &one).is_ok();
+            OneCpu {
+                former: pinned.then_some(former),
+                cpu: pinned.then_some(cpu),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        OneCpu { cpu: None }
+    }
+
+    /// The CPU this thread is pinned to, if it is.
+    pub fn cpu(&self) -> Option<usize> {
+        self.cpu
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(former) = &self.former {
+            // Best effort: a failure leaves the thread pinned, which only slows what follows.
+            let _ = rustix::thread::sched_setaffinity(None, former);
+        }
+    }
+}
+
 /// Per-second rate of `count` events over `elapsed`.
 pub fn rate(count: f64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
