@@ -69,7 +69,7 @@ pub async fn measure(
         return Err(BenchError::Setup(format!("enqueue exited with {status}")));
     }
     let queue = Queue::open(&database).await?;
-    let durable = queue.count_status("queued").await?;
+    let durable = queue.count_statuses(&["queued"]).await?;
     queue.close().await;
     Ok(BatchFigures {
         jobs,

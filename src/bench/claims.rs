@@ -1,10 +1,10 @@
 //! Claim scaling: the cost of one claim with 1 k due jobs against 1 M, with and without
 //! 100 k jobs waiting in backoff, and of an idle poll when nothing is due. Tables are built
-//! with one `INSERT … SELECT` each. The shapes are measured in turns, round after round, so
-//! the machine's noise falls on all of them alike; claimed jobs are released (untimed)
-//! after each round, so the tables keep their shape. Each claim is timed on its own and a
-//! shape's figure comes from its median claim: a round is a few milliseconds, so one burst
-//! of the VM's steal time could otherwise decide a round's rate, and with it a ratio.
+//! with one `INSERT … SELECT` each. The shapes take short turns, in a rotated order, so the
+//! machine's noise falls on all of them alike; claimed jobs are released (untimed) after
+//! each turn, so the tables keep their shape. Each claim is timed on its own and a shape's
+//! figure comes from its median claim: a turn is a few milliseconds, so one burst of the
+//! VM's steal time could otherwise decide a turn's rate, and with it a ratio.
 //! The scenario runs on one CPU, its queues' connection threads included: each claim is a
 //! few hand-offs between threads, and on this VM a wake-up across vCPUs costs far more
 //! than one on the same core. Unpinned, the scheduler placed each queue's connection thread
@@ -39,7 +39,7 @@ pub struct ClaimFigures {
     /// What the table held.
     pub label: String,
     /// Claims (of one job each) per second at the median claim's time (every claim of every
-    /// round); 0 for idle shapes.
+    /// turn); 0 for idle shapes.
     pub claims_per_sec: f64,
     /// Idle polls (a claim finding nothing due) per second, for tables with nothing due.
     pub idle_polls_per_sec: Option<f64>,
@@ -50,18 +50,24 @@ pub struct ClaimFigures {
 /// releases, never lands on one shape only.
 const TURNS_PER_RUN: usize = 10;
 
+/// What the claim scenario measured.
+#[derive(Debug, Clone)]
+pub struct ClaimRun {
+    /// Per shape, in the order given.
+    pub figures: Vec<ClaimFigures>,
+    /// The CPU the scenario ran on, if the kernel let it pin itself.
+    pub cpu: Option<usize>,
+}
+
 /// Builds every shape, then measures `claims` claims (or idle polls) per shape per run.
 pub async fn measure(
     scratch: &Scratch,
     shapes: &[Shape],
     claims: u32,
     runs: usize,
-) -> Result<Vec<ClaimFigures>, BenchError> {
+) -> Result<ClaimRun, BenchError> {
     // Before the queues open, so their connection threads inherit the CPU.
     let pinned = OneCpu::pin();
-    if let Some(cpu) = pinned.cpu() {
-        println!("  (claims measured on CPU {cpu}, connection threads included)");
-    }
     let payload = scratch.payload(0);
     let mut queues = Vec::new();
     for (index, shape) in shapes.iter().enumerate() {
@@ -103,7 +109,7 @@ pub async fn measure(
     for queue in &queues {
         queue.close().await;
     }
-    Ok(shapes
+    let figures = shapes
         .iter()
         .zip(timings)
         .map(|(shape, secs)| {
@@ -114,7 +120,11 @@ pub async fn measure(
                 idle_polls_per_sec: (shape.due == 0).then_some(figure),
             }
         })
-        .collect())
+        .collect();
+    Ok(ClaimRun {
+        figures,
+        cpu: pinned.cpu(),
+    })
 }
 
 /// The query plan of the claim, for the report.

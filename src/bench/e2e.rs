@@ -92,7 +92,7 @@ pub async fn http_run(
     let cpu = cpu_time(None).saturating_sub(cpu);
     let sandbox_cpu = cpu_time(Some(sandbox.pid())).saturating_sub(sandbox_cpu);
     let commits = queue.commits() - commits;
-    let wal = scratch.wal_bytes();
+    let wal = (checkpoints == Checkpoints::Off).then(|| scratch.wal_bytes());
     running.stop().await;
 
     let mut figures = figures_from_events(&queue, true).await?;
@@ -100,13 +100,7 @@ pub async fn http_run(
         figures.elapsed = wall;
     }
     figures.jobs_per_sec = rate(figures.jobs as f64, figures.elapsed);
-    per_job(
-        &mut figures,
-        commits,
-        cpu,
-        (checkpoints == Checkpoints::Off).then_some(wal),
-        jobs,
-    );
+    per_job(&mut figures, commits, cpu, wal, jobs);
     figures.sandbox_cpu_us_per_job = sandbox_cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64;
     queue.close().await;
     Ok(figures)
@@ -161,18 +155,12 @@ pub async fn no_http_run(
     let elapsed = started.elapsed();
     let cpu = cpu_time(None).saturating_sub(cpu);
     let commits = queue.commits() - commits;
-    let wal = scratch.wal_bytes();
+    let wal = (checkpoints == Checkpoints::Off).then(|| scratch.wal_bytes());
 
     let mut figures = figures_from_events(&queue, false).await?;
     figures.elapsed = elapsed;
     figures.jobs_per_sec = rate(jobs as f64, elapsed);
-    per_job(
-        &mut figures,
-        commits,
-        cpu,
-        (checkpoints == Checkpoints::Off).then_some(wal),
-        jobs,
-    );
+    per_job(&mut figures, commits, cpu, wal, jobs);
     queue.close().await;
     Ok(figures)
 }

@@ -312,12 +312,13 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
                 sizes.backoff_rows,
             ),
         ];
-        let figures = claims::measure(&scratch, &shapes, sizes.claims_per_run, sizes.runs).await?;
-        for figure in &figures {
+        let run = claims::measure(&scratch, &shapes, sizes.claims_per_run, sizes.runs).await?;
+        report::claims_cpu(run.cpu);
+        for figure in &run.figures {
             report::claim(figure);
         }
-        report::idle_polls(&figures);
-        results.claims = figures;
+        report::idle_polls(&run.figures);
+        results.claims = run.figures;
         report::claim_plan(&results.claim_plan);
     }
 

@@ -103,18 +103,16 @@ pub async fn measure(
     );
     let mut backlog = Vec::new();
     loop {
-        backlog.push(queue.count_status("queued").await?);
+        backlog.push(queue.count_statuses(&["queued"]).await?);
         if producer.0.try_wait()?.is_some() {
             break;
         }
         tokio::time::sleep(BACKLOG_SAMPLE).await;
     }
-    let jobs = usize::try_from(queue.count_status("queued").await?).unwrap_or(0);
-    let inserted = jobs
-        + usize::try_from(queue.count_status("running").await?).unwrap_or(0)
-        + usize::try_from(queue.count_status("succeeded").await?).unwrap_or(0)
-        + usize::try_from(queue.count_status("failed").await?).unwrap_or(0);
-    super::setup::wait_finished(&queue, inserted as i64, BACKLOG_SAMPLE, DRAIN_TIMEOUT).await?;
+    let inserted = queue
+        .count_statuses(&["queued", "running", "succeeded", "failed"])
+        .await?;
+    super::setup::wait_finished(&queue, inserted, BACKLOG_SAMPLE, DRAIN_TIMEOUT).await?;
     let busy_cpu = cpu_time(Some(pid)).saturating_sub(busy_cpu);
     drop(run);
 
@@ -129,7 +127,7 @@ pub async fn measure(
         idle_cpu_percent: idle_cpu.as_secs_f64() * 100.0 / idle_elapsed.as_secs_f64(),
         idle_secs: idle_elapsed.as_secs_f64(),
         rate,
-        jobs: inserted,
+        jobs: usize::try_from(inserted).unwrap_or(0),
         pickup_p50_ms: percentile(&pickups, 50.0),
         pickup_p99_ms: percentile(&pickups, 99.0),
         pickup_max_ms: percentile(&pickups, 100.0),

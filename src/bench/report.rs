@@ -161,6 +161,15 @@ pub(super) fn claim(f: &ClaimFigures) {
     }
 }
 
+/// Where the claim scenario ran (see `claims`: pinned to one CPU, so every hand-off stays on
+/// one core).
+pub(super) fn claims_cpu(cpu: Option<usize>) {
+    match cpu {
+        Some(cpu) => println!("  (claims measured on CPU {cpu}, connection threads included)"),
+        None => println!("  (claims measured unpinned: the kernel refused to pin the thread)"),
+    }
+}
+
 /// The idle polls' ratio, without a verdict: the targets are on claims, and an idle
 /// `run` polls only after the files changed or its poll interval passed (its CPU is the open
 /// loop's target). With 100 k jobs in backoff `jobs_due` is two levels deeper than in an

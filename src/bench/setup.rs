@@ -253,7 +253,7 @@ pub async fn wait_finished(
 ) -> Result<(), BenchError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let done = queue.count_status("succeeded").await? + queue.count_status("failed").await?;
+        let done = queue.count_statuses(&["succeeded", "failed"]).await?;
         if done >= total {
             return Ok(());
         }

@@ -124,13 +124,15 @@ impl Queue {
         .await?)
     }
 
-    /// How many jobs have `status` (through the status's partial index, as the metrics count).
-    pub async fn count_status(&self, status: &str) -> Result<i64, QueueError> {
+    /// How many jobs have one of `statuses`, from one read of the counts per status (each
+    /// status through its partial index, as the metrics count).
+    pub async fn count_statuses(&self, statuses: &[&str]) -> Result<i64, QueueError> {
         Ok(self
             .status_counts()
             .await?
             .into_iter()
-            .find(|(name, _)| name == status)
-            .map_or(0, |(_, jobs)| jobs))
+            .filter(|(name, _)| statuses.contains(&name.as_str()))
+            .map(|(_, jobs)| jobs)
+            .sum())
     }
 }

@@ -11,6 +11,8 @@ mod enqueue;
 pub mod measure;
 mod monitor;
 mod quota;
+#[cfg(test)]
+mod test_support;
 mod transition;
 mod writer;
 

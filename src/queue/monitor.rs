@@ -104,15 +104,13 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::STATUS_COUNTS_SQL;
-    use crate::queue::{NewJob, Queue, Unstored, now_ms};
+    use crate::queue::test_support::{fresh_queue, job, queue_with_claimed};
+    use crate::queue::{Unstored, now_ms};
 
     #[tokio::test]
     async fn counting_jobs_per_status_walks_only_indexes_never_the_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
+        let (_dir, queue) = fresh_queue().await;
         let rows: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(&format!("EXPLAIN QUERY PLAN {STATUS_COUNTS_SQL}"))
                 .fetch_all(&queue.pool)
@@ -134,20 +132,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_counts_per_status_include_every_status_and_follow_a_job_through_its_life() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
-        let job = NewJob {
-            payload: json!({"process_code": "PROC-1"}).to_string(),
-            ..NewJob::default()
-        };
+        let (_dir, queue, claimed) = queue_with_claimed(2).await;
         let now = now_ms();
-        queue
-            .enqueue_many(&vec![job.clone(); 3], now)
-            .await
-            .unwrap();
-        let last = queue.enqueue(&job, now).await.unwrap().id;
-        let claimed = queue.claim("default", "w1", 2, 60_000, now).await.unwrap();
-        assert_eq!(claimed.len(), 2);
+        queue.enqueue(&job(), now).await.unwrap();
+        let last = queue.enqueue(&job(), now).await.unwrap().id;
         queue
             .succeed(
                 claimed[0].fence(),

@@ -323,7 +323,8 @@ mod tests {
     use futures_util::future::join_all;
     use serde_json::json;
 
-    use crate::queue::{ClaimedJob, NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
+    use crate::queue::test_support::queue_with_claimed;
+    use crate::queue::{NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
 
     /// The `space` step, done at `at_ms` in 1 ms.
     fn space_done(at_ms: i64) -> StepDone {
@@ -332,23 +333,6 @@ mod tests {
             duration_ms: 1,
             at_ms,
         }
-    }
-
-    async fn queue_with_claimed(jobs: usize) -> (tempfile::TempDir, Queue, Vec<ClaimedJob>) {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
-        let job = NewJob {
-            payload: json!({"process_code": "PROC-1"}).to_string(),
-            ..NewJob::default()
-        };
-        let now = now_ms();
-        queue.enqueue_many(&vec![job; jobs], now).await.unwrap();
-        let claimed = queue
-            .claim("default", "w1", u32::try_from(jobs).unwrap(), 60_000, now)
-            .await
-            .unwrap();
-        assert_eq!(claimed.len(), jobs);
-        (dir, queue, claimed)
     }
 
     #[tokio::test]
