@@ -8,7 +8,7 @@
 //! The scenario runs on one CPU, its queues' connection threads included: each claim is a
 //! few hand-offs between threads, and on this VM a wake-up across vCPUs costs far more
 //! than one on the same core. Unpinned, the scheduler placed each queue's connection thread
-//! anew in every run, and the same binary's ratios swung 0.57-1.20; pinned, 0.95-1.13.
+//! anew in every run, and reruns of one build swung 0.57-1.02; pinned, 0.99-1.04.
 
 use std::time::{Duration, Instant};
 
