@@ -42,6 +42,10 @@ pub(super) fn header(options: &BenchOptions, concurrencies: &[u32], runs: usize)
     println!(
         "CPU is user+system time from /proc/<pid>/stat; latencies come from job_events (1 ms resolution)."
     );
+    println!(
+        "Timed runs checkpoint the WAL as the product does; WAL bytes/job come from one extra run \
+         per shape with checkpoints off."
+    );
     if options.quick {
         println!("--quick: sizes too small to judge the targets; it proves the benchmark runs.");
     }
