@@ -188,6 +188,17 @@ impl Harness {
 }
 
 /// The `result` JSON of a finished job.
+/// The kinds of a job's stored events, oldest first.
+pub async fn event_kinds(queue: &Queue, id: JobId) -> Vec<String> {
+    queue
+        .events(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
 pub fn result_of(job: &JobRow) -> Value {
     serde_json::from_str(job.result.as_deref().expect("job has a result")).expect("result is JSON")
 }

@@ -7,7 +7,7 @@ use approval_worker::queue::{JobId, NewJob, now_ms};
 use approval_worker::sandbox::{Endpoint, Fault, SandboxOptions};
 use serde_json::{Value, json};
 
-use crate::helpers::{Harness, bytes, md5_hex, result_of};
+use crate::helpers::{Harness, bytes, event_kinds, md5_hex, result_of};
 
 #[tokio::test]
 async fn a_job_with_one_attachment_creates_one_instance_with_the_exact_request_sequence() {
@@ -507,14 +507,7 @@ async fn a_job_claimed_ahead_is_released_uncharged_at_shutdown_without_a_call() 
         job.uncharged_attempts, 1,
         "a release is not counted against the job"
     );
-    let kinds: Vec<String> = h
-        .queue
-        .events(second)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = event_kinds(&h.queue, second).await;
     assert_eq!(kinds, vec!["claimed", "released"]);
     assert_eq!(
         h.received(Endpoint::UploadInfo).len(),

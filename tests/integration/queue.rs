@@ -6,6 +6,8 @@ use approval_worker::queue::{
 };
 use serde_json::json;
 
+use crate::helpers::event_kinds;
+
 async fn fresh() -> (tempfile::TempDir, Queue) {
     let dir = tempfile::tempdir().unwrap();
     let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
@@ -197,13 +199,7 @@ async fn every_transition_leaves_one_event() {
         )
         .await
         .unwrap();
-    let kinds: Vec<String> = queue
-        .events(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = event_kinds(&queue, id).await;
     assert_eq!(
         kinds,
         [
@@ -424,13 +420,7 @@ async fn unstored_steps_of_a_write_whose_fence_fails_are_not_recorded() {
         matches!(refused, Err(QueueError::LeaseLost { .. })),
         "{refused:?}"
     );
-    let kinds: Vec<String> = queue
-        .events(id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = event_kinds(&queue, id).await;
     assert_eq!(kinds, ["claimed", "rescued"]);
 }
 
