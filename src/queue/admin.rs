@@ -256,7 +256,7 @@ impl Queue {
         // The index's own WHERE term first, so SQLite walks jobs_finished from the hour's start.
         let (succeeded_last_hour, failed_last_hour): (i64, i64) = sqlx::query_as(
             "SELECT COALESCE(SUM(status = 'succeeded'), 0), COALESCE(SUM(status = 'failed'), 0) \
-             FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
+             FROM jobs WHERE (status = 'succeeded' OR status = 'failed' OR status = 'cancelled') \
                AND status <> 'cancelled' AND finished_at >= ?1",
         )
         .bind(now_ms - 3_600_000)
@@ -275,7 +275,7 @@ impl Queue {
     /// Deletes finished jobs (and their events) that finished before `before_ms`.
     pub async fn prune(&self, before_ms: i64) -> Result<u64, QueueError> {
         let done = sqlx::query(
-            "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled') \
+            "DELETE FROM jobs WHERE (status = 'succeeded' OR status = 'failed' OR status = 'cancelled') \
              AND finished_at < ?1",
         )
         .bind(before_ms)

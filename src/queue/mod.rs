@@ -12,6 +12,8 @@ pub mod measure;
 mod monitor;
 mod quota;
 #[cfg(test)]
+mod schema_tests;
+#[cfg(test)]
 mod test_support;
 mod transition;
 mod writer;

@@ -27,7 +27,7 @@ pub struct Depth {
 const STATUS_COUNTS_SQL: &str = "SELECT 'queued', COUNT(*) FROM jobs WHERE status = 'queued' \
      UNION ALL SELECT 'running', COUNT(*) FROM jobs WHERE status = 'running' \
      UNION ALL SELECT status, COUNT(*) FROM jobs \
-         WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY status";
+         WHERE (status = 'succeeded' OR status = 'failed' OR status = 'cancelled') GROUP BY status";
 
 impl Queue {
     /// The depth of `queue` at `now_ms`; walks only the partial indexes of unfinished jobs.
