@@ -221,7 +221,7 @@ impl Queue {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        migrate(&pool).await?;
         let commits = Arc::new(AtomicU64::new(0));
         let writer = writer::Writer::spawn(pool.clone(), Arc::clone(&commits));
         Ok(Queue {
@@ -287,6 +287,49 @@ impl Queue {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Applies the migrations the database lacks. An existing database is told about in the log
+/// migration by migration, as one (0005) rebuilds tables and can take a while on a large
+/// database; a new one's schema is only created.
+async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
+    let migrator = sqlx::migrate!("./migrations");
+    let has_history: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema \
+         WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(pool)
+    .await?;
+    if !has_history {
+        migrator.run(pool).await?;
+        tracing::debug!("created the database schema");
+        return Ok(());
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?;
+    let pending: Vec<_> = migrator
+        .iter()
+        .filter(|migration| !applied.contains(&migration.version))
+        .collect();
+    for migration in &pending {
+        tracing::info!(
+            version = migration.version,
+            description = %migration.description,
+            "applying database migration"
+        );
+    }
+    let started = std::time::Instant::now();
+    migrator.run(pool).await?;
+    if !pending.is_empty() {
+        tracing::info!(
+            migrations = pending.len(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "database migrations applied"
+        );
+    }
+    Ok(())
 }
 
 /// The connection settings every queue connection uses (the benchmark's raw-commit ceiling
