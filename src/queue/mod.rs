@@ -289,9 +289,9 @@ impl Queue {
     }
 }
 
-/// Applies the migrations the database lacks. An existing database is told about in the log
-/// migration by migration, as one (0005) rebuilds tables and can take a while on a large
-/// database; a new one's schema is only created.
+/// Applies the migrations the database lacks. On an existing database each one is logged,
+/// then the time they took: 0005 rebuilds two tables, which takes a while on a large
+/// database. A new database's schema is only created (logged at debug).
 async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
     let migrator = sqlx::migrate!("./migrations");
     let has_history: bool = sqlx::query_scalar(
