@@ -62,20 +62,30 @@ pub async fn loopback_put_mb_per_sec(sandbox_url: &str, bytes: u64) -> Result<f6
     Ok(rate(bytes as f64 / 1e6, elapsed))
 }
 
-/// CPU (µs, this process) per DingTalk call to the sandbox child through the real client,
-/// `tasks` tasks calling at once until `calls` calls are done: the floor under the five
-/// calls every job makes.
-pub async fn http_call_cpu_us(
+/// DingTalk calls to the sandbox child through the real client, `tasks` tasks calling at
+/// once until `calls` calls are done: nothing else runs, so this is the floor under the
+/// calls every job makes and the most calls per second the two processes manage together.
+#[derive(Debug, Clone, Copy)]
+pub struct CallCeiling {
+    /// CPU (µs, this process) per call.
+    pub cpu_us: f64,
+    /// Calls per second.
+    pub calls_per_sec: f64,
+}
+
+/// Measures a [`CallCeiling`].
+pub async fn http_calls(
     sandbox_url: &str,
     calls: usize,
     tasks: usize,
-) -> Result<f64, BenchError> {
+) -> Result<CallCeiling, BenchError> {
     let client = super::setup::dingtalk(sandbox_url, 0)?;
     client
         .approval_space(CALL_USER)
         .await
         .map_err(|e| BenchError::Setup(format!("warm-up call: {e}")))?;
     let cpu = super::stats::cpu_time(None);
+    let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for task in 0..tasks {
         let client = client.clone();
@@ -92,8 +102,12 @@ pub async fn http_call_cpu_us(
             .map_err(|e| BenchError::Setup(e.to_string()))?
             .map_err(|e| BenchError::Setup(format!("call: {e}")))?;
     }
+    let elapsed = started.elapsed();
     let cpu = super::stats::cpu_time(None).saturating_sub(cpu);
-    Ok(cpu.as_secs_f64() * 1e6 / calls.max(1) as f64)
+    Ok(CallCeiling {
+        cpu_us: cpu.as_secs_f64() * 1e6 / calls.max(1) as f64,
+        calls_per_sec: rate(calls as f64, elapsed),
+    })
 }
 
 /// The originator the ceiling calls ask about.

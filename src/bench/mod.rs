@@ -161,8 +161,8 @@ pub struct Results {
     pub commits_per_sec: Option<f64>,
     /// Loopback PUT MB/s.
     pub put_mb_per_sec: Option<f64>,
-    /// CPU µs per DingTalk call through the client, 16 tasks at once.
-    pub call_cpu_us: Option<f64>,
+    /// DingTalk calls through the client, 16 tasks at once: CPU per call and calls/s.
+    pub calls: Option<ceilings::CallCeiling>,
     /// Per concurrency, with HTTP.
     pub http: Vec<(u32, RunFigures)>,
     /// The no-HTTP shape at concurrency 16.
@@ -241,11 +241,16 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
             commits.push(ceilings::commits_per_sec(&scratch, sizes.raw_commits).await?);
             puts.push(ceilings::loopback_put_mb_per_sec(sandbox.url(), sizes.put_bytes).await?);
             let fresh = setup::ChildSandbox::start(&options.exe)?;
-            calls.push(ceilings::http_call_cpu_us(fresh.url(), sizes.e2e_jobs * 2, 16).await?);
+            calls.push(ceilings::http_calls(fresh.url(), sizes.e2e_jobs * 2, 16).await?);
         }
         results.commits_per_sec = Some(stats::median(&commits));
         results.put_mb_per_sec = Some(stats::median(&puts));
-        results.call_cpu_us = Some(stats::median(&calls));
+        results.calls = Some(ceilings::CallCeiling {
+            cpu_us: stats::median(&calls.iter().map(|c| c.cpu_us).collect::<Vec<_>>()),
+            calls_per_sec: stats::median(
+                &calls.iter().map(|c| c.calls_per_sec).collect::<Vec<_>>(),
+            ),
+        });
         report::ceilings(&results, sizes.put_bytes);
     }
 

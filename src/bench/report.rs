@@ -63,9 +63,10 @@ pub(super) fn ceilings(results: &Results, put_bytes: u64) {
             put_bytes / (1024 * 1024)
         );
     }
-    if let Some(call) = results.call_cpu_us {
+    if let Some(calls) = results.calls {
         println!(
-            "  one DingTalk call through the client (16 at once): {call:>6.0} µs CPU in this process"
+            "  DingTalk calls through the client, 16 at once:  {:>8.0} calls/s, {:.0} µs CPU each in this process",
+            calls.calls_per_sec, calls.cpu_us
         );
     }
     println!();
