@@ -18,7 +18,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(log_format(&cli));
     // One scheduler thread: the worker (and the sandbox) wait on I/O, and the wake-ups
-    // between scheduler threads cost about half the CPU per job (docs/benchmarks.md).
+    // between two scheduler threads cost the queue ~50 % more CPU per job and HTTP jobs ~6 %
+    // (docs/benchmarks.md, "One scheduler thread").
     // Hashing runs on the blocking pool and SQLite on sqlx's thread, so neither stalls it.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
