@@ -12,7 +12,7 @@
 //!   module using both the queue and the state machine.
 //! - [`sandbox`]: a DingTalk-compatible server on 127.0.0.1 for the demo and the tests.
 //! - [`config`], [`cli`], [`clock`], [`secret`]: settings, the command line, time, credential
-//!   hygiene.
+//!   hygiene; `resolved`: opening an attachment at its checked path, following no link.
 
 pub mod approval;
 pub mod bench;
@@ -23,6 +23,7 @@ pub mod dingtalk;
 mod net;
 pub mod oss;
 pub mod queue;
+mod resolved;
 pub mod sandbox;
 pub mod secret;
 pub mod worker;

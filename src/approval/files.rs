@@ -39,7 +39,8 @@ pub struct Fingerprint {
 /// this limit the MD5 holds the runtime thread for about 0.1 ms.
 pub const INLINE_READ_MAX_BYTES: u64 = 64 * 1024;
 
-/// Measures the file, and reads and hashes it whole when it is small. A file that measured
+/// Measures the file at `path` (resolved by the payload check; no symbolic link on it is
+/// followed), and reads and hashes it whole when it is small. A file that measured
 /// more than [`INLINE_READ_MAX_BYTES`] when checked (`checked_bytes`) is looked at on one
 /// blocking thread: reading and hashing it takes long enough to hold up every other job.
 pub async fn fingerprint(path: &Path, checked_bytes: u64) -> Result<Fingerprint, StepError> {
@@ -58,7 +59,7 @@ pub async fn fingerprint(path: &Path, checked_bytes: u64) -> Result<Fingerprint,
 }
 
 fn look_at(path: &Path) -> std::io::Result<Fingerprint> {
-    let mut file = std::fs::File::open(path)?;
+    let mut file = crate::resolved::open_resolved(path)?;
     let metadata = file.metadata()?;
     let streamed = |metadata: std::fs::Metadata| Fingerprint {
         size: metadata.len(),
@@ -110,6 +111,28 @@ mod tests {
             (1, Some("0cc175b9c0f1b6a831c399e269772661"))
         );
         assert_eq!(found.snapshot.unwrap().bytes.as_ref(), b"a");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_file_whose_directory_became_a_link_after_the_check_is_refused_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let spool = root.join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        std::fs::create_dir(root.join("elsewhere")).unwrap();
+        std::fs::write(spool.join("a.txt"), b"a").unwrap();
+        std::fs::write(root.join("elsewhere/a.txt"), b"b").unwrap();
+        let checked = spool.join("a.txt");
+        std::fs::rename(&spool, root.join("spool.old")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), &spool).unwrap();
+
+        match fingerprint(&checked, 1).await {
+            Err(super::StepError::Permanent(reason)) => {
+                assert!(reason.message.contains("symbolic link"), "{reason:?}");
+            }
+            other => panic!("expected a permanent refusal, got {other:?}"),
+        }
     }
 
     #[tokio::test]

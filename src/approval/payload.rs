@@ -281,7 +281,7 @@ fn check_attachment(
             limits.max_file_bytes
         )));
     }
-    std::fs::File::open(&path)
+    crate::resolved::open_resolved(&path)
         .map_err(|e| invalid(format!("{field}: {shown}: {}", io_reason(&e))))?;
     let name = match &spec.name {
         Some(name) => name.clone(),

@@ -157,7 +157,7 @@ impl Reader {
     /// Reports the file's size and modification time through `opened`, then reads it unless
     /// `open` stopped listening or the size is not the expected one.
     fn run(self, opened: oneshot::Sender<io::Result<(u64, Option<SystemTime>)>>) {
-        let (mut file, before) = match File::open(&self.path).and_then(|file| {
+        let (mut file, before) = match crate::resolved::open_resolved(&self.path).and_then(|file| {
             let metadata = file.metadata()?;
             Ok((file, metadata))
         }) {

@@ -73,7 +73,8 @@ impl Oss {
     }
 
     /// PUTs `path` to `url` with exactly `headers`, streaming it from disk and hashing what
-    /// it sends, so the file is read once. It must be `expected_size` bytes, before sending
+    /// it sends, so the file is read once. `path` must be resolved (no symbolic link on it is
+    /// followed: the file checked at that path is the file sent). It must be `expected_size` bytes, before sending
     /// and all the while it is read, else [`OssError::FileChanged`]; so must its modification
     /// time be `expected_modified`, and its MD5 `expected_md5_hex`, when they are given.
     /// What OSS stored is checked against what was sent through the MD5 OSS reports (the
