@@ -40,6 +40,29 @@ pub(crate) fn open_resolved(resolved: &Path) -> io::Result<File> {
     File::open(resolved)
 }
 
+/// Set-up shared by the tests of the code that opens attachments.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::{Path, PathBuf};
+
+    /// `root/spool/f` ("allowed") is resolved as a check would, then `spool` is renamed away
+    /// and replaced by a link to `root/secret`, whose `f` reads "not allowed". Returns the
+    /// checked path.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn spool_swapped_for_a_link(root: &Path) -> PathBuf {
+        let root = std::fs::canonicalize(root).unwrap();
+        let (inside, outside) = (root.join("spool"), root.join("secret"));
+        std::fs::create_dir(&inside).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(inside.join("f"), b"allowed").unwrap();
+        std::fs::write(outside.join("f"), b"not allowed").unwrap();
+        let checked = std::fs::canonicalize(inside.join("f")).unwrap();
+        std::fs::rename(&inside, root.join("spool.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, &inside).unwrap();
+        checked
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,15 +85,7 @@ mod tests {
     #[test]
     fn a_directory_swapped_for_a_link_after_the_check_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let (inside, outside) = (root.join("spool"), root.join("secret"));
-        std::fs::create_dir(&inside).unwrap();
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::write(inside.join("f"), b"allowed").unwrap();
-        std::fs::write(outside.join("f"), b"not allowed").unwrap();
-        let checked = std::fs::canonicalize(inside.join("f")).unwrap();
-        std::fs::rename(&inside, root.join("spool.old")).unwrap();
-        std::os::unix::fs::symlink(&outside, &inside).unwrap();
+        let checked = test_support::spool_swapped_for_a_link(dir.path());
 
         let error = open_resolved(&checked).unwrap_err();
         assert!(error.to_string().contains("symbolic link"), "{error}");

@@ -117,17 +117,9 @@ mod tests {
     #[tokio::test]
     async fn a_file_whose_directory_became_a_link_after_the_check_is_refused_for_good() {
         let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let spool = root.join("spool");
-        std::fs::create_dir(&spool).unwrap();
-        std::fs::create_dir(root.join("elsewhere")).unwrap();
-        std::fs::write(spool.join("a.txt"), b"a").unwrap();
-        std::fs::write(root.join("elsewhere/a.txt"), b"b").unwrap();
-        let checked = spool.join("a.txt");
-        std::fs::rename(&spool, root.join("spool.old")).unwrap();
-        std::os::unix::fs::symlink(root.join("elsewhere"), &spool).unwrap();
+        let checked = crate::resolved::test_support::spool_swapped_for_a_link(dir.path());
 
-        match fingerprint(&checked, 1).await {
+        match fingerprint(&checked, 7).await {
             Err(super::StepError::Permanent(reason)) => {
                 assert!(reason.message.contains("symbolic link"), "{reason:?}");
             }

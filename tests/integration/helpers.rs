@@ -187,7 +187,6 @@ impl Harness {
     }
 }
 
-/// The `result` JSON of a finished job.
 /// The kinds of a job's stored events, oldest first.
 pub async fn event_kinds(queue: &Queue, id: JobId) -> Vec<String> {
     queue
@@ -199,6 +198,7 @@ pub async fn event_kinds(queue: &Queue, id: JobId) -> Vec<String> {
         .collect()
 }
 
+/// The `result` JSON of a finished job.
 pub fn result_of(job: &JobRow) -> Value {
     serde_json::from_str(job.result.as_deref().expect("job has a result")).expect("result is JSON")
 }
