@@ -10,6 +10,7 @@ use md5::{Digest, Md5};
 
 use super::error::StepError;
 use crate::oss::Snapshot;
+use crate::resolved::{Expected, OpenError, open_attachment};
 
 /// Files up to this size are read whole before their ticket: the ticket carries their MD5
 /// and the PUT sends the content kept (at most this much memory per running job), with no
@@ -43,9 +44,12 @@ pub const INLINE_READ_MAX_BYTES: u64 = 64 * 1024;
 /// followed), and reads and hashes it whole when it is small. A file that measured
 /// more than [`INLINE_READ_MAX_BYTES`] when checked (`checked_bytes`) is looked at on one
 /// blocking thread: reading and hashing it takes long enough to hold up every other job.
+///
+/// What is opened must be a regular file: anything else in its place is refused as a changed
+/// file, for good.
 pub async fn fingerprint(path: &Path, checked_bytes: u64) -> Result<Fingerprint, StepError> {
     let unreadable =
-        |e: std::io::Error| StepError::permanent(format!("attachment {}: {e}", path.display()));
+        |e: OpenError| StepError::permanent(format!("attachment {}: {e}", path.display()));
     if checked_bytes <= INLINE_READ_MAX_BYTES {
         return look_at(path).map_err(unreadable);
     }
@@ -54,13 +58,13 @@ pub async fn fingerprint(path: &Path, checked_bytes: u64) -> Result<Fingerprint,
     match outcome {
         Ok(result) => result.map_err(unreadable),
         // Only a panic inside the blocking task gets here; treat it like an I/O failure.
-        Err(e) => Err(unreadable(std::io::Error::other(e.to_string()))),
+        Err(e) => Err(unreadable(std::io::Error::other(e.to_string()).into())),
     }
 }
 
-fn look_at(path: &Path) -> std::io::Result<Fingerprint> {
-    let mut file = crate::resolved::open_resolved(path)?;
-    let metadata = file.metadata()?;
+fn look_at(path: &Path) -> Result<Fingerprint, OpenError> {
+    // Nothing was measured yet; only the file's type is checked.
+    let (mut file, metadata) = open_attachment(path, Expected::default())?;
     let streamed = |metadata: std::fs::Metadata| Fingerprint {
         size: metadata.len(),
         modified: metadata.modified().ok(),
@@ -163,6 +167,39 @@ mod tests {
             .unwrap();
         assert_eq!(found.md5, Some(hex::encode(md5::Md5::digest(&data))));
         assert_eq!(found.snapshot.unwrap().bytes.len(), data.len());
+    }
+
+    /// `fingerprint`'s answer for a file whose place was taken by `path`'s FIFO or device.
+    fn assert_refused_as_changed(found: Result<super::Fingerprint, super::StepError>) {
+        match found {
+            Err(super::StepError::Permanent(reason)) => {
+                assert!(reason.message.contains("file changed"), "{reason:?}");
+                assert!(reason.message.contains("not a regular file"), "{reason:?}");
+            }
+            other => panic!("expected a changed-file refusal, got {other:?}"),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_fifo_swapped_in_after_the_check_is_refused_as_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::fs::canonicalize(dir.path()).unwrap().join("a.pdf");
+        std::fs::write(&path, b"checked").unwrap();
+        let checked = std::fs::canonicalize(&path).unwrap();
+        std::fs::remove_file(&checked).unwrap();
+        use rustix::fs::{CWD, FileType, Mode};
+        rustix::fs::mknodat(CWD, &checked, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+
+        // Read without a writer, the FIFO ends at once: 0 bytes that would be uploaded.
+        assert_refused_as_changed(fingerprint(&checked, 7).await);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_device_node_in_the_files_place_is_refused_as_a_changed_file() {
+        // A character device that reads as empty, like a FIFO without a writer.
+        assert_refused_as_changed(fingerprint(std::path::Path::new("/dev/null"), 7).await);
     }
 
     #[tokio::test]

@@ -281,8 +281,15 @@ fn check_attachment(
             limits.max_file_bytes
         )));
     }
-    crate::resolved::open_resolved(&path)
-        .map_err(|e| invalid(format!("{field}: {shown}: {}", io_reason(&e))))?;
+    // The type is checked again on the opened descriptor: a FIFO or device swapped in after
+    // the stat above reads as an empty file.
+    let expected = crate::resolved::Expected::default();
+    crate::resolved::open_attachment(&path, expected).map_err(|e| match e {
+        crate::resolved::OpenError::Io(e) => {
+            invalid(format!("{field}: {shown}: {}", io_reason(&e)))
+        }
+        changed => invalid(format!("{field}: {shown}: {changed}")),
+    })?;
     let name = match &spec.name {
         Some(name) => name.clone(),
         None => file_name_of(&path).ok_or_else(|| {

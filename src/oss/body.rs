@@ -18,13 +18,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::error::{OssError, file_changed};
+use crate::resolved::{Expected, OpenError, open_attachment, unchanged};
 
 /// Read size: large enough for throughput, small enough for memory.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks read ahead of the socket, so the next read overlaps the send.
 const READ_AHEAD_CHUNKS: usize = 4;
-/// Why a file whose modification time moved since its ticket is not sent.
-const WRITTEN_SINCE: &str = "modification time moved since its ticket: written to since";
 
 /// What the upload has done so far, shared by the reader, the body and the stall watchdog.
 pub(super) struct Progress {
@@ -100,11 +99,11 @@ impl Progress {
     }
 }
 
-/// Opens `path` and streams exactly `expected_size` bytes of it. A file of another size, or
-/// modified at another time than `expected_modified` when given, is [`OssError::FileChanged`]
-/// before anything is sent. A file that ends early, or is written to while it is read,
-/// records why in `progress` and ends the stream with an error, so the request is aborted
-/// instead of finishing with other bytes.
+/// Opens `path` and streams exactly `expected_size` bytes of it. What is opened must be a
+/// regular file of that size, modified at `expected_modified` when given, else
+/// [`OssError::FileChanged`] before anything is sent. A file that ends early, or is written to
+/// while it is read, records why in `progress` and ends the stream with an error, so the
+/// request is aborted instead of finishing with other bytes.
 pub(super) async fn open(
     path: &Path,
     expected_size: u64,
@@ -115,7 +114,10 @@ pub(super) async fn open(
     let (chunks_tx, chunks_rx) = mpsc::channel(READ_AHEAD_CHUNKS);
     let reader = Reader {
         path: path.to_owned(),
-        expected_size,
+        expected: Expected {
+            size: Some(expected_size),
+            modified: expected_modified,
+        },
         progress: Arc::clone(progress),
         chunks: chunks_tx,
     };
@@ -125,18 +127,13 @@ pub(super) async fn open(
         path: path.to_owned(),
         source,
     };
-    let (actual_size, actual_modified) = opened_rx
+    let opened = opened_rx
         .await
-        .map_err(|_| io_error(io::Error::other("the file reader stopped")))?
-        .map_err(io_error)?;
-    if actual_size != expected_size {
-        return Err(file_changed(
-            path,
-            format!("{actual_size} bytes, expected {expected_size}"),
-        ));
-    }
-    if expected_modified.is_some() && actual_modified != expected_modified {
-        return Err(file_changed(path, WRITTEN_SINCE.to_owned()));
+        .map_err(|_| io_error(io::Error::other("the file reader stopped")))?;
+    match opened {
+        Ok(()) => {}
+        Err(OpenError::Io(source)) => return Err(io_error(source)),
+        Err(OpenError::Changed(detail)) => return Err(file_changed(path, detail)),
     }
     let recorder = Arc::clone(progress);
     let chunks = stream::unfold(chunks_rx, |mut rx| async move {
@@ -148,36 +145,35 @@ pub(super) async fn open(
 /// The blocking side of [`open`].
 struct Reader {
     path: PathBuf,
-    expected_size: u64,
+    /// What the ticket was issued for; the size is always given.
+    expected: Expected,
     progress: Arc<Progress>,
     chunks: mpsc::Sender<io::Result<Bytes>>,
 }
 
 impl Reader {
-    /// Reports the file's size and modification time through `opened`, then reads it unless
-    /// `open` stopped listening or the size is not the expected one.
-    fn run(self, opened: oneshot::Sender<io::Result<(u64, Option<SystemTime>)>>) {
-        let (mut file, before) = match crate::resolved::open_resolved(&self.path).and_then(|file| {
-            let metadata = file.metadata()?;
-            Ok((file, metadata))
-        }) {
-            Ok(opened) => opened,
+    /// Reports through `opened` whether the file is the one the ticket was issued for, then
+    /// reads it unless it is not or `open` stopped listening.
+    fn run(self, opened: oneshot::Sender<Result<(), OpenError>>) {
+        let (mut file, before) = match open_attachment(&self.path, self.expected) {
+            Ok(found) => found,
             Err(e) => {
                 let _ = opened.send(Err(e));
                 return;
             }
         };
+        // The ticket's size: `open_attachment` refused any other.
+        let expected_size = before.len();
         let mut hasher = Md5::new();
-        if self.expected_size == 0 {
+        if expected_size == 0 {
             // No chunk will carry it, so it is known before `open` can send the request.
             self.progress
                 .set_md5(hex::encode(std::mem::take(&mut hasher).finalize()));
         }
-        let seen = (before.len(), before.modified().ok());
-        if opened.send(Ok(seen)).is_err() || before.len() != self.expected_size {
+        if opened.send(Ok(())).is_err() {
             return;
         }
-        let mut left = self.expected_size;
+        let mut left = expected_size;
         while left > 0 {
             let want = usize::try_from(left).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES));
             let mut buffer = Vec::with_capacity(want);
@@ -185,10 +181,9 @@ impl Reader {
             // overwritten.
             let read = match (&mut file).take(want as u64).read_to_end(&mut buffer) {
                 Ok(0) => {
-                    let sent = self.expected_size - left;
+                    let sent = expected_size - left;
                     return self.fail(format!(
-                        "ended after {sent} of {} bytes while uploading",
-                        self.expected_size
+                        "ended after {sent} of {expected_size} bytes while uploading"
                     ));
                 }
                 Ok(read) => read,
@@ -222,7 +217,8 @@ impl Reader {
     }
 }
 
-/// Whether the file at `path` still has the `size` and `modified` time it was read with.
+/// Whether the file at `path` is still a regular file with the `size` and `modified` time
+/// it was read with. One `stat`, no open: nothing is read from it.
 pub(super) fn unchanged_since(
     path: &Path,
     size: u64,
@@ -232,16 +228,11 @@ pub(super) fn unchanged_since(
         path: path.to_owned(),
         source,
     })?;
-    if now.len() != size {
-        return Err(file_changed(
-            path,
-            format!("{} bytes, expected {size}", now.len()),
-        ));
-    }
-    if modified.is_some() && now.modified().ok() != modified {
-        return Err(file_changed(path, WRITTEN_SINCE.to_owned()));
-    }
-    Ok(())
+    let expected = Expected {
+        size: Some(size),
+        modified,
+    };
+    unchanged(&now, expected).map_err(|detail| file_changed(path, detail))
 }
 
 /// How the open file's size or modification time moved since `before`, if they did: a

@@ -117,3 +117,36 @@ async fn a_file_gone_since_its_snapshot_fails_with_its_path() {
         "{error}"
     );
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn an_empty_snapshot_whose_file_became_a_fifo_is_not_sent() {
+    let (url, log) = fake_oss(200, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap().join("empty.pdf");
+    std::fs::write(&path, b"").unwrap();
+    let (snapshot, modified) = snapshot_of(&path, b"");
+    let was = std::fs::metadata(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
+    rustix::fs::mknodat(CWD, &path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+    // Given the file's modification time too, so only its type tells them apart.
+    let mtime = Timespec {
+        tv_sec: std::os::unix::fs::MetadataExt::mtime(&was),
+        tv_nsec: std::os::unix::fs::MetadataExt::mtime_nsec(&was),
+    };
+    let times = Timestamps {
+        last_access: mtime,
+        last_modification: mtime,
+    };
+    rustix::fs::utimensat(CWD, &path, &times, AtFlags::empty()).unwrap();
+
+    let error = put(&url, &path, &snapshot, modified, b"")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, OssError::FileChanged { detail, .. } if detail.contains("not a regular file")),
+        "{error:?}"
+    );
+    assert!(log.lock().unwrap().is_empty());
+}

@@ -194,6 +194,27 @@ async fn a_file_of_the_wrong_size_is_not_sent() {
     assert!(matches!(missing, OssError::Io { .. }), "{missing:?}");
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_fifo_swapped_in_after_the_ticket_is_not_streamed_as_an_empty_file() {
+    let (url, log) = fake_oss(200, "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::fs::canonicalize(dir.path()).unwrap().join("pipe.pdf");
+    use rustix::fs::{CWD, FileType, Mode};
+    rustix::fs::mknodat(CWD, &path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+
+    // A FIFO measures 0 bytes: a ticket for an empty file is the one its size would match.
+    let err = oss(Duration::from_secs(5))
+        .put_file(&url, &BTreeMap::new(), &path, 0, None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OssError::FileChanged { detail, .. } if detail.contains("not a regular file")),
+        "{err:?}"
+    );
+    assert!(log.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_streamed_file_written_since_its_ticket_is_not_sent() {
     let (url, log) = fake_oss(200, "").await;
