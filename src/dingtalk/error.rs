@@ -164,6 +164,21 @@ impl DingTalkError {
         }
     }
 
+    /// True when DingTalk refused the operator's right to the space (403 `permissionDenied`,
+    /// or a permanent 403 without that code): for the storage calls that is what a lapsed
+    /// upload grant looks like, which one spaces/infos/query renews.
+    pub fn is_permission_denied(&self) -> bool {
+        match self {
+            Self::Api {
+                status,
+                code,
+                class: ErrorClass::Permanent,
+                ..
+            } => *status == 403 || code.eq_ignore_ascii_case("permissionDenied"),
+            _ => false,
+        }
+    }
+
     /// The call that failed (`"config"` for configuration errors).
     pub fn endpoint(&self) -> &'static str {
         match self {
@@ -188,16 +203,12 @@ impl DingTalkError {
         }
     }
 
-    /// Replaces every occurrence of the given credentials in the text fields. Servers and
-    /// proxies sometimes echo request parts (URLs, bodies) in their error messages.
+    /// Replaces every occurrence of the given credentials in the text fields, and any access
+    /// token named as one ([`crate::secret::redact`]). Servers and proxies sometimes echo
+    /// request parts (URLs, headers, bodies) in their error messages, which are logged and
+    /// stored in `last_error`.
     pub(crate) fn redacted(mut self, secrets: &[&str]) -> Self {
-        let scrub = |text: &mut String| {
-            for secret in secrets.iter().filter(|s| !s.is_empty()) {
-                if text.contains(secret) {
-                    *text = text.replace(secret, "[redacted]");
-                }
-            }
-        };
+        let scrub = |text: &mut String| *text = crate::secret::redact(text, secrets);
         match &mut self {
             Self::Api {
                 code,
@@ -300,6 +311,27 @@ mod tests {
             detail: String::new(),
         };
         assert!(unsent.retry_in_call(false));
+    }
+
+    #[test]
+    fn a_permanent_403_is_a_permission_refusal_and_a_throttle_is_not() {
+        let denied = |status, code: &str, class| DingTalkError::Api {
+            endpoint: COMMIT_ENDPOINT,
+            status,
+            code: code.into(),
+            message: "没有权限".into(),
+            request_id: None,
+            class,
+        };
+        assert!(denied(403, "permissionDenied", ErrorClass::Permanent).is_permission_denied());
+        assert!(denied(400, "permissionDenied", ErrorClass::Permanent).is_permission_denied());
+        assert!(!denied(400, "paramError", ErrorClass::Permanent).is_permission_denied());
+        let throttled = ErrorClass::Throttled {
+            retry_after: Duration::from_secs(1),
+        };
+        assert!(
+            !denied(403, "Forbidden.AccessDenied.QpsLimitForApi", throttled).is_permission_denied()
+        );
     }
 
     #[test]

@@ -338,6 +338,94 @@ async fn errors_never_show_the_token_or_the_secret() {
     assert_eq!(fake.count(TOKEN_PATH), 1, "a bad secret is not retried");
 }
 
+/// Everything logged at debug level or above while `run` is polled, as text.
+async fn logged<T>(run: impl std::future::Future<Output = T>) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Log {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime polls everything on this thread, the fake server included.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let value = run.await;
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    (value, text)
+}
+
+#[tokio::test]
+async fn a_token_echoed_url_encoded_in_an_oapi_error_is_redacted_from_the_error_and_the_log() {
+    // A token with characters a query string encodes: the echo is not its plain text.
+    const TOKEN: &str = "tok+/=0123456789";
+    let fake = Fake::with_token(
+        |_| Reply::json(200, json!({"accessToken": TOKEN, "expireIn": 7200})),
+        |seen| {
+            let echo = format!("invalid request {}?{}", seen.path, seen.query);
+            Reply::json(
+                200,
+                json!({"errcode": 60011, "errmsg": echo, "request_id": "r"}),
+            )
+        },
+    )
+    .await;
+    let client = fake.client();
+
+    let (result, log) = logged(client.union_id("manager4220")).await;
+
+    let err = result.unwrap_err();
+    assert!(
+        fake.last().query.contains("access_token=tok%2B%2F%3D"),
+        "{:?}",
+        fake.last()
+    );
+    let text = format!("{err} {err:?}\n{log}");
+    assert!(log.contains("DingTalk call failed"), "{log}");
+    assert!(text.contains("[redacted]"), "{text}");
+    for leak in [TOKEN, "tok%2B%2F%3D0123456789", "0123456789"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_access_token_echoed_by_a_failed_token_call_is_redacted() {
+    // No token is known yet when the token call itself fails.
+    let fake = Fake::with_token(
+        |_| {
+            Reply::json(
+                400,
+                json!({"code": "invalidParameter",
+                       "message": r#"answer {"accessToken":"LEAKED-TOKEN-1","expireIn":7200} for access_token=LEAKED-TOKEN-2&x=1"#}),
+            )
+        },
+        |_| space_ok(),
+    )
+    .await;
+
+    let (result, log) = logged(fake.client().approval_space("u")).await;
+
+    let err = result.unwrap_err();
+    assert_eq!(err.endpoint(), "oauth2/accessToken");
+    let text = format!("{err} {err:?}\n{log}");
+    assert!(log.contains("DingTalk call failed"), "{log}");
+    assert!(!text.contains("LEAKED-TOKEN"), "{text}");
+    assert!(text.contains("x=1"), "only the token is cut: {text}");
+}
+
 #[tokio::test]
 async fn settings_are_validated() {
     let fake = Fake::start(|_| space_ok()).await;

@@ -236,6 +236,15 @@ pub(super) fn commit(shared: &Shared, call: &Call) -> Response {
     }
 
     let mut state = shared.lock();
+    // Writing the file into the space needs the upload right as much as asking for its
+    // ticket did: a grant that lapsed during a long PUT refuses the commit.
+    if !state.may_upload(&union_id) {
+        return error::api(
+            403,
+            "permissionDenied",
+            "没有权限: the user has no upload grant on this space; call spaces/infos/query again",
+        );
+    }
     let Some(ticket) = state.tickets.get(&request.upload_key) else {
         return error::api(400, "paramError", "uploadKey not found");
     };
