@@ -34,6 +34,26 @@ const DEFAULT_BACKOFF_MAX_SECS: u64 = 3600;
 const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 const DEFAULT_QUEUE_NAME: &str = "default";
 
+// Ceilings of the keys that become durations or are multiplied: far above any sensible
+// setting, and far enough below the limits of `Instant`, `Duration` and i64 milliseconds
+// that nothing computed from them can overflow.
+/// A connect that takes longer is not going to succeed.
+const MAX_CONNECT_TIMEOUT_SECS: u64 = 300;
+/// One hour; twice this is the submit settle time.
+const MAX_REQUEST_TIMEOUT_SECS: u64 = 3_600;
+/// Beyond this the limiter's spacing between calls rounds to nothing.
+const MAX_RATE_LIMIT_PER_SEC: u32 = 10_000;
+const MIN_POLL_INTERVAL_MS: u64 = 10;
+const MAX_POLL_INTERVAL_MS: u64 = 60_000;
+const MIN_LEASE_SECS: u64 = 5;
+/// A day: a crashed worker's jobs wait this long for the rescuer at most.
+const MAX_LEASE_SECS: u64 = 86_400;
+const MAX_BACKOFF_BASE_SECS: u64 = 86_400;
+/// A week.
+const MAX_BACKOFF_MAX_SECS: u64 = 604_800;
+/// A day.
+const MAX_SHUTDOWN_GRACE_SECS: u64 = 86_400;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -283,13 +303,69 @@ impl Config {
             !self.dingtalk.attachment_field.trim().is_empty(),
             "[dingtalk] attachment_field: must not be empty",
         );
-        check(
-            self.dingtalk.connect_timeout_secs > 0,
-            "[dingtalk] connect_timeout_secs: must be at least 1",
+        let d = &self.dingtalk;
+        let mut within = |key: &str, value: u64, lowest: u64, highest: u64, note: &str| {
+            check(
+                (lowest..=highest).contains(&value),
+                &format!("{key}: must be in {lowest}..={highest}{note}, not {value}"),
+            );
+        };
+        within(
+            "[dingtalk] connect_timeout_secs",
+            d.connect_timeout_secs,
+            1,
+            MAX_CONNECT_TIMEOUT_SECS,
+            "",
         );
-        check(
-            self.dingtalk.request_timeout_secs > 0,
-            "[dingtalk] request_timeout_secs: must be at least 1",
+        within(
+            "[dingtalk] request_timeout_secs",
+            d.request_timeout_secs,
+            1,
+            MAX_REQUEST_TIMEOUT_SECS,
+            "",
+        );
+        within(
+            "[dingtalk] rate_limit_per_sec",
+            u64::from(d.rate_limit_per_sec),
+            0,
+            u64::from(MAX_RATE_LIMIT_PER_SEC),
+            " (0 = unlimited)",
+        );
+        let w = &self.worker;
+        within(
+            "[worker] poll_interval_ms",
+            w.poll_interval_ms,
+            MIN_POLL_INTERVAL_MS,
+            MAX_POLL_INTERVAL_MS,
+            "",
+        );
+        within(
+            "[worker] lease_secs",
+            w.lease_secs,
+            MIN_LEASE_SECS,
+            MAX_LEASE_SECS,
+            "",
+        );
+        within(
+            "[worker] backoff_base_secs",
+            w.backoff_base_secs,
+            1,
+            MAX_BACKOFF_BASE_SECS,
+            "",
+        );
+        within(
+            "[worker] backoff_max_secs",
+            w.backoff_max_secs,
+            w.backoff_base_secs,
+            MAX_BACKOFF_MAX_SECS,
+            " (not below backoff_base_secs)",
+        );
+        within(
+            "[worker] shutdown_grace_secs",
+            w.shutdown_grace_secs,
+            0,
+            MAX_SHUTDOWN_GRACE_SECS,
+            "",
         );
         check(
             self.dingtalk.monthly_call_budget != Some(0),
@@ -308,28 +384,14 @@ impl Config {
                 ),
             );
         }
-        let w = &self.worker;
         check(!w.queue.is_empty(), "[worker] queue: must not be empty");
         check(
             (1..=1024).contains(&w.concurrency),
             "[worker] concurrency: must be between 1 and 1024",
         );
         check(
-            (10..=60_000).contains(&w.poll_interval_ms),
-            "[worker] poll_interval_ms: must be between 10 and 60000",
-        );
-        check(w.lease_secs >= 5, "[worker] lease_secs: must be at least 5");
-        check(
             w.max_attempts >= 1,
             "[worker] max_attempts: must be at least 1",
-        );
-        check(
-            w.backoff_base_secs >= 1,
-            "[worker] backoff_base_secs: must be at least 1",
-        );
-        check(
-            w.backoff_max_secs >= w.backoff_base_secs,
-            "[worker] backoff_max_secs: must not be below backoff_base_secs",
         );
         if problems.is_empty() {
             Ok(())
@@ -395,6 +457,18 @@ impl Config {
         };
         let credentials = std::env::var_os(CREDENTIALS_DIRECTORY_ENV);
         resolve_secret_file(file, credentials.as_deref().map(Path::new)).map(Some)
+    }
+
+    /// Problems that do not stop the program but an operator should fix, one line each:
+    /// a secret file open to its group or others. `check` and `run` print them.
+    pub fn warnings(&self) -> Vec<String> {
+        let secret_file = self.app_secret_path().ok().flatten();
+        secret_file
+            .as_deref()
+            .and_then(crate::secret::file_mode_warning)
+            .map(|warning| format!("[dingtalk] app_secret_file: {warning}"))
+            .into_iter()
+            .collect()
     }
 
     /// Connect timeout.
@@ -477,12 +551,102 @@ mod tests {
         assert!(err.contains("[dingtalk] api_base"), "{err}");
     }
 
+    /// The problems `validate` reports for `toml`, one line each.
+    fn problems(toml: &str) -> Vec<String> {
+        let config = Config::parse(toml, Path::new("w.toml")).unwrap();
+        match config.validate(Path::new("w.toml")) {
+            Ok(()) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(other) => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn durations_too_large_to_compute_with_are_refused_naming_the_key_and_its_range() {
+        let found = problems(&format!(
+            "[dingtalk]\nconnect_timeout_secs = {}\nrequest_timeout_secs = {}\n\
+             [worker]\npoll_interval_ms = {}\nlease_secs = {}\nbackoff_base_secs = {}\n\
+             backoff_max_secs = {}\nshutdown_grace_secs = {}\n",
+            i64::MAX,
+            i64::MAX,
+            i64::MAX,
+            i64::MAX,
+            i64::MAX,
+            i64::MAX,
+            i64::MAX,
+        ));
+        for (key, range) in [
+            ("[dingtalk] connect_timeout_secs", "1..=300"),
+            ("[dingtalk] request_timeout_secs", "1..=3600"),
+            ("[worker] poll_interval_ms", "10..=60000"),
+            ("[worker] lease_secs", "5..=86400"),
+            ("[worker] backoff_base_secs", "1..=86400"),
+            ("[worker] backoff_max_secs", "..=604800"),
+            ("[worker] shutdown_grace_secs", "0..=86400"),
+        ] {
+            let line = found.iter().find(|line| line.starts_with(key));
+            assert!(
+                line.is_some_and(|line| line.contains(range)),
+                "{key} with {range}: {found:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_largest_allowed_values_are_accepted() {
+        let found = problems(
+            "[dingtalk]\nconnect_timeout_secs = 300\nrequest_timeout_secs = 3600\n\
+             rate_limit_per_sec = 10000\n\
+             [worker]\npoll_interval_ms = 60000\nlease_secs = 86400\n\
+             backoff_base_secs = 86400\nbackoff_max_secs = 604800\nshutdown_grace_secs = 86400\n",
+        );
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    #[test]
+    fn a_rate_limit_above_ten_thousand_calls_a_second_is_refused() {
+        let found = problems("[dingtalk]\nrate_limit_per_sec = 4294967295\n");
+        assert_eq!(
+            found,
+            vec![
+                "[dingtalk] rate_limit_per_sec: must be in 0..=10000 (0 = unlimited), not 4294967295"
+            ]
+        );
+    }
+
     #[test]
     fn the_example_worker_toml_is_valid() {
         let text = include_str!("../worker.toml");
         let config = Config::parse(text, Path::new("worker.toml")).unwrap();
         config.validate(Path::new("worker.toml")).unwrap();
         assert_eq!(config.worker.max_attempts, 12);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_readable_by_others_is_a_warning_and_an_owner_only_one_is_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("app_secret");
+        std::fs::write(&file, "s3cr3t").unwrap();
+        let mut config = Config::default();
+        assert!(
+            config.warnings().is_empty(),
+            "the secret comes from the env"
+        );
+        config.dingtalk.app_secret_file = Some(file.clone());
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("[dingtalk] app_secret_file: "),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("0644") && warnings[0].contains("chmod 600"));
+
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(config.warnings().is_empty());
     }
 
     #[test]

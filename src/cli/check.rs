@@ -46,10 +46,15 @@ pub async fn check(config: &Config, source: &str, args: CheckArgs) -> Result<(),
     let secret = config.validate_for_run();
     let client = match secret {
         Ok(secret) => {
+            let mut detail = secret_source(config);
+            for warning in config.warnings() {
+                tracing::warn!("{warning}");
+                detail.push_str(&format!("; warning: {warning}"));
+            }
             findings.push(Finding {
                 what: "app secret".into(),
                 ok: true,
-                detail: secret_source(config),
+                detail,
             });
             Some(dingtalk_client(config, secret)?)
         }
