@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::duration::{human, ms_before, parse_duration};
 use super::table::{render, time};
-use super::{CliError, open_queue};
+use super::{CliError, open_existing_queue};
 use crate::config::Config;
 use crate::queue::{MonthlyCalls, now_ms, quota_month};
 
@@ -57,7 +57,7 @@ pub struct BackupArgs {
 
 /// Runs `stats`.
 pub async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliError> {
-    let queue = open_queue(config).await?;
+    let queue = open_existing_queue(config).await?;
     let now = now_ms();
     let stats = queue.stats(now).await?;
     let month = quota_month(now);
@@ -151,7 +151,7 @@ fn print_calls(month: &str, calls: &[MonthlyCalls], counted: i64, budget: Option
 
 /// Runs `prune`.
 pub async fn prune(config: &Config, args: PruneArgs) -> Result<(), CliError> {
-    let queue = open_queue(config).await?;
+    let queue = open_existing_queue(config).await?;
     let before = ms_before(now_ms(), args.older_than);
     let pruned = queue.prune(before).await?;
     queue.close().await;
@@ -174,7 +174,7 @@ pub async fn backup(config: &Config, args: BackupArgs) -> Result<(), CliError> {
             args.path.display()
         )));
     }
-    let queue = open_queue(config).await?;
+    let queue = open_existing_queue(config).await?;
     let bytes = queue.backup(&args.path).await;
     queue.close().await;
     let bytes = bytes.map_err(|e| CliError::Runtime(anyhow::anyhow!("backup failed: {e}")))?;

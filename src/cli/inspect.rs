@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::duration::{ms_before, parse_duration};
 use super::table::{render, time};
-use super::{CliError, open_queue};
+use super::{CliError, open_existing_queue};
 use crate::config::Config;
 use crate::queue::{JobFilter, JobId, JobRow, JobStatus, now_ms};
 
@@ -152,7 +152,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 
 /// Runs `jobs`.
 pub async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError> {
-    let queue = open_queue(config).await?;
+    let queue = open_existing_queue(config).await?;
     if args.limit < 1 {
         return Err(CliError::Usage(format!(
             "--limit: {} is below 1",
@@ -180,7 +180,7 @@ pub async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError> {
 
 /// Runs `show`.
 pub async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError> {
-    let queue = open_queue(config).await?;
+    let queue = open_existing_queue(config).await?;
     let job = queue.get(args.id).await?;
     let events = queue.events(args.id).await?;
     queue.close().await;
@@ -240,7 +240,7 @@ pub async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError> {
 
 /// Runs `retry`.
 pub async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
-    let queue = open_queue(config).await?;
+    let queue = open_existing_queue(config).await?;
     queue.retry(args.id, now_ms()).await?;
     queue.close().await;
     if args.json {
@@ -253,7 +253,7 @@ pub async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
 
 /// Runs `cancel`.
 pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
-    let queue = open_queue(config).await?;
+    let queue = open_existing_queue(config).await?;
     let status = queue.cancel(args.id, now_ms()).await?;
     queue.close().await;
     if args.json {

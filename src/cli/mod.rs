@@ -225,13 +225,33 @@ fn completions(shell: clap_complete::Shell) {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
 }
 
+/// Opens the queue, creating the database if there is none yet (`migrate`, `enqueue`, `run`):
+/// a new one is announced, so a mistyped path does not go unnoticed.
 async fn open_queue(config: &Config) -> Result<Queue, CliError> {
-    Queue::open(&config.database.path).await.map_err(|e| {
-        CliError::Runtime(anyhow::anyhow!(
-            "database {}: {e}",
-            config.database.path.display()
-        ))
-    })
+    let path = &config.database.path;
+    let existed = path.exists();
+    let queue = Queue::open(path)
+        .await
+        .map_err(|e| CliError::Runtime(anyhow::anyhow!("database {}: {e}", path.display())))?;
+    if !existed {
+        tracing::info!(path = %path.display(), "created a new database");
+    }
+    Ok(queue)
+}
+
+/// Opens the queue for a command about existing jobs, refusing to create a database: an
+/// empty one made at a mistyped path, or beside a running worker whose file was deleted,
+/// would only hide where the jobs are.
+async fn open_existing_queue(config: &Config) -> Result<Queue, CliError> {
+    let path = &config.database.path;
+    if !path.exists() {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "no database at {}: check [database] path (or APPROVAL_WORKER_DATABASE); \
+             `approval-worker migrate` creates a new one",
+            path.display()
+        )));
+    }
+    open_queue(config).await
 }
 
 async fn migrate(config: &Config) -> Result<(), CliError> {

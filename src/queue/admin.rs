@@ -4,7 +4,8 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::{JobId, JobStatus, Queue, QueueError};
+use super::text::Lossy;
+use super::{JobId, JobStatus, Queue, QueueError, tx};
 
 /// A job as stored, for `jobs` and `show`.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -12,18 +13,24 @@ pub struct JobRow {
     /// Primary key.
     pub id: JobId,
     /// The producer's deduplication key.
+    #[sqlx(try_from = "Lossy")]
     pub idempotency_key: Option<String>,
     /// Queue name.
+    #[sqlx(try_from = "Lossy")]
     pub queue: String,
     /// Higher runs first.
     pub priority: i64,
     /// Lifecycle status.
+    #[sqlx(try_from = "Lossy")]
     pub status: String,
     /// Current step name.
+    #[sqlx(try_from = "Lossy")]
     pub step: String,
     /// Immutable input (JSON text).
+    #[sqlx(try_from = "Lossy")]
     pub payload: String,
     /// Serialized step to resume from (JSON text).
+    #[sqlx(try_from = "Lossy")]
     pub checkpoint: Option<String>,
     /// Claims so far.
     pub attempt: i64,
@@ -34,12 +41,15 @@ pub struct JobRow {
     /// Earliest next start (unix ms).
     pub run_at: i64,
     /// Worker holding the lease.
+    #[sqlx(try_from = "Lossy")]
     pub lease_owner: Option<String>,
     /// When the lease ends (unix ms).
     pub lease_expires_at: Option<i64>,
     /// The latest failure.
+    #[sqlx(try_from = "Lossy")]
     pub last_error: Option<String>,
     /// Outcome on success (JSON text).
+    #[sqlx(try_from = "Lossy")]
     pub result: Option<String>,
     /// A cancel is pending.
     pub cancel_requested: bool,
@@ -61,14 +71,17 @@ pub struct EventRow {
     /// Unix ms.
     pub at: i64,
     /// What happened.
+    #[sqlx(try_from = "Lossy")]
     pub kind: String,
     /// The step concerned.
+    #[sqlx(try_from = "Lossy")]
     pub step: Option<String>,
     /// The attempt it happened in.
     pub attempt: Option<i64>,
     /// How long the step ran.
     pub duration_ms: Option<i64>,
     /// Failure reason.
+    #[sqlx(try_from = "Lossy")]
     pub error: Option<String>,
     /// HTTP status of the failed call.
     pub http_status: Option<i64>,
@@ -149,81 +162,87 @@ impl Queue {
 
     /// Re-queues a failed or cancelled job at its checkpoint with a fresh set of attempts.
     pub async fn retry(&self, id: JobId, now_ms: i64) -> Result<(), QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', run_at = ?1, uncharged_attempts = attempt, \
-                 cancel_requested = 0, finished_at = NULL, updated_at = ?1 \
-             WHERE id = ?2 AND status IN ('failed', 'cancelled') \
-             RETURNING attempt",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .fetch_optional(&mut *tx)
+        let retried = tx::immediate(&self.pool, async |conn| {
+            let attempt: Option<i64> = sqlx::query_scalar(
+                "UPDATE jobs SET status = 'queued', run_at = ?1, uncharged_attempts = attempt, \
+                     cancel_requested = 0, finished_at = NULL, updated_at = ?1 \
+                 WHERE id = ?2 AND status IN ('failed', 'cancelled') \
+                 RETURNING attempt",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(attempt) = attempt {
+                sqlx::query(
+                    "INSERT INTO job_events (job_id, at, kind, attempt) \
+                     VALUES (?1, ?2, 'retried', ?3)",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .bind(attempt)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok(attempt.is_some())
+        })
         .await?;
-        let Some(row) = done else {
-            drop(tx);
-            let job = self.get(id).await?;
-            return Err(QueueError::WrongStatus {
-                id,
-                status: job.status,
-                reason: "only failed or cancelled jobs can be retried",
-            });
-        };
-        let attempt: i64 = sqlx::Row::try_get(&row, 0)?;
-        sqlx::query(
-            "INSERT INTO job_events (job_id, at, kind, attempt) VALUES (?1, ?2, 'retried', ?3)",
-        )
-        .bind(id)
-        .bind(now_ms)
-        .bind(attempt)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        if retried {
+            return Ok(());
+        }
+        let job = self.get(id).await?;
+        Err(QueueError::WrongStatus {
+            id,
+            status: job.status,
+            reason: "only failed or cancelled jobs can be retried",
+        })
     }
 
     /// Cancels a queued job at once, or asks a running one to stop at its next checkpoint.
     /// A queued job at `submit` (a create may have been sent) is flagged and stays queued: the
     /// worker reconciles, then adopts the instance or cancels. Returns the status afterwards.
     pub async fn cancel(&self, id: JobId, now_ms: i64) -> Result<JobStatus, QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // A queued job at `submit` may have sent a create whose answer was lost: only the
-        // worker's reconciliation can tell, so it is flagged like a running job, not stopped.
-        let queued = sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, updated_at = ?1, \
-                 finished_at = ?1 \
-             WHERE id = ?2 AND status = 'queued' AND step <> 'submit'",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if queued.rows_affected() == 1 {
-            sqlx::query(
-                "INSERT INTO job_events (job_id, at, kind, error) \
-                 VALUES (?1, ?2, 'cancelled', 'cancelled while queued')",
+        let status = tx::immediate(&self.pool, async |conn| {
+            // A queued job at `submit` may have sent a create whose answer was lost: only the
+            // worker's reconciliation can tell, so it is flagged like a running job, not
+            // stopped.
+            let queued = sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, updated_at = ?1, \
+                     finished_at = ?1 \
+                 WHERE id = ?2 AND status = 'queued' AND step <> 'submit'",
             )
-            .bind(id)
             .bind(now_ms)
-            .execute(&mut *tx)
+            .bind(id)
+            .execute(&mut *conn)
             .await?;
-            tx.commit().await?;
-            return Ok(JobStatus::Cancelled);
-        }
-        let flagged: Option<(String,)> = sqlx::query_as(
-            "UPDATE jobs SET cancel_requested = 1, updated_at = ?1 \
-             WHERE id = ?2 AND status IN ('running', 'queued') \
-             RETURNING status",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .fetch_optional(&mut *tx)
+            if queued.rows_affected() == 1 {
+                sqlx::query(
+                    "INSERT INTO job_events (job_id, at, kind, error) \
+                     VALUES (?1, ?2, 'cancelled', 'cancelled while queued')",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(Some(JobStatus::Cancelled));
+            }
+            let flagged: Option<String> = sqlx::query_scalar(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ?1 \
+                 WHERE id = ?2 AND status IN ('running', 'queued') \
+                 RETURNING status",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(flagged.map(|status| match status.as_str() {
+                "running" => JobStatus::Running,
+                _ => JobStatus::Queued,
+            }))
+        })
         .await?;
-        tx.commit().await?;
-        match flagged.as_ref().map(|(status,)| status.as_str()) {
-            Some("running") => return Ok(JobStatus::Running),
-            Some(_) => return Ok(JobStatus::Queued),
-            None => {}
+        if let Some(status) = status {
+            return Ok(status);
         }
         let job = self.get(id).await?;
         Err(QueueError::WrongStatus {
@@ -239,7 +258,7 @@ impl Queue {
         by_status.retain(|(_, jobs)| *jobs > 0);
         by_status.sort();
         // One query per status, so each walks its own partial index (jobs_due, jobs_lease).
-        let by_step = sqlx::query_as(
+        let by_step: Vec<(String, Lossy, i64)> = sqlx::query_as(
             "SELECT 'queued', step, COUNT(*) FROM jobs WHERE status = 'queued' GROUP BY step \
              UNION ALL \
              SELECT 'running', step, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY step \
@@ -247,6 +266,10 @@ impl Queue {
         )
         .fetch_all(&self.pool)
         .await?;
+        let by_step = by_step
+            .into_iter()
+            .map(|(status, step, jobs)| (status, Option::from(step).unwrap_or_default(), jobs))
+            .collect();
         let oldest: Option<(JobId, i64)> = sqlx::query_as(
             "SELECT id, created_at FROM jobs WHERE status = 'queued' \
              ORDER BY created_at, id LIMIT 1",

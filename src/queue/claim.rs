@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sqlx::FromRow;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
 use super::transition::Batch;
-use super::{Fence, JobId, Queue, QueueError};
+use super::{Fence, JobId, Queue, QueueError, text, tx};
 
 /// A job this worker now holds a lease on.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedJob {
     /// The job.
     pub id: JobId,
@@ -26,9 +27,63 @@ pub struct ClaimedJob {
     pub checkpoint: Option<String>,
     /// Someone asked to cancel the job while it was running.
     pub cancel_requested: bool,
+    /// Why the claimed row cannot be run (a column that is not valid UTF-8, say): the job
+    /// must fail with this reason instead of being driven.
+    pub unreadable: Option<String>,
 }
 
 impl ClaimedJob {
+    /// Reads a row of [`CLAIM_SQL`]'s `RETURNING`. A row this worker cannot read is still
+    /// its claim: it comes back with [`ClaimedJob::unreadable`] set so that the job is failed
+    /// with the reason, instead of the whole claim failing and its jobs staying `running`.
+    pub(super) fn read(row: &SqliteRow) -> Result<ClaimedJob, sqlx::Error> {
+        let id = row.try_get("id")?;
+        let attempt = row.try_get("attempt")?;
+        let text = |column: &str| -> Result<Option<Result<String, String>>, sqlx::Error> {
+            let bytes: Option<&[u8]> = row.try_get(column)?;
+            Ok(bytes.map(text::decode))
+        };
+        let read = || -> Result<ClaimedJob, sqlx::Error> {
+            let mut unreadable = None;
+            let payload = match text("payload")? {
+                Some(Ok(payload)) => payload,
+                Some(Err(escaped)) => {
+                    unreadable = Some("payload is not valid UTF-8".to_owned());
+                    escaped
+                }
+                None => String::new(),
+            };
+            let checkpoint = match text("checkpoint")? {
+                Some(Ok(checkpoint)) => Some(checkpoint),
+                Some(Err(_)) => {
+                    unreadable.get_or_insert_with(|| "checkpoint is not valid UTF-8".to_owned());
+                    None
+                }
+                None => None,
+            };
+            Ok(ClaimedJob {
+                id,
+                attempt,
+                uncharged_attempts: row.try_get("uncharged_attempts")?,
+                max_attempts: row.try_get("max_attempts")?,
+                payload,
+                checkpoint,
+                cancel_requested: row.try_get("cancel_requested")?,
+                unreadable,
+            })
+        };
+        Ok(read().unwrap_or_else(|e| ClaimedJob {
+            id,
+            attempt,
+            uncharged_attempts: 0,
+            max_attempts: None,
+            payload: String::new(),
+            checkpoint: None,
+            cancel_requested: false,
+            unreadable: Some(format!("the claimed row could not be read: {e}")),
+        }))
+    }
+
     /// The fence for writes made under this claim.
     pub fn fence(&self) -> Fence {
         Fence {
@@ -182,20 +237,29 @@ impl Queue {
         Ok(u32::try_from(due).unwrap_or(0))
     }
 
-    /// Extends every lease `owner` holds to `now_ms + lease_ms`; returns how many.
+    /// Extends the leases of `fences`, the claims this process is still driving, to
+    /// `now_ms + lease_ms`; returns how many. A job whose runner stopped (it gave up on a
+    /// write, or panicked) is not among them, so its lease runs out and it is rescued.
     pub async fn heartbeat(
         &self,
         owner: &str,
+        fences: &[Fence],
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<u64, QueueError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = ?1 WHERE status = 'running' AND lease_owner = ?2",
-        )
-        .bind(now_ms + lease_ms)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+        if fences.is_empty() {
+            return Ok(0);
+        }
+        let live: Vec<[i64; 2]> = fences
+            .iter()
+            .map(|fence| [fence.id, fence.attempt])
+            .collect();
+        let done = sqlx::query(HEARTBEAT_SQL)
+            .bind(now_ms + lease_ms)
+            .bind(owner)
+            .bind(serde_json::to_string(&live).unwrap_or_default())
+            .execute(&self.pool)
+            .await?;
         self.count_commit();
         Ok(done.rows_affected())
     }
@@ -203,33 +267,46 @@ impl Queue {
     /// Puts running jobs whose lease expired before `now_ms` back in the queue at their
     /// checkpoint, without charging the attempt (the worker died, not the job).
     pub async fn rescue(&self, now_ms: i64) -> Result<Vec<JobId>, QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rescued: Vec<(JobId, i64)> = sqlx::query_as(
-            "UPDATE jobs \
-             SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_at = ?1, \
-                 uncharged_attempts = uncharged_attempts + 1, updated_at = ?1 \
-             WHERE status = 'running' AND lease_expires_at < ?1 \
-             RETURNING id, attempt",
-        )
-        .bind(now_ms)
-        .fetch_all(&mut *tx)
+        let rescued = tx::immediate(&self.pool, async |conn| {
+            let rescued: Vec<(JobId, i64)> = sqlx::query_as(RESCUE_SQL)
+                .bind(now_ms)
+                .fetch_all(&mut *conn)
+                .await?;
+            for (id, attempt) in &rescued {
+                sqlx::query(RESCUED_EVENT_SQL)
+                    .bind(id)
+                    .bind(now_ms)
+                    .bind(attempt)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(rescued)
+        })
         .await?;
-        for (id, attempt) in &rescued {
-            sqlx::query(
-                "INSERT INTO job_events (job_id, at, kind, attempt, error) \
-                 VALUES (?1, ?2, 'rescued', ?3, 'lease expired')",
-            )
-            .bind(id)
-            .bind(now_ms)
-            .bind(attempt)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
         self.count_commit();
         Ok(rescued.into_iter().map(|(id, _)| id).collect())
     }
 }
+
+/// `?1` new expiry, `?2` owner, `?3` the live fences as a JSON array of `[id, attempt]`: each
+/// is looked up by its primary key, and renewed only while it is still that claim.
+const HEARTBEAT_SQL: &str = "UPDATE jobs SET lease_expires_at = ?1 \
+     FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS attempt \
+           FROM json_each(?3)) AS live \
+     WHERE jobs.id = live.id AND jobs.attempt = live.attempt \
+       AND jobs.status = 'running' AND jobs.lease_owner = ?2";
+
+/// Running jobs whose lease expired before `?1` go back to the queue at their checkpoint,
+/// their attempt uncharged.
+const RESCUE_SQL: &str = "UPDATE jobs \
+     SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, run_at = ?1, \
+         uncharged_attempts = uncharged_attempts + 1, updated_at = ?1 \
+     WHERE status = 'running' AND lease_expires_at < ?1 \
+     RETURNING id, attempt";
+
+/// `?1` job, `?2` now, `?3` attempt.
+const RESCUED_EVENT_SQL: &str = "INSERT INTO job_events (job_id, at, kind, attempt, error) \
+     VALUES (?1, ?2, 'rescued', ?3, 'lease expired')";
 
 #[cfg(test)]
 mod tests {
@@ -270,6 +347,29 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_renews_only_the_claims_it_names_so_the_others_are_rescued() {
+        let (_dir, queue, claimed) = crate::queue::test_support::queue_with_claimed(3).await;
+        let now = now_ms();
+        let live = [claimed[0].fence(), claimed[1].fence()];
+        let stale_attempt = crate::queue::Fence {
+            id: claimed[1].id,
+            attempt: claimed[1].attempt + 1,
+        };
+        assert_eq!(
+            queue
+                .heartbeat("w1", &[live[0], stale_attempt], 120_000, now)
+                .await
+                .unwrap(),
+            1,
+            "a fence of another attempt renews nothing"
+        );
+        assert_eq!(queue.heartbeat("w1", &live, 120_000, now).await.unwrap(), 2);
+        assert_eq!(queue.heartbeat("w2", &live, 120_000, now).await.unwrap(), 0);
+        let rescued = queue.rescue(now + 90_000).await.unwrap();
+        assert_eq!(rescued, [claimed[2].id]);
     }
 
     #[tokio::test]

@@ -15,7 +15,9 @@ mod quota;
 mod schema_tests;
 #[cfg(test)]
 mod test_support;
+mod text;
 mod transition;
+mod tx;
 mod writer;
 
 use std::path::Path;
@@ -162,21 +164,53 @@ pub struct Queue {
     last_claim_full: Arc<AtomicBool>,
 }
 
-/// The database file and its WAL, watched for other processes' commits.
+/// The database file and its WAL, watched for other processes' commits and for being
+/// replaced under the open connection.
 #[derive(Debug)]
 struct DbFiles {
     database: std::path::PathBuf,
     wal: std::path::PathBuf,
+    /// The files the connection has open, as `(device, inode)`, read once it is open.
+    opened: [Option<FileId>; 2],
+}
+
+/// Which file a path names: its device and inode.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl DbFiles {
-    fn new(path: &Path) -> DbFiles {
+    /// The files of the database at `path`, which the connection has just opened.
+    fn opened(path: &Path) -> DbFiles {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
         DbFiles {
+            opened: [file_id(path), file_id(&wal)],
             database: path.to_owned(),
-            wal: wal.into(),
+            wal,
         }
+    }
+
+    /// Why the files at the database's paths are no longer the ones the connection writes,
+    /// if they are not: deleted, or replaced by other files. What this process commits
+    /// then lands in files nobody else will read, and other processes see none of it.
+    fn replaced(&self) -> Option<String> {
+        let paths = [&self.database, &self.wal];
+        paths
+            .into_iter()
+            .zip(self.opened)
+            .find_map(|(path, opened)| {
+                let opened = opened?;
+                match file_id(path) {
+                    Some(now) if now == opened => None,
+                    Some(_) => Some(format!("{} was replaced by another file", path.display())),
+                    None => Some(format!("{} was deleted", path.display())),
+                }
+            })
     }
 
     /// Sizes and mtimes: every commit appends to (or rewrites) the WAL, and checkpoints
@@ -228,9 +262,15 @@ impl Queue {
             pool,
             writer,
             commits,
-            files: Arc::new(DbFiles::new(path)),
+            files: Arc::new(DbFiles::opened(path)),
             last_claim_full: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Why this queue's database files are no longer the ones at its path (deleted or
+    /// replaced since it opened them), or `None` while they are. Two `stat` calls.
+    pub fn files_replaced(&self) -> Option<String> {
+        self.files.replaced()
     }
 
     /// Transactions (and autocommit writes) this queue has committed since it was opened:

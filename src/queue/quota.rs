@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::{Queue, QueueError};
+use super::{Queue, QueueError, tx};
 
 /// DingTalk's months begin at midnight China Standard Time (UTC+8, no daylight saving).
 const CHINA_OFFSET_MS: i64 = 8 * 3_600_000;
@@ -51,25 +51,27 @@ impl Queue {
         deltas: &[CallDelta],
         now_ms: i64,
     ) -> Result<u64, QueueError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for delta in deltas.iter().filter(|d| d.calls > 0) {
-            sqlx::query(
-                "INSERT INTO dingtalk_calls (app_key, month, endpoint, counted, calls, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (app_key, month, endpoint) \
-                 DO UPDATE SET calls = calls + excluded.calls, updated_at = excluded.updated_at",
-            )
-            .bind(app_key)
-            .bind(month)
-            .bind(&delta.endpoint)
-            .bind(delta.counted)
-            .bind(i64::try_from(delta.calls).unwrap_or(i64::MAX))
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let total = counted_calls(&mut tx, app_key, month).await?;
-        tx.commit().await?;
+        let total = tx::immediate(&self.pool, async |conn| {
+            for delta in deltas.iter().filter(|d| d.calls > 0) {
+                sqlx::query(
+                    "INSERT INTO dingtalk_calls \
+                         (app_key, month, endpoint, counted, calls, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (app_key, month, endpoint) \
+                     DO UPDATE SET calls = calls + excluded.calls, updated_at = excluded.updated_at",
+                )
+                .bind(app_key)
+                .bind(month)
+                .bind(&delta.endpoint)
+                .bind(delta.counted)
+                .bind(i64::try_from(delta.calls).unwrap_or(i64::MAX))
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await?;
+            }
+            counted_calls(conn, app_key, month).await
+        })
+        .await?;
         self.count_commit();
         Ok(total)
     }

@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Column, FromRow, Row, SqliteConnection, SqlitePool};
+use sqlx::{Column, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::claim::{self, ClaimRequest};
 use super::enqueue::{self, EnqueueRequest};
 use super::transition::{self, Change, EventRecord};
+use super::tx;
 use super::{ClaimedJob, Enqueued, Fence, JobId, QueueError, lease_lost};
 
 /// The most operations one transaction takes; later arrivals wait for the next batch.
@@ -181,7 +182,7 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError
     if outcome.is_err() {
         // The batch runs between its own BEGIN and COMMIT statements; a statement that
         // failed leaves that transaction open. Nothing of it may stay.
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        tx::roll_back(conn).await;
     }
     outcome
 }
@@ -289,7 +290,7 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
             _ => {
                 let index = usize::try_from(row.try_get::<i64, _>("claim_op")?).unwrap_or(0);
                 if let Some(jobs) = claimed.get_mut(index) {
-                    jobs.push(ClaimedJob::from_row(&row)?);
+                    jobs.push(ClaimedJob::read(&row)?);
                 }
             }
         }

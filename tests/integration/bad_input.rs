@@ -391,3 +391,80 @@ async fn rows_the_worker_could_not_read_are_refused_by_the_tables_checks() {
     conn.close().await.unwrap();
     assert!(h.all_jobs().await.is_empty(), "nothing reached the queue");
 }
+
+#[tokio::test]
+async fn a_row_with_invalid_utf8_fails_alone_with_a_reason_and_every_listing_still_works() {
+    use sqlx::Connection;
+    let mut h = Harness::new().await;
+    let file = h.file("a.pdf", &bytes(100, 9));
+    let mut good = h.payload(&[&file]);
+    let first = h.enqueue(&good).await;
+    // json_valid accepts these bytes, so the table's CHECKs let the rows in.
+    good["form"][0]["value"] = json!("BAD");
+    let bad_payload = good.to_string().replace("BAD", "\u{1}").into_bytes();
+    let bad_payload: Vec<u8> = bad_payload
+        .into_iter()
+        .map(|b| if b == 1 { 0xFF } else { b })
+        .collect();
+    let url = format!("sqlite://{}", h.config.database.path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let bad: i64 =
+        sqlx::query_scalar("INSERT INTO jobs (payload) VALUES (CAST(?1 AS TEXT)) RETURNING id")
+            .bind(&bad_payload)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    good["form"][0]["value"] = json!("fine");
+    let odd_key: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (payload, idempotency_key) VALUES (?1, CAST(x'6b6579fe' AS TEXT)) \
+         RETURNING id",
+    )
+    .bind(good.to_string())
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let last = h.enqueue(&good).await;
+
+    h.start();
+    let jobs = h.all_finished(Duration::from_secs(30)).await;
+    let status = |id: i64| {
+        let job = jobs.iter().find(|j| j.id == id).unwrap();
+        (job.status.clone(), job.last_error.clone())
+    };
+    assert_eq!(
+        status(bad),
+        (
+            "failed".to_owned(),
+            Some("payload is not valid UTF-8".to_owned())
+        )
+    );
+    for id in [first, odd_key, last] {
+        assert_eq!(status(id).0, "succeeded", "job {id}: {:?}", status(id));
+    }
+    assert_eq!(h.received(Endpoint::CreateInstance).len(), 3);
+    h.stop().await;
+
+    let config = h.config_file("listing.toml", "");
+    let run = |args: &[&str]| {
+        let out = h
+            .command()
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    assert!(run(&["jobs"]).contains("failed"));
+    let listed: Value = serde_json::from_str(&run(&["jobs", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+    assert!(run(&["show", &bad.to_string()]).contains("\\xFF"));
+    assert!(run(&["show", &odd_key.to_string(), "--json"]).contains("key\\\\xFE"));
+}

@@ -182,6 +182,7 @@ fn enqueue_refuses_a_bad_payload_with_exit_2_naming_the_field() {
 #[test]
 fn show_of_an_unknown_job_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["migrate"]).status.success());
     let out = run(dir.path(), &["show", "42"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no job with id 42"));
@@ -225,4 +226,40 @@ async fn run_with_a_secret_dingtalk_refuses_exits_78_before_claiming_anything() 
     );
     let job = h.queue.get(id).await.unwrap();
     assert_eq!((job.status.as_str(), job.attempt), ("queued", 0));
+}
+
+#[test]
+fn commands_about_existing_jobs_refuse_a_missing_database_instead_of_creating_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        "[database]\npath = \"typo/queue.db\"\n",
+    )
+    .unwrap();
+    for args in [
+        &["jobs"][..],
+        &["show", "1"],
+        &["stats"],
+        &["retry", "1"],
+        &["cancel", "1"],
+        &["prune", "--older-than", "30d"],
+    ] {
+        let out = run(dir.path(), args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("no database at typo/queue.db"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(!dir.path().join("typo").exists(), "nothing was created");
+    let out = run(dir.path(), &["migrate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("created a new database"));
+    assert!(run(dir.path(), &["jobs"]).status.success());
 }
