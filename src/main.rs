@@ -31,7 +31,11 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(cli::execute(cli)) {
+    let outcome = runtime.block_on(cli::execute(cli));
+    // Blocking tasks still running (a file being hashed for a job a forced stop abandoned)
+    // must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

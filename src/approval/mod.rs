@@ -82,15 +82,10 @@ impl Approval {
         self
     }
 
-    /// How long to wait before retrying after `error`, given the queue's backoff: at least
-    /// the pause DingTalk asked for, and after an ambiguous create at least the settle time,
-    /// so the next attempt's reconciliation can be believed.
-    pub fn retry_delay(&self, error: &StepError, backoff_delay: Duration) -> Duration {
-        match error {
-            StepError::RetryAfter { after, .. } => (*after).max(backoff_delay),
-            StepError::Ambiguous(_) => self.submit_settle.max(backoff_delay),
-            _ => backoff_delay,
-        }
+    /// How long a create sent without an answer may still land: a retry after an ambiguous
+    /// create waits at least this long, so the next attempt's reconciliation can be believed.
+    pub fn submit_settle(&self) -> Duration {
+        self.submit_settle
     }
 
     /// Does the I/O of exactly one step.
@@ -548,37 +543,5 @@ mod tests {
         assert_eq!(ticket_margin_ms(&upload(900)), TICKET_MARGIN_MS);
         assert_eq!(ticket_margin_ms(&upload(60)), 15_000);
         assert_eq!(ticket_margin_ms(&upload(1)), 250);
-    }
-
-    #[test]
-    fn retry_delays_honour_throttle_pauses_and_the_create_settle_time() {
-        // Nothing is sent: the clients only need to exist.
-        let dingtalk = DingTalk::new(crate::dingtalk::ClientSettings {
-            api_base: "http://127.0.0.1:9".into(),
-            oapi_base: "http://127.0.0.1:9".into(),
-            app_key: "key".into(),
-            app_secret: crate::secret::Secret::new("secret"),
-            agent_id: 1,
-            rate_limit_per_sec: 0,
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-        })
-        .unwrap();
-        let oss = Oss::new(Duration::from_secs(1), Duration::from_secs(1)).unwrap();
-        let settle = Duration::from_secs(4);
-        let approval = Approval::new(dingtalk, oss).with_submit_settle(settle);
-        let backoff = Duration::from_millis(10);
-        let reason = || Reason::new("x");
-        let delay = |error: &StepError| approval.retry_delay(error, backoff);
-        assert_eq!(delay(&StepError::Ambiguous(reason())), settle);
-        assert_eq!(delay(&StepError::Retryable(reason())), backoff);
-        let after = Duration::from_secs(300);
-        let throttled = StepError::RetryAfter {
-            reason: reason(),
-            after,
-        };
-        assert_eq!(delay(&throttled), after);
-        let long_backoff = approval.retry_delay(&StepError::Ambiguous(reason()), after);
-        assert_eq!(long_backoff, after);
     }
 }

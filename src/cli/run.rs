@@ -2,6 +2,8 @@
 //! metrics if asked, and turns SIGTERM/SIGINT into a graceful drain (a second signal stops
 //! at once).
 
+use std::time::Duration;
+
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -19,8 +21,9 @@ pub const EXAMPLES: &str = "Examples:
   APPROVAL_WORKER_LOG=debug approval-worker run --log-format json
 
 Under systemd (Type=notify) it reports READY, STATUS, WATCHDOG and STOPPING; see
-contrib/approval-worker.service. SIGTERM drains (in-flight steps finish within
-shutdown_grace_secs); a second SIGTERM or Ctrl-C stops at once, releasing leases.";
+contrib/approval-worker.service. SIGTERM, SIGINT (Ctrl-C) or SIGHUP drains (in-flight
+steps finish within shutdown_grace_secs); a second signal stops at once, releasing what
+leases it can within a second.";
 
 /// Runs `run`.
 pub async fn run(config: &Config) -> Result<(), CliError> {
@@ -29,7 +32,28 @@ pub async fn run(config: &Config) -> Result<(), CliError> {
     let shutdown = CancellationToken::new();
     let force = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone(), force.clone()));
+    let forced_exit = async {
+        force.cancelled().await;
+        tokio::time::sleep(FORCED_EXIT_AFTER).await;
+    };
+    tokio::select! {
+        outcome = serve(config, shutdown, force.clone()) => outcome,
+        () = forced_exit => {
+            tracing::warn!("stopped at once on a second signal; jobs not released are rescued when their leases expire");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(
+    config: &Config,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) -> Result<(), CliError> {
     let secret = config.validate_for_run()?;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let queue = open_queue(config).await?;
     let worker = build_worker(config, secret, queue.clone())?;
     check_credentials(&worker).await?;
@@ -50,7 +74,7 @@ pub async fn run(config: &Config) -> Result<(), CliError> {
         }
         None => None,
     };
-    let outcome = worker.run(shutdown, force).await;
+    let outcome = worker.run(shutdown, force.clone()).await;
     stop_http.cancel();
     if let Some(http) = http {
         match http.await {
@@ -59,10 +83,23 @@ pub async fn run(config: &Config) -> Result<(), CliError> {
             Ok(Ok(())) => {}
         }
     }
-    queue.close().await;
+    // Closing waits for the connection, which may be waiting for another process's lock.
+    if tokio::time::timeout(CLOSE_BUDGET, queue.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database did not answer: closing without waiting for it");
+    }
     outcome.context("worker stopped")?;
     Ok(())
 }
+
+/// How long closing the database may take once the worker stopped.
+const CLOSE_BUDGET: Duration = Duration::from_secs(1);
+/// How long after a second signal the process ends, whatever it is still waiting for (the
+/// worker's own releases get [`crate::worker::FORCED_STOP_BUDGET`] of it). Jobs it could not release are
+/// rescued when their leases expire, as after a crash.
+const FORCED_EXIT_AFTER: Duration = Duration::from_secs(3);
 
 /// Refuses to start (exit 78) when DingTalk rejects the app key or secret: every job would
 /// fail. Any other trouble (DingTalk unreachable) is only logged: jobs wait and retry.
@@ -111,26 +148,44 @@ pub fn dingtalk_client(config: &Config, secret: Secret) -> Result<DingTalk, CliE
     Ok(client)
 }
 
-/// First SIGTERM/SIGINT: drain. Second: stop now.
+/// First SIGTERM, SIGINT or SIGHUP: drain. Second: stop now.
+///
+/// SIGHUP is a graceful stop, not a reload: the daemon has no configuration it could apply
+/// without a restart, and a terminal that closes sends SIGHUP, which then drains instead of
+/// killing the process mid-step. systemd restarts the service after it if `Restart=` says so.
 async fn watch_signals(shutdown: CancellationToken, force: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM and SIGHUP");
             return;
         }
     };
-    next_signal(&mut term).await;
-    tracing::info!("signal received: finishing in-flight steps, then stopping");
+    let first = next_signal(&mut term, &mut hup).await;
+    tracing::info!(
+        signal = first,
+        "signal received: finishing in-flight steps, then stopping"
+    );
     shutdown.cancel();
-    next_signal(&mut term).await;
-    tracing::info!("second signal: stopping now and releasing leases");
+    let second = next_signal(&mut term, &mut hup).await;
+    tracing::info!(
+        signal = second,
+        "second signal: stopping now and releasing leases"
+    );
     force.cancel();
 }
 
-async fn next_signal(term: &mut tokio::signal::unix::Signal) {
+async fn next_signal(
+    term: &mut tokio::signal::unix::Signal,
+    hup: &mut tokio::signal::unix::Signal,
+) -> &'static str {
     tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }

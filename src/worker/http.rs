@@ -1,6 +1,8 @@
 //! The optional HTTP listener of `run`: `/metrics` (Prometheus/OpenMetrics text) and
 //! `/healthz` (database reachable, claim loop alive).
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -30,12 +32,20 @@ pub async fn serve(
         .await
 }
 
+/// How long `/metrics` waits for the database's counts before answering 503.
+const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn metrics(State(worker): State<Worker>) -> Response {
-    match worker.render_metrics().await {
-        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
-        Err(e) => (
+    match tokio::time::timeout(METRICS_DB_TIMEOUT, worker.render_metrics()).await {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
+        Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("database unavailable: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database unavailable: no answer within 5 s\n",
         )
             .into_response(),
     }

@@ -7,7 +7,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::{FLUSH_INTERVAL, Worker};
-use crate::queue::now_ms;
+use crate::queue::{Fence, now_ms};
 
 /// Shortest heartbeat period, however short the lease.
 const MIN_HEARTBEAT_PERIOD: Duration = Duration::from_millis(100);
@@ -37,9 +37,10 @@ pub(super) async fn maintain(worker: Worker, shutdown: CancellationToken) {
 async fn heartbeat_and_rescue(worker: &Worker, shutdown: &CancellationToken) {
     let inner = &worker.inner;
     let now = now_ms();
+    let live: Vec<Fence> = worker.running().values().copied().collect();
     if let Err(e) = inner
         .queue
-        .heartbeat(&inner.owner, inner.settings.lease_ms(), now)
+        .heartbeat(&inner.owner, &live, inner.settings.lease_ms(), now)
         .await
     {
         tracing::warn!(error = %e, "lease heartbeat failed");

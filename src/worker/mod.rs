@@ -7,6 +7,7 @@ mod http;
 mod maintain;
 mod metrics;
 mod notify;
+mod policy;
 mod pool;
 mod quota;
 mod runner;
@@ -26,11 +27,16 @@ use crate::queue::{Fence, JobId, Queue, QueueError, now_ms};
 pub use http::serve;
 pub use metrics::{METRICS_PREFIX, Metrics, Snapshot};
 pub use notify::{Notifier, status_line};
+pub use pool::FORCED_STOP_BUDGET;
 pub use quota::{CallQuota, FLUSH_INTERVAL};
 
 /// The claim loop counts as stalled after this many status intervals without a database
 /// round trip.
 const STALLED_AFTER_INTERVALS: u32 = 3;
+
+/// How long `/healthz` waits for the database: a probe must get an answer, and a database
+/// that takes longer is reported unhealthy.
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// What the pool needs from the configuration.
 #[derive(Debug, Clone)]
@@ -159,6 +165,10 @@ pub enum WorkerError {
     /// The database failed in the claim loop.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The database file or its WAL was deleted or replaced while the worker had it open:
+    /// its progress from then on reached no one, so it stopped.
+    #[error("the database was deleted or replaced under the running worker: {0}")]
+    DatabaseReplaced(String),
 }
 
 impl Worker {
@@ -234,7 +244,13 @@ impl Worker {
         let stalled_after = self.notifier().status_interval() * STALLED_AFTER_INTERVALS;
         Health {
             ready: idle.is_some(),
-            database: self.inner.queue.ping().await.map_err(|e| e.to_string()),
+            database: match tokio::time::timeout(HEALTH_DB_TIMEOUT, self.inner.queue.ping()).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer within {} ms (another process may hold the database's write lock)",
+                    HEALTH_DB_TIMEOUT.as_millis()
+                )),
+            },
             claim_loop_alive: idle.is_some_and(|idle| idle <= stalled_after),
             claim_loop_idle_secs: idle.map(|idle| idle.as_secs_f64()),
         }
@@ -271,17 +287,34 @@ impl Worker {
         self.inner.wake.notify_one();
     }
 
-    fn track(&self, fence: Fence) {
+    /// Counts `fence` as driven by a runner of this process until the guard is dropped:
+    /// when the runner ends in any way, a panic included. Only these leases are renewed.
+    fn track(&self, fence: Fence) -> Tracked {
         self.running().insert(fence.id, fence);
-    }
-
-    fn untrack(&self, id: JobId) {
-        self.running().remove(&id);
+        Tracked {
+            worker: self.clone(),
+            fence,
+        }
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Fence>> {
         // A panic while holding this lock leaves the map usable; keep going.
         self.inner.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A claim a runner of this process is driving; see [`Worker::track`].
+struct Tracked {
+    worker: Worker,
+    fence: Fence,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut running = self.worker.running();
+        if running.get(&self.fence.id) == Some(&self.fence) {
+            running.remove(&self.fence.id);
+        }
     }
 }
 

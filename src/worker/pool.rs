@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -13,16 +14,25 @@ use super::notify::{STOP_MARGIN, status_line};
 use super::{Worker, WorkerError, maintain, runner};
 use crate::queue::{Fence, QueueError, Unstored, now_ms};
 
+/// How long a stop forced by a second signal may still spend on the database.
+pub const FORCED_STOP_BUDGET: Duration = Duration::from_secs(1);
+/// How often the database's files are checked for being deleted or replaced.
+const FILE_CHECK: Duration = Duration::from_millis(100);
+
 impl Worker {
     /// Runs until `shutdown` is cancelled, then drains: no new claims, in-flight jobs stop at
     /// their next step boundary and are released, all within the grace period; when it runs
-    /// out (or `force` is cancelled) the remaining runners are aborted and released.
+    /// out (or `force` is cancelled) the remaining runners are aborted and released. If the
+    /// database's files are deleted or replaced meanwhile, it stops at once and returns
+    /// [`WorkerError::DatabaseReplaced`]: nothing it writes would reach anyone any more.
     pub async fn run(
         &self,
         shutdown: CancellationToken,
         force: CancellationToken,
     ) -> Result<(), WorkerError> {
         let inner = &self.inner;
+        let (shutdown, force) = (shutdown.child_token(), force.child_token());
+        let watcher = tokio::spawn(watch_files(self.clone(), shutdown.clone(), force.clone()));
         self.start_up().await;
         let semaphore = Arc::new(Semaphore::new(inner.settings.concurrency as usize));
         let mut runners = JoinSet::new();
@@ -30,16 +40,30 @@ impl Worker {
         tracing::info!(owner = %inner.owner, queue = %inner.settings.queue, concurrency = inner.settings.concurrency, "worker started");
         let outcome = self.claim_loop(&semaphore, &mut runners, &shutdown).await;
         tracing::info!(in_flight = runners.len(), "worker draining");
-        let drained = self.drain(&mut runners, &force).await;
-        if !drained {
+        let forced = !self.drain(&mut runners, &force).await;
+        if forced {
+            // Read before the runners stop: each forgets its claim when it is dropped.
+            let unfinished: Vec<Fence> = self.running().values().copied().collect();
             runners.abort_all();
             while runners.join_next().await.is_some() {}
-            self.release_all().await;
+            self.release_all(unfinished, force.is_cancelled()).await;
         }
         maintenance.abort();
+        watcher.abort();
         *self.alive_at() = None;
-        if let Err(e) = self.flush_calls().await {
-            tracing::warn!(error = %e, "could not record the last DingTalk call counts");
+        if let Some(reason) = inner.queue.files_replaced() {
+            return Err(WorkerError::DatabaseReplaced(reason));
+        }
+        let flushed =
+            tokio::time::timeout(last_writes_budget(force.is_cancelled()), self.flush_calls());
+        match flushed.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not record the last DingTalk call counts")
+            }
+            Err(_) => tracing::warn!(
+                "the database did not answer: the last DingTalk call counts are not recorded"
+            ),
         }
         tracing::info!("worker stopped");
         outcome
@@ -124,7 +148,7 @@ impl Worker {
                 };
                 claimed_all = jobs.len() == free;
                 for job in jobs {
-                    self.track(job.fence());
+                    let tracked = self.track(job.fence());
                     let parked = Parked::new(self);
                     let worker = self.clone();
                     let stop = shutdown.clone();
@@ -156,7 +180,7 @@ impl Worker {
                                     .await
                             }
                         }
-                        worker.untrack(fence.id);
+                        drop(tracked);
                     });
                 }
             }
@@ -250,10 +274,23 @@ impl Worker {
         }
     }
 
-    async fn release_all(&self) {
-        let fences: Vec<Fence> = self.running().drain().map(|(_, fence)| fence).collect();
-        for fence in fences {
-            self.release(fence, "released unfinished job").await;
+    /// Releases the claims whose runners were stopped, all at once (they share one commit),
+    /// giving up after [`last_writes_budget`]: their leases then expire and they are rescued.
+    async fn release_all(&self, unfinished: Vec<Fence>, forced: bool) {
+        let count = unfinished.len();
+        let releases = unfinished
+            .into_iter()
+            .map(|fence| self.release(fence, "released unfinished job"));
+        let budget = last_writes_budget(forced);
+        if tokio::time::timeout(budget, futures_util::future::join_all(releases))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                jobs = count,
+                budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
+                "the database did not answer in time: unreleased jobs are rescued when their leases expire"
+            );
         }
     }
 
@@ -271,6 +308,31 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(job_id = fence.id, error = %e, "could not release job; its lease will expire")
             }
+        }
+    }
+}
+
+/// How long the writes after the runners stopped (releases, call counts) may take: a second
+/// signal asks to stop at once, so then only briefly, whoever holds the database's lock.
+fn last_writes_budget(forced: bool) -> Duration {
+    if forced {
+        FORCED_STOP_BUDGET
+    } else {
+        Duration::from_secs(crate::queue::BUSY_TIMEOUT_SECS)
+    }
+}
+
+/// Stops the worker at once (no drain) when its database files are deleted or replaced.
+async fn watch_files(worker: Worker, shutdown: CancellationToken, force: CancellationToken) {
+    let mut tick = tokio::time::interval(FILE_CHECK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(reason) = worker.inner.queue.files_replaced() {
+            tracing::error!(%reason, "the database this worker has open is gone: stopping now");
+            shutdown.cancel();
+            force.cancel();
+            return;
         }
     }
 }

@@ -1,28 +1,24 @@
 //! One claimed job: validate, resume at the checkpoint, advance and checkpoint step by step,
 //! then succeed, fail, retry later, cancel or release.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Worker;
-use crate::approval::{self, Attempt, Step, StepError};
+use super::policy::{self, Action, Standing};
+use crate::approval::{self, Attempt, Step};
 use crate::queue::{ClaimedJob, Failure, Fence, QueueError, StepDone, Unstored, now_ms};
 
-/// Stale-input redos (expired ticket, consumed uploadKey) allowed within one attempt before
-/// the job waits for a later attempt instead.
-const MAX_STALE_REDOS_PER_ATTEMPT: u32 = 3;
 /// The step name recorded when the payload itself is at fault.
 const PAYLOAD_STEP: &str = "payload";
 /// The name events give a submit resumed by a later attempt: it reconciles before anything.
 const RECONCILE_STEP: &str = "reconcile";
-/// Attempts beyond `max_attempts` a job may still make while a create it sent is
-/// unresolved: only reconciliation can tell whether the approval exists, so failing the job
-/// before it has looked would report a failure that may be a success.
-const EXTRA_RECONCILE_ATTEMPTS: i64 = 3;
 
 /// A runner's place among the worker's `concurrency` slots.
 pub(super) struct Slot<'a> {
@@ -96,9 +92,38 @@ pub(super) async fn run(
     slot: &mut Slot<'_>,
 ) {
     let span = tracing::info_span!("job", job_id = job.id, attempt = job.attempt);
-    let outcome = drive(worker, &job, shutdown, slot)
-        .instrument(span.clone())
+    let outcome = AssertUnwindSafe(drive(worker, &job, shutdown, slot).instrument(span.clone()))
+        .catch_unwind()
         .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        // A bug, not the job's fault: the attempt is charged, so a job that always hits it
+        // ends `failed` after its attempts instead of going round for ever.
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let _entered = span.enter();
+            tracing::error!(panic = %message, "the job's runner panicked; retrying it later");
+            slot.free();
+            let delays = policy::Delays {
+                backoff: worker.inner.settings.backoff_base,
+                submit_settle: worker.inner.approval.submit_settle(),
+            };
+            let action = policy::after_panic(&message, standing(worker, &job), delays);
+            finish(
+                worker,
+                job.fence(),
+                &Unstored::default(),
+                "runner",
+                action,
+                0,
+            )
+            .await
+        }
+    };
     let _entered = span.enter();
     match outcome {
         Ok(()) => {}
@@ -121,49 +146,40 @@ async fn drive(
     let settings = &inner.settings;
     let queue = &inner.queue;
     let fence = claimed.fence();
+    let mut standing = standing(worker, claimed);
 
-    let job = match approval::validate(
-        &claimed.payload,
-        &settings.attachment_field,
-        &settings.upload,
-    ) {
-        Ok(job) => job,
-        Err(e) => {
-            tracing::warn!(error = %e, "payload refused");
+    let refused = |step: &str, reason: String| failure(step, reason, None, 0);
+    let start = match &claimed.unreadable {
+        Some(reason) => Err(refused(PAYLOAD_STEP, reason.clone())),
+        None => approval::validate(
+            &claimed.payload,
+            &settings.attachment_field,
+            &settings.upload,
+        )
+        .map_err(|e| refused(PAYLOAD_STEP, e.to_string()))
+        .and_then(|job| {
+            Step::from_checkpoint(claimed.checkpoint.as_deref())
+                .map(|step| (job, step))
+                .map_err(|e| refused("checkpoint", format!("checkpoint unreadable: {e}")))
+        }),
+    };
+    let (job, mut step) = match start {
+        Ok(start) => start,
+        Err(refusal) => {
+            tracing::warn!(step = %refusal.step, error = %refusal.message, "job refused");
             slot.free();
             return queue
-                .fail(
-                    fence,
-                    &Unstored::default(),
-                    &failure(PAYLOAD_STEP, e.to_string(), None, 0),
-                    now_ms(),
-                )
+                .fail(fence, &Unstored::default(), &refusal, now_ms())
                 .await;
         }
     };
-    let mut step = match Step::from_checkpoint(claimed.checkpoint.as_deref()) {
-        Ok(step) => step,
-        Err(e) => {
-            let message = format!("checkpoint unreadable: {e}");
-            slot.free();
-            return queue
-                .fail(
-                    fence,
-                    &Unstored::default(),
-                    &failure("checkpoint", message, None, 0),
-                    now_ms(),
-                )
-                .await;
-        }
-    };
-    if claimed.cancel_requested && may_cancel(&step, claimed.attempt) {
+    if claimed.cancel_requested && policy::may_cancel(&step, claimed.attempt) {
         slot.free();
         return queue
             .cancel_running(fence, &Unstored::default(), now_ms())
             .await;
     }
 
-    let mut redos = 0;
     // What the job did since its last write; that write records it.
     let mut unstored = Unstored::default();
     loop {
@@ -185,64 +201,51 @@ async fn drive(
             );
             return queue.release(fence, &unstored, now_ms()).await;
         }
+        let label = step_label(&step, claimed.attempt);
         let started = Instant::now();
         let at = Attempt {
             attempt: claimed.attempt,
             now_ms: now_ms(),
-            // A cancelled job that may have sent a create only looks for its instance.
-            may_create: !claimed.cancel_requested
-                && claimed.charged_attempts() <= max_attempts(worker, claimed),
+            may_create: standing.may_create(),
         };
-        let done_step = step_label(&step, claimed.attempt);
         let outcome = inner
             .approval
             .advance(&job, step.clone(), at)
-            .instrument(tracing::debug_span!("step", step = done_step))
+            .instrument(tracing::debug_span!("step", step = label))
             .await;
         let duration_ms = elapsed_ms(started);
         inner
             .metrics
-            .step(done_step, &step, outcome.is_ok(), duration_ms);
-        match outcome {
-            Ok(next) => {
-                tracing::debug!(
-                    step = done_step,
-                    next = next.name(),
-                    duration_ms,
-                    "step done"
-                );
-                let done = matches!(next, Step::Done { .. });
-                // A created instance goes straight to `succeed` (one write); an adopted one
-                // gets its own event first, so the history shows the reconciliation.
-                if done && done_step != RECONCILE_STEP {
-                    step = next;
-                    continue;
+            .step(label, &step, outcome.is_ok(), duration_ms);
+        let delays = policy::Delays {
+            backoff: approval::backoff(
+                standing.charged,
+                settings.backoff_base,
+                settings.backoff_max,
+                rand::random::<f64>(),
+            ),
+            submit_settle: inner.approval.submit_settle(),
+        };
+        match policy::after_step(&step, outcome, standing, delays) {
+            Action::Advance { next, store: false } => {
+                tracing::debug!(step = label, next = next.name(), duration_ms, "step done");
+                if !matches!(next, Step::Done { .. }) {
+                    unstored.push(step_done(label, duration_ms), next.name());
                 }
-                let finished = StepDone {
-                    step: done_step,
-                    duration_ms,
-                    at_ms: now_ms(),
-                };
-                if !step.must_store(&next) {
-                    unstored.push(finished, next.name());
-                    step = next;
-                    continue;
-                }
+                step = next;
+            }
+            Action::Advance { next, store: true } => {
+                tracing::debug!(step = label, next = next.name(), duration_ms, "step done");
                 if matches!(next, Step::Submit { .. }) {
                     slot.last_step();
                 }
+                let done = step_done(label, duration_ms);
                 let cancel = queue
-                    .checkpoint(
-                        fence,
-                        &unstored,
-                        &finished,
-                        next.name(),
-                        &next.to_checkpoint(),
-                    )
+                    .checkpoint(fence, &unstored, &done, next.name(), &next.to_checkpoint())
                     .await?;
                 unstored.clear();
                 step = next;
-                if cancel && !done && may_cancel(&step, claimed.attempt) {
+                if policy::cancel_at_checkpoint(&step, cancel, claimed.attempt) {
                     tracing::info!("cancel requested: stopping at this checkpoint");
                     slot.free();
                     return queue
@@ -250,128 +253,98 @@ async fn drive(
                         .await;
                 }
             }
-            Err(StepError::Stale { reason, back_to }) if redos < MAX_STALE_REDOS_PER_ATTEMPT => {
-                redos += 1;
-                tracing::info!(step = done_step, reason = %reason, back_to = back_to.name(), "step input went stale");
-                let f = failure(done_step, reason.message, reason.http_status, duration_ms);
+            Action::GoBack { to, reason } => {
+                standing.stale_redos += 1;
+                tracing::info!(step = label, reason = %reason, back_to = to.name(), "step input went stale");
+                let f = failure(label, reason.message, reason.http_status, duration_ms);
                 queue
                     .step_failed(
                         fence,
                         &unstored,
                         &f,
-                        back_to.name(),
-                        &back_to.to_checkpoint(),
+                        to.name(),
+                        &to.to_checkpoint(),
                         now_ms(),
                     )
                     .await?;
                 unstored.clear();
-                step = *back_to;
+                step = to;
                 slot.not_last_step();
             }
-            Err(StepError::Permanent(reason))
-                if claimed.cancel_requested && done_step == RECONCILE_STEP =>
-            {
-                tracing::info!(reason = %reason, "cancel requested and no instance found: cancelling");
+            end @ (Action::Cancel | Action::Fail(_) | Action::RetryLater { .. }) => {
                 slot.free();
-                return queue.cancel_running(fence, &unstored, now_ms()).await;
-            }
-            Err(error) => {
-                let failed = (done_step, error, duration_ms);
-                slot.free();
-                return give_up_or_retry(worker, claimed, fence, &unstored, failed).await;
+                return finish(worker, fence, &unstored, label, end, duration_ms).await;
             }
         }
     }
 }
 
-/// A cancel may stop the job unless a create may already have been sent by an earlier
-/// attempt: then only reconciliation can tell, and finishing is the truthful outcome.
-fn may_cancel(step: &Step, attempt: i64) -> bool {
-    !is_reconcile(step, attempt)
+/// Carries out an action that ends the job's time with this worker: cancel, fail or retry
+/// later, recording what it did since its last write with it.
+async fn finish(
+    worker: &Worker,
+    fence: Fence,
+    unstored: &Unstored,
+    step: &str,
+    action: Action,
+    duration_ms: i64,
+) -> Result<(), QueueError> {
+    let queue = &worker.inner.queue;
+    let now = now_ms();
+    match action {
+        Action::Cancel => {
+            tracing::info!("cancel requested and no instance found: cancelling");
+            queue.cancel_running(fence, unstored, now).await
+        }
+        Action::Fail(reason) => {
+            tracing::warn!(step, error = %reason, "job failed");
+            let f = failure(step, reason.message, reason.http_status, duration_ms);
+            queue.fail(fence, unstored, &f, now).await
+        }
+        Action::RetryLater { reason, delay } => {
+            let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            tracing::info!(step, error = %reason, delay_ms, "step failed; retrying later");
+            worker.inner.metrics.retry(step);
+            let f = failure(step, reason.message, reason.http_status, duration_ms);
+            // The checkpoint stays as it was: an ambiguous submit keeps its intent, so the
+            // next attempt reconciles before creating.
+            queue
+                .retry_later(fence, unstored, &f, now.saturating_add(delay_ms), now)
+                .await
+        }
+        // The runner's loop carries these out itself.
+        Action::Advance { .. } | Action::GoBack { .. } => Ok(()),
+    }
 }
 
-/// A submit whose intent an earlier attempt armed: its create may have been sent.
-fn is_reconcile(step: &Step, attempt: i64) -> bool {
-    matches!(step, Step::Submit { intent, .. } if intent.attempt != attempt)
+/// The attempt's standing as the claim found it.
+fn standing(worker: &Worker, claimed: &ClaimedJob) -> Standing {
+    Standing {
+        attempt: claimed.attempt,
+        charged: claimed.charged_attempts(),
+        max_attempts: claimed
+            .max_attempts
+            .unwrap_or_else(|| i64::from(worker.inner.settings.max_attempts)),
+        cancel_requested: claimed.cancel_requested,
+        stale_redos: 0,
+    }
 }
 
 /// The step name events record for `step` run under `attempt`.
 fn step_label(step: &Step, attempt: i64) -> &'static str {
-    if is_reconcile(step, attempt) {
+    if policy::is_reconcile(step, attempt) {
         RECONCILE_STEP
     } else {
         step.name()
     }
 }
 
-fn max_attempts(worker: &Worker, claimed: &ClaimedJob) -> i64 {
-    claimed
-        .max_attempts
-        .unwrap_or_else(|| i64::from(worker.inner.settings.max_attempts))
-}
-
-async fn give_up_or_retry(
-    worker: &Worker,
-    claimed: &ClaimedJob,
-    fence: Fence,
-    unstored: &Unstored,
-    (step_name, error, duration_ms): (&str, StepError, i64),
-) -> Result<(), QueueError> {
-    let inner = &worker.inner;
-    let settings = &inner.settings;
-    let reason = error.reason().clone();
-    let now = now_ms();
-    if let StepError::Permanent(_) = error {
-        tracing::warn!(step = step_name, error = %reason, "job failed permanently");
-        let f = failure(step_name, reason.message, reason.http_status, duration_ms);
-        return inner.queue.fail(fence, unstored, &f, now).await;
-    }
-    // A create that may have been sent and is not yet reconciled keeps the job going a
-    // little longer: the next attempt looks before it gives up (and creates nothing more).
-    let unresolved = matches!(error, StepError::Ambiguous(_)) || step_name == RECONCILE_STEP;
-    let limit = max_attempts(worker, claimed)
-        + if unresolved {
-            EXTRA_RECONCILE_ATTEMPTS
-        } else {
-            0
-        };
-    if claimed.charged_attempts() >= limit {
-        tracing::warn!(step = step_name, error = %reason, "job failed: attempts exhausted");
-        let unknown = if unresolved {
-            "; an approval instance may exist: `retry` reconciles before creating"
-        } else {
-            ""
-        };
-        let message = format!(
-            "gave up after {} attempts: {}{unknown}",
-            claimed.charged_attempts(),
-            reason.message
-        );
-        let f = failure(step_name, message, reason.http_status, duration_ms);
-        return inner.queue.fail(fence, unstored, &f, now).await;
-    }
-    let backoff = approval::backoff(
-        claimed.charged_attempts(),
-        settings.backoff_base,
-        settings.backoff_max,
-        rand::random::<f64>(),
-    );
-    let delay = inner.approval.retry_delay(&error, backoff);
-    tracing::info!(step = step_name, error = %error, delay_ms = delay.as_millis() as u64, "step failed; retrying later");
-    let f = failure(
-        step_name,
-        error.to_string(),
-        reason.http_status,
+fn step_done(step: &'static str, duration_ms: i64) -> StepDone {
+    StepDone {
+        step,
         duration_ms,
-    );
-    let run_at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-    // The checkpoint stays as it was: an ambiguous submit keeps its intent, so the next
-    // attempt reconciles before creating.
-    inner.metrics.retry(step_name);
-    inner
-        .queue
-        .retry_later(fence, unstored, &f, run_at, now)
-        .await
+        at_ms: now_ms(),
+    }
 }
 
 fn failure(step: &str, message: String, http_status: Option<u16>, duration_ms: i64) -> Failure {

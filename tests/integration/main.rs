@@ -17,3 +17,4 @@ mod producers;
 mod queue;
 mod recovery;
 mod security;
+mod stops;

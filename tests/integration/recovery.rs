@@ -10,7 +10,9 @@ use approval_worker::sandbox::{DEFAULT_SPACE_ID, Endpoint, Fault, SandboxOptions
 use serde_json::Value;
 
 use crate::faults::summary;
-use crate::helpers::{Harness, Timing, bytes, instance_file_ids, md5_hex, result_file_ids};
+use crate::helpers::{
+    Harness, Timing, bytes, event_kinds, instance_file_ids, md5_hex, result_file_ids,
+};
 
 const USER: &str = "manager4220";
 
@@ -491,4 +493,30 @@ async fn cancelling_a_job_whose_create_never_arrived_cancels_it_after_reconcilin
         !h.received(Endpoint::ListInstanceIds).is_empty(),
         "it looked first"
     );
+}
+
+#[tokio::test]
+async fn a_job_whose_runner_gave_up_on_a_write_is_rescued_while_its_process_lives() {
+    let mut h = Harness::new().await;
+    let file = h.file("a.pdf", &bytes(100, 3));
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    // The first attempt's checkpoint before the create is refused as a locked or full
+    // database would refuse it: the runner gives up and leaves the job `running`.
+    h.sql(
+        "CREATE TRIGGER refuse_first_submit BEFORE UPDATE OF step ON jobs \
+         WHEN NEW.step = 'submit' AND NEW.attempt = 1 \
+         BEGIN SELECT RAISE(ABORT, 'injected write failure'); END",
+    )
+    .await;
+    h.start_timed_with(Timing {
+        lease: Duration::from_millis(600),
+        ..Timing::default()
+    });
+    let job = h.finished(id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    assert_eq!(job.attempt, 2);
+    let kinds = event_kinds(&h.queue, id).await;
+    assert!(kinds.contains(&"rescued".to_owned()), "{kinds:?}");
+    assert_eq!(h.received(Endpoint::CreateInstance).len(), 1);
+    h.stop().await;
 }
