@@ -20,7 +20,9 @@ pub use grants::{GRANT_SHARE_MS, Grant, Grants};
 pub use payload::{
     Attachment, FormField, Job, Payload, PayloadError, UploadLimits, check_file_name, validate,
 };
-pub use step::{CHECKPOINT_UPLOADS_FROM_BYTES, PendingUpload, Progress, Step, SubmitIntent};
+pub use step::{
+    CHECKPOINT_UPLOADS_FROM_BYTES, CREATE_STEP, PendingUpload, Progress, Step, SubmitIntent,
+};
 
 use crate::dingtalk::{
     Approver, CreateInstance, Dentry, DingTalk, ErrorClass, FormValue, UploadInfoRequest,
@@ -334,11 +336,6 @@ impl Approval {
             files: progress.files,
             adopted: false,
         })
-    }
-
-    /// The DingTalk client (shared token cache and rate limiter).
-    pub fn dingtalk(&self) -> &DingTalk {
-        &self.dingtalk
     }
 }
 

@@ -12,6 +12,10 @@ use crate::oss::Snapshot;
 /// hashing and uploading them again after a restart would cost more than the writes.
 pub const CHECKPOINT_UPLOADS_FROM_BYTES: u64 = 1024 * 1024;
 
+/// The name of the step that sends the create: a job stored at it may have created its
+/// instance already, so only reconciliation may end it (a cancel merely flags it).
+pub const CREATE_STEP: &str = "submit";
+
 /// Where a job stands. Serialized (JSON) into `jobs.checkpoint` after the steps that
 /// [`Step::must_store`] says to keep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,7 +68,7 @@ impl Step {
             Step::UploadInfo { .. } => "upload_info",
             Step::Put { .. } => "put",
             Step::Commit { .. } => "commit",
-            Step::Submit { .. } => "submit",
+            Step::Submit { .. } => CREATE_STEP,
             Step::Done { .. } => "done",
         }
     }

@@ -198,9 +198,11 @@ pub fn dingtalk(url: &str, rate_limit_per_sec: u32) -> Result<DingTalk, BenchErr
 pub fn worker(queue: Queue, url: &str, settings: WorkerSettings) -> Result<Worker, BenchError> {
     let oss = Oss::new(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
         .map_err(|e| BenchError::Setup(format!("OSS client: {e}")))?;
+    let dingtalk = dingtalk(url, 0)?;
     Ok(Worker::new(
         queue,
-        Approval::new(dingtalk(url, 0)?, oss),
+        Approval::new(dingtalk.clone(), oss),
+        dingtalk,
         settings,
     ))
 }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::duration::{ms_before, parse_duration};
 use super::table::{render, time};
 use super::{CliError, open_existing_queue};
+use crate::approval::CREATE_STEP;
 use crate::config::Config;
 use crate::queue::{JobFilter, JobId, JobRow, JobStatus, now_ms};
 
@@ -254,7 +255,7 @@ pub async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
 /// Runs `cancel`.
 pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
-    let status = queue.cancel(args.id, now_ms()).await?;
+    let status = queue.cancel(args.id, CREATE_STEP, now_ms()).await?;
     queue.close().await;
     if args.json {
         let stopping = matches!(status, JobStatus::Running | JobStatus::Queued);

@@ -127,7 +127,8 @@ pub fn build_worker(
         .context("building the OSS client")?;
     Ok(Worker::new(
         queue,
-        Approval::new(dingtalk, oss).with_submit_settle(config.request_timeout() * 2),
+        Approval::new(dingtalk.clone(), oss).with_submit_settle(config.request_timeout() * 2),
+        dingtalk,
         WorkerSettings::from_config(config),
     ))
 }

@@ -199,20 +199,27 @@ impl Queue {
     }
 
     /// Cancels a queued job at once, or asks a running one to stop at its next checkpoint.
-    /// A queued job at `submit` (a create may have been sent) is flagged and stays queued: the
-    /// worker reconciles, then adopts the instance or cancels. Returns the status afterwards.
-    pub async fn cancel(&self, id: JobId, now_ms: i64) -> Result<JobStatus, QueueError> {
+    /// A queued job stored at `create_step` (a create may have been sent) is flagged and stays
+    /// queued: the worker reconciles, then adopts the instance or cancels. Returns the status
+    /// afterwards.
+    pub async fn cancel(
+        &self,
+        id: JobId,
+        create_step: &str,
+        now_ms: i64,
+    ) -> Result<JobStatus, QueueError> {
         let status = tx::immediate(&self.pool, async |conn| {
-            // A queued job at `submit` may have sent a create whose answer was lost: only the
-            // worker's reconciliation can tell, so it is flagged like a running job, not
-            // stopped.
+            // A queued job at the create step may have sent a create whose answer was lost:
+            // only the worker's reconciliation can tell, so it is flagged like a running job,
+            // not stopped.
             let queued = sqlx::query(
                 "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, updated_at = ?1, \
                      finished_at = ?1 \
-                 WHERE id = ?2 AND status = 'queued' AND step <> 'submit'",
+                 WHERE id = ?2 AND status = 'queued' AND step <> ?3",
             )
             .bind(now_ms)
             .bind(id)
+            .bind(create_step)
             .execute(&mut *conn)
             .await?;
             if queued.rows_affected() == 1 {

@@ -112,8 +112,8 @@ pub(super) const CLAIM_SQL: &str = "UPDATE jobs \
                   ORDER BY priority DESC, run_at, id \
                   LIMIT (SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due \
                          WHERE status = 'queued' AND queue = ? AND run_at <= ? LIMIT ?))) \
-     RETURNING id, attempt, uncharged_attempts, max_attempts, payload, checkpoint, \
-               cancel_requested, ? AS claim_op;";
+     RETURNING 'claimed', ? AS claim, id, attempt, uncharged_attempts, max_attempts, payload, \
+               checkpoint, cancel_requested;";
 
 /// The `claimed` events of the jobs the claim statement before it just leased: running,
 /// leased to this owner until this expiry, updated now, and without a `claimed` event for

@@ -44,7 +44,7 @@ const INSERT_SQL: &str = "INSERT INTO jobs \
      (id, payload, idempotency_key, queue, priority, run_at, max_attempts, created_at, updated_at) \
      VALUES {rows} \
      ON CONFLICT (idempotency_key) DO NOTHING \
-     RETURNING id AS inserted_id;";
+     RETURNING 'inserted', id;";
 
 // The same insert for a batch that fits one statement, numbered by SQLite under the write
 // lock: the ids are the largest id before the statement plus the bound 1-based offsets. The
@@ -58,10 +58,10 @@ const INSERT_AFTER_MAX_SQL: &str = "INSERT INTO jobs \
             column5, column6, column7, column8, column9 \
      FROM (VALUES {rows}) WHERE true \
      ON CONFLICT (idempotency_key) DO NOTHING \
-     RETURNING id AS inserted_id;";
+     RETURNING 'inserted', id;";
 
 /// The largest job id before [`INSERT_AFTER_MAX_SQL`] numbers its rows after it.
-pub(super) const BASE_ID_SQL: &str = "SELECT IFNULL((SELECT MAX(id) FROM jobs), 0) AS base_id;";
+pub(super) const BASE_ID_SQL: &str = "SELECT 'base_id', IFNULL((SELECT MAX(id) FROM jobs), 0);";
 
 /// Values bound per inserted row.
 const ROW_PLACEHOLDERS: &str = "(?,?,?,?,?,?,?,?,?)";
@@ -161,7 +161,7 @@ pub(super) fn keys_sql(keys: usize, sql: &mut String) {
     while left > 0 {
         let chunk = left.min(KEYS_PER_SELECT);
         sql.push_str(&format!(
-            "SELECT id AS key_id, idempotency_key FROM jobs WHERE idempotency_key IN ({});",
+            "SELECT 'key', id, idempotency_key FROM jobs WHERE idempotency_key IN ({});",
             vec!["?"; chunk].join(",")
         ));
         left -= chunk;

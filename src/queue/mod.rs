@@ -17,6 +17,7 @@ mod schema_tests;
 mod test_support;
 mod text;
 mod transition;
+mod transition_sql;
 mod tx;
 mod writer;
 

@@ -141,12 +141,13 @@ mod tests {
                 claimed[0].fence(),
                 &Unstored::default(),
                 r#"{"instance_id":"i-1"}"#,
+                "done",
                 "{}",
                 now,
             )
             .await
             .unwrap();
-        queue.cancel(last, now).await.unwrap();
+        queue.cancel(last, "submit", now).await.unwrap();
         let counts = queue.status_counts().await.unwrap();
         let expected: Vec<(String, i64)> = [
             ("queued", 1),

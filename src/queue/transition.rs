@@ -6,7 +6,10 @@ use sqlx::Sqlite;
 use sqlx::sqlite::SqliteArguments;
 
 use super::writer::TransitionRequest;
-use super::{Fence, JobId, Queue, QueueError};
+use super::{Fence, JobId, JobStatus, Queue, QueueError};
+
+/// The writer's query; every statement in it uses positional `?` parameters.
+pub(super) type Batch<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// The kinds of rows in `job_events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,224 +143,27 @@ impl EventRecord {
     }
 }
 
-/// What a fenced transition changes on the job row.
+/// What a fenced transition changes on the job row; each kind has its statement in
+/// `transition_sql`.
 pub(super) enum Change {
-    /// Next step and its checkpoint; answers `cancel_requested`.
+    /// The next step and its checkpoint (after a step, or back to an earlier one); the lease
+    /// is kept. Answers `cancel_requested`.
     Checkpoint { step: String, checkpoint: String },
-    /// Back to an earlier step within the attempt.
-    StepFailed { step: String, checkpoint: String },
     /// Queued again until `run_at_ms`.
     RetryLater { run_at_ms: i64, last_error: String },
-    /// The instance exists.
-    Succeed { result: String, checkpoint: String },
+    /// The instance exists; `step` is the final step's name.
+    Succeed {
+        step: String,
+        result: String,
+        checkpoint: String,
+    },
     /// Failed or cancelled.
     Finish {
-        status: &'static str,
+        status: JobStatus,
         last_error: Option<String>,
     },
     /// Queued again at once, uncharged.
     Release,
-}
-
-/// Transitions (and their events) per statement; a batch with more takes several.
-const TRANSITIONS_PER_STATEMENT: usize = 64;
-/// Values bound per event row and per transition row.
-const EVENT_VALUES: usize = 8;
-const TRANSITION_VALUES: usize = 12;
-
-/// The fenced event insert. It runs before the update in the same statement list, so it sees
-/// each job still `running` under the fence exactly when the update will change it; rows
-/// for other jobs (lease lost, or padding with id -1) join nothing and are not inserted.
-const EVENTS_SQL: &str = "WITH e(job_id, at, kind, step, attempt, duration_ms, error, http_status) \
-     AS (VALUES {rows}) \
-     INSERT INTO job_events (job_id, at, kind, step, attempt, duration_ms, error, http_status) \
-     SELECT e.job_id, e.at, e.kind, e.step, e.attempt, e.duration_ms, e.error, e.http_status \
-     FROM e JOIN jobs ON jobs.id = e.job_id AND jobs.attempt = e.attempt \
-         AND jobs.status = 'running';";
-
-/// Every kind of fenced change as one statement: a NULL in `v` leaves the column alone, a
-/// new status ends the lease, a final status sets `finished_at`.
-const TRANSITIONS_SQL: &str = "WITH v(id, attempt, now, status, step, checkpoint, result, run_at, \
-         last_error, clear_error, uncharge, finished) AS (VALUES {rows}) \
-     UPDATE jobs SET status = COALESCE(v.status, jobs.status), \
-         step = COALESCE(v.step, jobs.step), \
-         checkpoint = COALESCE(v.checkpoint, jobs.checkpoint), \
-         result = COALESCE(v.result, jobs.result), \
-         run_at = COALESCE(v.run_at, jobs.run_at), \
-         last_error = CASE WHEN v.clear_error THEN NULL \
-             ELSE COALESCE(v.last_error, jobs.last_error) END, \
-         lease_owner = CASE WHEN v.status IS NULL THEN jobs.lease_owner END, \
-         lease_expires_at = CASE WHEN v.status IS NULL THEN jobs.lease_expires_at END, \
-         uncharged_attempts = jobs.uncharged_attempts + v.uncharge, \
-         updated_at = v.now, \
-         finished_at = CASE WHEN v.finished THEN v.now ELSE jobs.finished_at END \
-     FROM v WHERE jobs.id = v.id AND jobs.attempt = v.attempt AND jobs.status = 'running' \
-     RETURNING jobs.id AS changed_id, jobs.cancel_requested;";
-
-/// One transition as the columns of `v` in [`TRANSITIONS_SQL`].
-struct Columns<'a> {
-    status: Option<&'a str>,
-    step: Option<&'a str>,
-    checkpoint: Option<&'a str>,
-    result: Option<&'a str>,
-    run_at: Option<i64>,
-    last_error: Option<&'a str>,
-    clear_error: bool,
-    uncharge: i64,
-    finished: bool,
-}
-
-impl<'a> Columns<'a> {
-    fn of(request: &'a TransitionRequest) -> Self {
-        let none = Columns {
-            status: None,
-            step: None,
-            checkpoint: None,
-            result: None,
-            run_at: None,
-            last_error: None,
-            clear_error: false,
-            uncharge: 0,
-            finished: false,
-        };
-        match &request.change {
-            Change::Checkpoint { step, checkpoint } | Change::StepFailed { step, checkpoint } => {
-                Columns {
-                    step: Some(step),
-                    checkpoint: Some(checkpoint),
-                    ..none
-                }
-            }
-            Change::RetryLater {
-                run_at_ms,
-                last_error,
-            } => Columns {
-                status: Some("queued"),
-                step: request.reached,
-                run_at: Some(*run_at_ms),
-                last_error: Some(last_error),
-                ..none
-            },
-            Change::Succeed { result, checkpoint } => Columns {
-                status: Some("succeeded"),
-                step: Some("done"),
-                checkpoint: Some(checkpoint),
-                result: Some(result),
-                clear_error: true,
-                finished: true,
-                ..none
-            },
-            Change::Finish { status, last_error } => Columns {
-                status: Some(status),
-                step: request.reached,
-                last_error: last_error.as_deref(),
-                finished: true,
-                ..none
-            },
-            Change::Release => Columns {
-                status: Some("queued"),
-                step: request.reached,
-                run_at: Some(request.now_ms),
-                uncharge: 1,
-                ..none
-            },
-        }
-    }
-}
-
-/// The transitions of a batch, `TRANSITIONS_PER_STATEMENT` at a time.
-pub(super) fn chunks<'a>(
-    transitions: &'a [&'a TransitionRequest],
-) -> impl Iterator<Item = &'a [&'a TransitionRequest]> {
-    transitions.chunks(TRANSITIONS_PER_STATEMENT)
-}
-
-/// The writer's query; every statement in it uses positional `?` parameters.
-pub(super) type Batch<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
-
-/// The events insert followed by the update, two statements of the writer's one query. Row
-/// counts are padded to powers of two with rows that match no job, so a handful of distinct
-/// statements covers every batch and stays prepared.
-pub(super) fn statement_sql(events: usize, updates: usize) -> String {
-    let mut sql = String::new();
-    if events > 0 {
-        sql.push_str(&EVENTS_SQL.replace("{rows}", &placeholders(padded(events), EVENT_VALUES)));
-    }
-    if updates > 0 {
-        sql.push_str(
-            &TRANSITIONS_SQL.replace("{rows}", &placeholders(padded(updates), TRANSITION_VALUES)),
-        );
-    }
-    sql
-}
-
-/// Binds the rows of [`statement_sql`], padding included.
-pub(super) fn bind_rows<'q>(
-    mut query: Batch<'q>,
-    events: &[&'q EventRecord],
-    updates: &[&'q TransitionRequest],
-) -> Batch<'q> {
-    let event_rows = padded(events.len());
-    let update_rows = padded(updates.len());
-    for index in 0..event_rows {
-        query = match events.get(index) {
-            Some(event) => query
-                .bind(event.job_id)
-                .bind(event.at)
-                .bind(event.kind.as_str())
-                .bind(event.step.as_deref())
-                .bind(event.attempt)
-                .bind(event.duration_ms)
-                .bind(event.error.as_deref())
-                .bind(event.http_status),
-            None => bind_nulls(query.bind(PADDING_ID), EVENT_VALUES - 1),
-        };
-    }
-    for index in 0..update_rows {
-        query = match updates.get(index) {
-            Some(request) => {
-                let c = Columns::of(request);
-                query
-                    .bind(request.fence.id)
-                    .bind(request.fence.attempt)
-                    .bind(request.now_ms)
-                    .bind(c.status)
-                    .bind(c.step)
-                    .bind(c.checkpoint)
-                    .bind(c.result)
-                    .bind(c.run_at)
-                    .bind(c.last_error)
-                    .bind(c.clear_error)
-                    .bind(c.uncharge)
-                    .bind(c.finished)
-            }
-            None => bind_nulls(query.bind(PADDING_ID), TRANSITION_VALUES - 1),
-        };
-    }
-    query
-}
-
-/// The id of padding rows: no job has it.
-const PADDING_ID: JobId = -1;
-
-fn bind_nulls(mut query: Batch<'_>, count: usize) -> Batch<'_> {
-    for _ in 0..count {
-        query = query.bind(None::<i64>);
-    }
-    query
-}
-
-fn padded(count: usize) -> usize {
-    if count == 0 {
-        0
-    } else {
-        count.next_power_of_two()
-    }
-}
-
-fn placeholders(rows: usize, values: usize) -> String {
-    let row = format!("({})", vec!["?"; values].join(","));
-    vec![row; rows].join(",")
 }
 
 impl Queue {
@@ -428,7 +234,7 @@ impl Queue {
         now_ms: i64,
     ) -> Result<(), QueueError> {
         let event = EventRecord::failure(fence, EventKind::StepFailed, failure, now_ms);
-        let change = Change::StepFailed {
+        let change = Change::Checkpoint {
             step: next_step.to_owned(),
             checkpoint: checkpoint_json.to_owned(),
         };
@@ -456,17 +262,20 @@ impl Queue {
         Ok(())
     }
 
-    /// Finishes the job: the instance exists. `checkpoint_json` is the final step.
+    /// Finishes the job: the instance exists. `final_step` and `checkpoint_json` are the
+    /// final step's name and checkpoint.
     pub async fn succeed(
         &self,
         fence: Fence,
         earlier: &Unstored,
         result_json: &str,
+        final_step: &str,
         checkpoint_json: &str,
         now_ms: i64,
     ) -> Result<(), QueueError> {
         let event = EventRecord::plain(fence, EventKind::Succeeded, now_ms);
         let change = Change::Succeed {
+            step: final_step.to_owned(),
             result: result_json.to_owned(),
             checkpoint: checkpoint_json.to_owned(),
         };
@@ -485,7 +294,7 @@ impl Queue {
     ) -> Result<(), QueueError> {
         let event = EventRecord::failure(fence, EventKind::Failed, failure, now_ms);
         let change = Change::Finish {
-            status: "failed",
+            status: JobStatus::Failed,
             last_error: Some(failure.message.clone()),
         };
         self.transition(fence, earlier, change, event, now_ms)
@@ -505,7 +314,7 @@ impl Queue {
             ..EventRecord::plain(fence, EventKind::Cancelled, now_ms)
         };
         let change = Change::Finish {
-            status: "cancelled",
+            status: JobStatus::Cancelled,
             last_error: None,
         };
         self.transition(fence, earlier, change, event, now_ms)

@@ -15,14 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Column, Row, SqliteConnection, SqlitePool};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::claim::{self, ClaimRequest};
 use super::enqueue::{self, EnqueueRequest};
-use super::transition::{self, Change, EventRecord};
-use super::tx;
+use super::transition::{Change, EventRecord};
 use super::{ClaimedJob, Enqueued, Fence, JobId, QueueError, lease_lost};
+use super::{transition_sql, tx};
 
 /// The most operations one transaction takes; later arrivals wait for the next batch.
 const MAX_BATCH_OPS: usize = 256;
@@ -187,11 +188,49 @@ async fn apply(pool: &SqlitePool, ops: &[Op]) -> Result<Vec<Outcome>, QueueError
     outcome
 }
 
+/// A row the batch's query returned, by the statement that returned it: every
+/// row-returning statement of the batch names its rows' kind in its first column.
+enum Returned {
+    /// The largest job id before SQLite numbered the batch's new jobs after it.
+    BaseId(JobId),
+    /// A job an insert added.
+    Inserted(JobId),
+    /// The job holding an idempotency key of the batch.
+    Key(String, JobId),
+    /// A job the `index`-th claim of the batch leased.
+    Claimed(usize, ClaimedJob),
+    /// A job a transition changed, and whether a cancel is pending for it.
+    Changed(JobId, bool),
+}
+
+impl Returned {
+    fn read(row: &SqliteRow) -> Result<Returned, sqlx::Error> {
+        let kind: &str = row.try_get(0)?;
+        Ok(match kind {
+            "base_id" => Returned::BaseId(row.try_get(1)?),
+            "inserted" => Returned::Inserted(row.try_get(1)?),
+            "key" => Returned::Key(row.try_get(2)?, row.try_get(1)?),
+            "claimed" => {
+                let index: i64 = row.try_get(1)?;
+                Returned::Claimed(
+                    usize::try_from(index).unwrap_or(usize::MAX),
+                    ClaimedJob::read(row)?,
+                )
+            }
+            "changed" => Returned::Changed(row.try_get(1)?, row.try_get(2)?),
+            other => {
+                return Err(sqlx::Error::Protocol(format!(
+                    "the batch returned a row of unknown kind {other:?}"
+                )));
+            }
+        })
+    }
+}
+
 /// The whole batch in one hand-off to the connection's thread: `BEGIN IMMEDIATE`, every
 /// statement of the batch and the `COMMIT` as one multi-statement query. A batch that adds
 /// more jobs than one insert statement holds takes two: the `BEGIN` first, with the largest
 /// job id to number the new rows from.
-/// Each statement's rows are told apart by the name of a column only it returns.
 async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome>, QueueError> {
     let enqueues: Vec<&EnqueueRequest> = ops
         .iter()
@@ -247,13 +286,9 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
         sql.push_str(claim::CLAIM_SQL);
         sql.push_str(claim::CLAIM_EVENTS_SQL);
     }
-    let chunks: Vec<&[&TransitionRequest]> = transition::chunks(&transitions).collect();
-    let chunk_events: Vec<Vec<&EventRecord>> = chunks
-        .iter()
-        .map(|chunk| chunk.iter().flat_map(|request| &request.events).collect())
-        .collect();
-    for (chunk, events) in chunks.iter().zip(&chunk_events) {
-        sql.push_str(&transition::statement_sql(events.len(), chunk.len()));
+    let changes = transition_sql::statements(&transitions);
+    for (statement, _) in &changes {
+        sql.push_str(statement);
     }
     sql.push_str("COMMIT;");
 
@@ -264,8 +299,8 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
     for (index, request) in claims.iter().enumerate() {
         query = request.bind(query, index);
     }
-    for (chunk, events) in chunks.iter().zip(&chunk_events) {
-        query = transition::bind_rows(query, events, chunk);
+    for (_, rows) in &changes {
+        query = query.bind(rows.as_str());
     }
 
     let mut base_id = None;
@@ -274,24 +309,21 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
     let mut claimed: Vec<Vec<ClaimedJob>> = vec![Vec::new(); claims.len()];
     let mut changed = HashMap::new();
     for row in query.fetch_all(&mut *conn).await? {
-        match row.columns().first().map(|column| column.name()) {
-            Some("base_id") => {
-                base_id = Some(row.try_get::<JobId, _>(0)?);
+        match Returned::read(&row)? {
+            Returned::BaseId(id) => base_id = Some(id),
+            Returned::Inserted(id) => {
+                created.insert(id);
             }
-            Some("inserted_id") => {
-                created.insert(row.try_get::<JobId, _>(0)?);
+            Returned::Key(key, id) => {
+                key_ids.insert(key, id);
             }
-            Some("key_id") => {
-                key_ids.insert(row.try_get::<String, _>(1)?, row.try_get::<JobId, _>(0)?);
-            }
-            Some("changed_id") => {
-                changed.insert(row.try_get::<JobId, _>(0)?, row.try_get::<bool, _>(1)?);
-            }
-            _ => {
-                let index = usize::try_from(row.try_get::<i64, _>("claim_op")?).unwrap_or(0);
+            Returned::Claimed(index, job) => {
                 if let Some(jobs) = claimed.get_mut(index) {
-                    jobs.push(ClaimedJob::read(&row)?);
+                    jobs.push(job);
                 }
+            }
+            Returned::Changed(id, cancel_requested) => {
+                changed.insert(id, cancel_requested);
             }
         }
     }
@@ -444,7 +476,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_kind_of_transition_writes_its_columns_through_the_shared_statement() {
+    async fn every_kind_of_transition_writes_its_columns_through_its_own_statement() {
         let (_dir, queue, claimed) = queue_with_claimed(4).await;
         let now = now_ms();
         let failure = crate::queue::Failure {
@@ -465,6 +497,7 @@ mod tests {
                 a,
                 &none,
                 "{\"instance_id\":\"i\"}",
+                "done",
                 "{\"step\":\"done\"}",
                 now
             ),

@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 
 use crate::approval::{Approval, UploadLimits};
 use crate::config::Config;
+use crate::dingtalk::DingTalk;
 use crate::queue::{Fence, JobId, Queue, QueueError, now_ms};
 
 pub use http::serve;
@@ -117,6 +118,9 @@ pub struct Worker {
 struct Inner {
     queue: Queue,
     approval: Approval,
+    /// The DingTalk client the approval steps call through: its call tallies feed the
+    /// monthly quota, and `run` checks the credentials with it.
+    dingtalk: DingTalk,
     settings: WorkerSettings,
     /// Identifies this process's leases (heartbeats extend them all at once).
     owner: String,
@@ -172,8 +176,14 @@ pub enum WorkerError {
 }
 
 impl Worker {
-    /// A pool over `queue` using `approval`.
-    pub fn new(queue: Queue, approval: Approval, settings: WorkerSettings) -> Worker {
+    /// A pool over `queue` using `approval`, whose steps call DingTalk through `dingtalk`
+    /// (a clone of the same client).
+    pub fn new(
+        queue: Queue,
+        approval: Approval,
+        dingtalk: DingTalk,
+        settings: WorkerSettings,
+    ) -> Worker {
         let owner = format!(
             "{}:{}:{:08x}",
             hostname(),
@@ -185,6 +195,7 @@ impl Worker {
             inner: Arc::new(Inner {
                 queue,
                 approval,
+                dingtalk,
                 settings,
                 owner,
                 wake: Notify::new(),
@@ -223,7 +234,7 @@ impl Worker {
         let now = now_ms();
         let by_status = inner.queue.status_counts().await?;
         let depth = inner.queue.depth(&inner.settings.queue, now).await?;
-        let dingtalk = inner.approval.dingtalk();
+        let dingtalk = &inner.dingtalk;
         let snapshot = Snapshot {
             by_status,
             depth,
@@ -279,7 +290,7 @@ impl Worker {
 
     /// The DingTalk client the pool uses (shared token cache and rate limiter).
     pub fn dingtalk(&self) -> &crate::dingtalk::DingTalk {
-        self.inner.approval.dingtalk()
+        &self.inner.dingtalk
     }
 
     /// Asks the claim loop to look for work now (e.g. after an in-process enqueue).

@@ -90,7 +90,7 @@ impl Worker {
             .await
             .unwrap_or_default();
         self.mark_alive();
-        let quota = inner.quota.usage(inner.approval.dingtalk());
+        let quota = inner.quota.usage(&inner.dingtalk);
         self.notifier()
             .ready(&status_line(0, inner.settings.concurrency, &depth, quota));
     }
@@ -100,7 +100,7 @@ impl Worker {
         let inner = &self.inner;
         inner
             .quota
-            .flush(&inner.queue, inner.approval.dingtalk(), now_ms())
+            .flush(&inner.queue, &inner.dingtalk, now_ms())
             .await
     }
 
@@ -120,7 +120,7 @@ impl Worker {
             while runners.try_join_next().is_some() {}
             let free = self.claimable(semaphore);
             let mut claimed_all = false;
-            let exhausted = inner.quota.exhausted(inner.approval.dingtalk());
+            let exhausted = inner.quota.exhausted(&inner.dingtalk);
             self.log_budget(&mut budget_reached, exhausted);
             if free > 0 && exhausted.is_none() {
                 let limit = u32::try_from(free).unwrap_or(u32::MAX);
@@ -212,7 +212,7 @@ impl Worker {
         match inner.queue.depth(&inner.settings.queue, now_ms()).await {
             Ok(depth) => {
                 self.mark_alive();
-                let quota = inner.quota.usage(inner.approval.dingtalk());
+                let quota = inner.quota.usage(&inner.dingtalk);
                 let line = status_line(
                     self.running().len(),
                     inner.settings.concurrency,

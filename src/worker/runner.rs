@@ -191,7 +191,14 @@ async fn drive(
             tracing::info!(instance_id = %instance_id, "approval instance created");
             slot.free();
             return queue
-                .succeed(fence, &unstored, &result, &step.to_checkpoint(), now_ms())
+                .succeed(
+                    fence,
+                    &unstored,
+                    &result,
+                    step.name(),
+                    &step.to_checkpoint(),
+                    now_ms(),
+                )
                 .await;
         }
         if shutdown.is_cancelled() {

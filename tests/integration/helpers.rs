@@ -127,9 +127,11 @@ impl Harness {
     /// A worker over this harness's queue and sandbox (not started).
     pub fn worker(&self) -> Worker {
         let oss = Oss::new(Duration::from_secs(2), Duration::from_secs(5)).expect("oss client");
+        let dingtalk = self.dingtalk();
         Worker::new(
             self.queue.clone(),
-            Approval::new(self.dingtalk(), oss),
+            Approval::new(dingtalk.clone(), oss),
+            dingtalk,
             WorkerSettings::from_config(&self.config),
         )
     }
@@ -249,12 +251,13 @@ impl Harness {
     pub fn timed_worker(&self, timing: Timing) -> Worker {
         let dingtalk = self.client(timing.request_timeout);
         let oss = Oss::new(Duration::from_secs(2), timing.request_timeout).expect("oss client");
-        let approval = Approval::new(dingtalk, oss).with_submit_settle(timing.submit_settle);
+        let approval =
+            Approval::new(dingtalk.clone(), oss).with_submit_settle(timing.submit_settle);
         let mut settings = WorkerSettings::from_config(&self.config);
         settings.backoff_base = timing.backoff;
         settings.backoff_max = timing.backoff;
         settings.lease = timing.lease;
-        Worker::new(self.queue.clone(), approval, settings)
+        Worker::new(self.queue.clone(), approval, dingtalk, settings)
     }
 
     /// Starts a worker with the default reliability-test timings.

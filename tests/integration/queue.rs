@@ -1,6 +1,7 @@
 //! The queue's contract: pragmas, the claim's plan, fencing, rescue, idempotency, cancel and
 //! retry — asserted on stored rows.
 
+use approval_worker::approval::CREATE_STEP;
 use approval_worker::queue::{
     ClaimedJob, Failure, NewJob, Queue, QueueError, StepDone, Unstored, now_ms,
 };
@@ -132,7 +133,14 @@ async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_agai
         "{refused:?}"
     );
     let refused = queue
-        .succeed(stale.fence(), &Unstored::default(), "{}", "{}", now + 3_000)
+        .succeed(
+            stale.fence(),
+            &Unstored::default(),
+            "{}",
+            "done",
+            "{}",
+            now + 3_000,
+        )
         .await;
     assert!(
         matches!(refused, Err(QueueError::LeaseLost { .. })),
@@ -194,6 +202,7 @@ async fn every_transition_leaves_one_event() {
             claim.fence(),
             &Unstored::default(),
             r#"{"instance_id":"i"}"#,
+            "done",
             "{}",
             now + 20,
         )
@@ -253,11 +262,19 @@ async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
     let claim = claim_one(&queue, "w1", 30_000, now).await;
     assert_eq!(claim.id, running);
     assert_eq!(
-        queue.cancel(queued, now).await.unwrap().as_str(),
+        queue
+            .cancel(queued, CREATE_STEP, now)
+            .await
+            .unwrap()
+            .as_str(),
         "cancelled"
     );
     assert_eq!(
-        queue.cancel(running, now).await.unwrap().as_str(),
+        queue
+            .cancel(running, CREATE_STEP, now)
+            .await
+            .unwrap()
+            .as_str(),
         "running"
     );
     let asked = queue
@@ -277,7 +294,7 @@ async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
         .unwrap();
     assert_eq!(queue.get(running).await.unwrap().status, "cancelled");
     assert!(matches!(
-        queue.cancel(running, now).await,
+        queue.cancel(running, CREATE_STEP, now).await,
         Err(QueueError::WrongStatus { .. })
     ));
 }

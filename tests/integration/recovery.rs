@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use approval_worker::approval::{CHECKPOINT_UPLOADS_FROM_BYTES, PendingUpload, Progress, Step};
+use approval_worker::approval::{
+    CHECKPOINT_UPLOADS_FROM_BYTES, CREATE_STEP, PendingUpload, Progress, Step,
+};
 use approval_worker::queue::{EventRow, JobStatus, NewJob, now_ms};
 use approval_worker::sandbox::{DEFAULT_SPACE_ID, Endpoint, Fault, SandboxOptions};
 use serde_json::Value;
@@ -249,7 +251,7 @@ async fn cancelling_a_queued_job_stops_it_before_any_call() {
     let file = h.file("never.pdf", &bytes(100, 9));
     let id = h.enqueue(&h.payload(&[&file])).await;
     assert_eq!(
-        h.queue.cancel(id, now_ms()).await.unwrap(),
+        h.queue.cancel(id, CREATE_STEP, now_ms()).await.unwrap(),
         JobStatus::Cancelled
     );
     h.start_timed();
@@ -276,7 +278,7 @@ async fn cancelling_a_running_job_stops_it_at_its_next_checkpoint_before_any_cre
     h.start_timed();
     received(&h, Endpoint::UploadInfo).await;
     assert_eq!(
-        h.queue.cancel(id, now_ms()).await.unwrap(),
+        h.queue.cancel(id, CREATE_STEP, now_ms()).await.unwrap(),
         JobStatus::Running
     );
     let job = h.finished(id).await;
@@ -319,7 +321,7 @@ async fn a_cancel_that_arrives_while_the_create_is_in_flight_records_the_created
     h.start_timed();
     received(&h, Endpoint::CreateInstance).await;
     assert_eq!(
-        h.queue.cancel(id, now_ms()).await.unwrap(),
+        h.queue.cancel(id, CREATE_STEP, now_ms()).await.unwrap(),
         JobStatus::Running
     );
     let job = h.finished(id).await;
@@ -453,7 +455,7 @@ async fn cancelling_a_job_whose_create_landed_unanswered_adopts_the_instance_ins
     })
     .await;
     assert_eq!(
-        h.queue.cancel(id, now_ms()).await.unwrap(),
+        h.queue.cancel(id, CREATE_STEP, now_ms()).await.unwrap(),
         approval_worker::queue::JobStatus::Queued
     );
     assert!(h.queue.get(id).await.unwrap().cancel_requested);
@@ -478,7 +480,7 @@ async fn cancelling_a_job_whose_create_never_arrived_cancels_it_after_reconcilin
         job.status == "queued" && job.step == "submit"
     })
     .await;
-    h.queue.cancel(id, now_ms()).await.unwrap();
+    h.queue.cancel(id, CREATE_STEP, now_ms()).await.unwrap();
     let job = h.finished(id).await;
     h.stop().await;
     let events = h.queue.events(id).await.unwrap();
