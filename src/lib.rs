@@ -5,19 +5,24 @@
 //! - [`queue`]: the SQLite queue, the only module with SQL (enqueue, claim, fenced
 //!   checkpoints, rescue, operator queries).
 //! - [`approval`]: the state machine `space → upload_info → put → commit → … → submit →
-//!   done`; advances one step at a time and decides retries, knowing no SQL or leases.
+//!   done`; advances one step at a time and classifies its errors (retry, wait, give up,
+//!   outcome unknown), knowing no SQL or leases.
 //! - [`dingtalk`] and [`oss`]: HTTP clients for DingTalk and the OSS upload; they know
 //!   nothing of jobs.
 //! - [`worker`]: the pool that claims jobs and drives them through the steps; the only
-//!   module using both the queue and the state machine.
+//!   module using both the queue and the state machine. What happens to a job after a step
+//!   is a pure function there (`worker::policy`).
 //! - [`sandbox`]: a DingTalk-compatible server on 127.0.0.1 for the demo and the tests.
-//! - [`config`], [`cli`], [`clock`], [`secret`]: settings, the command line, time, credential
-//!   hygiene; `resolved`: opening an attachment at its checked path, following no link.
+//! - [`config`], [`cli`], [`secret`]: settings, the command line, credential hygiene;
+//!   `bench`: the benchmark behind `approval-worker bench`; `clock`: time as stored;
+//!   `resolved`: opening an attachment at its checked path, following no link.
+//!
+//! The public modules are what the binary and the integration tests use.
 
 pub mod approval;
-pub mod bench;
+mod bench;
 pub mod cli;
-pub mod clock;
+mod clock;
 pub mod config;
 pub mod dingtalk;
 mod net;

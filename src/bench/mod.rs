@@ -21,7 +21,6 @@ use std::path::PathBuf;
 
 pub use e2e::RunFigures;
 pub use openloop::produce;
-pub use setup::payload_for;
 
 use crate::queue::QueueError;
 use crate::sandbox::{Sandbox, SandboxOptions};

@@ -1,0 +1,158 @@
+//! Tests of loading and validating `worker.toml`.
+
+use super::*;
+
+#[test]
+fn a_relative_secret_file_is_a_systemd_credential() {
+    let dir = Path::new("/run/credentials/approval-worker.service");
+    assert_eq!(
+        resolve_secret_file(Path::new("app_secret"), Some(dir)).unwrap(),
+        dir.join("app_secret")
+    );
+    assert_eq!(
+        resolve_secret_file(Path::new("/etc/secret"), Some(dir)).unwrap(),
+        Path::new("/etc/secret")
+    );
+    let err = resolve_secret_file(Path::new("app_secret"), None).unwrap_err();
+    assert!(err.to_string().contains("CREDENTIALS_DIRECTORY"), "{err}");
+}
+
+#[test]
+fn new_sections_parse_and_a_zero_budget_is_refused() {
+    let config = Config::parse(
+        "[metrics]\nlisten = \"127.0.0.1:9187\"\n[log]\nformat = \"json\"\n\
+         [dingtalk]\nmonthly_call_budget = 0\n",
+        Path::new("w.toml"),
+    )
+    .unwrap();
+    assert_eq!(config.metrics.listen.unwrap().port(), 9187);
+    assert_eq!(config.log.format, LogFormat::Json);
+    let err = config.validate(Path::new("w.toml")).unwrap_err();
+    assert!(err.to_string().contains("monthly_call_budget"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_name() {
+    let err = Config::parse("[worker]\nconcurency = 4\n", Path::new("w.toml")).unwrap_err();
+    assert!(err.to_string().contains("concurency"), "{err}");
+}
+
+#[test]
+fn every_bad_value_is_reported_at_once() {
+    let config = Config::parse(
+        "[worker]\nconcurrency = 0\nlease_secs = 1\n[dingtalk]\napi_base = \"ftp://x\"\n",
+        Path::new("w.toml"),
+    )
+    .unwrap();
+    let err = config
+        .validate(Path::new("w.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[worker] concurrency"), "{err}");
+    assert!(err.contains("[worker] lease_secs"), "{err}");
+    assert!(err.contains("[dingtalk] api_base"), "{err}");
+}
+
+/// The problems `validate` reports for `toml`, one line each.
+fn problems(toml: &str) -> Vec<String> {
+    let config = Config::parse(toml, Path::new("w.toml")).unwrap();
+    match config.validate(Path::new("w.toml")) {
+        Ok(()) => Vec::new(),
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn durations_too_large_to_compute_with_are_refused_naming_the_key_and_its_range() {
+    let found = problems(&format!(
+        "[dingtalk]\nconnect_timeout_secs = {}\nrequest_timeout_secs = {}\n\
+         [worker]\npoll_interval_ms = {}\nlease_secs = {}\nbackoff_base_secs = {}\n\
+         backoff_max_secs = {}\nshutdown_grace_secs = {}\n",
+        i64::MAX,
+        i64::MAX,
+        i64::MAX,
+        i64::MAX,
+        i64::MAX,
+        i64::MAX,
+        i64::MAX,
+    ));
+    for (key, range) in [
+        ("[dingtalk] connect_timeout_secs", "1..=300"),
+        ("[dingtalk] request_timeout_secs", "1..=3600"),
+        ("[worker] poll_interval_ms", "10..=60000"),
+        ("[worker] lease_secs", "5..=86400"),
+        ("[worker] backoff_base_secs", "1..=86400"),
+        ("[worker] backoff_max_secs", "..=604800"),
+        ("[worker] shutdown_grace_secs", "0..=86400"),
+    ] {
+        let line = found.iter().find(|line| line.starts_with(key));
+        assert!(
+            line.is_some_and(|line| line.contains(range)),
+            "{key} with {range}: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_largest_allowed_values_are_accepted() {
+    let found = problems(
+        "[dingtalk]\nconnect_timeout_secs = 300\nrequest_timeout_secs = 3600\n\
+         rate_limit_per_sec = 10000\n\
+         [worker]\npoll_interval_ms = 60000\nlease_secs = 86400\n\
+         backoff_base_secs = 86400\nbackoff_max_secs = 604800\nshutdown_grace_secs = 86400\n",
+    );
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn a_rate_limit_above_ten_thousand_calls_a_second_is_refused() {
+    let found = problems("[dingtalk]\nrate_limit_per_sec = 4294967295\n");
+    assert_eq!(
+        found,
+        vec![
+            "[dingtalk] rate_limit_per_sec: must be in 0..=10000 (0 = unlimited), not 4294967295"
+        ]
+    );
+}
+
+#[test]
+fn the_example_worker_toml_is_valid() {
+    let text = include_str!("../worker.toml");
+    let config = Config::parse(text, Path::new("worker.toml")).unwrap();
+    config.validate(Path::new("worker.toml")).unwrap();
+    assert_eq!(config.worker.max_attempts, 12);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_file_readable_by_others_is_a_warning_and_an_owner_only_one_is_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app_secret");
+    std::fs::write(&file, "s3cr3t").unwrap();
+    let mut config = Config::default();
+    assert!(
+        config.warnings().is_empty(),
+        "the secret comes from the env"
+    );
+    config.dingtalk.app_secret_file = Some(file.clone());
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("[dingtalk] app_secret_file: "),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("0644") && warnings[0].contains("chmod 600"));
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(config.warnings().is_empty());
+}
+
+#[test]
+fn the_secret_never_shows_in_debug_output() {
+    let secret = Secret::new("s3cr3t-value");
+    assert!(!format!("{secret:?}").contains("s3cr3t"));
+}
