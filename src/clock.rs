@@ -11,7 +11,7 @@ pub fn now_ms() -> i64 {
 
 /// The civil date `(year, month, day)` of a count of days since 1970-01-01 (Howard
 /// Hinnant's algorithm; proleptic Gregorian, any day count).
-pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

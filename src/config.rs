@@ -8,13 +8,13 @@ use serde::Deserialize;
 use crate::secret::Secret;
 
 /// Environment variable naming the config file when `--config` is not given.
-pub const CONFIG_ENV: &str = "APPROVAL_WORKER_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "APPROVAL_WORKER_CONFIG";
 /// Config file read from the working directory when neither `--config` nor the env var is set.
-pub const DEFAULT_CONFIG_FILE: &str = "worker.toml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "worker.toml";
 /// Environment variable overriding `[database] path`.
-pub const DATABASE_PATH_ENV: &str = "APPROVAL_WORKER_DATABASE";
+const DATABASE_PATH_ENV: &str = "APPROVAL_WORKER_DATABASE";
 /// Where systemd puts `LoadCredential=` files; a relative `app_secret_file` is resolved in it.
-pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
+const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 const DEFAULT_DATABASE_PATH: &str = "approval-worker.db";
 const DEFAULT_SECRET_ENV: &str = "DINGTALK_APP_SECRET";
@@ -67,7 +67,7 @@ pub struct Config {
     /// `[worker]`
     pub worker: WorkerConfig,
     /// `[metrics]`
-    pub metrics: MetricsConfig,
+    pub(crate) metrics: MetricsConfig,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -75,9 +75,9 @@ pub struct Config {
 /// `[metrics]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
+pub(crate) struct MetricsConfig {
     /// Where `run` serves `/metrics` (Prometheus text) and `/healthz`; none when absent.
-    pub listen: Option<std::net::SocketAddr>,
+    pub(crate) listen: Option<std::net::SocketAddr>,
 }
 
 /// `[log]`
@@ -122,10 +122,10 @@ pub struct DingTalkConfig {
     /// The internal app's Client ID (AppKey).
     pub app_key: String,
     /// Environment variable holding the app secret.
-    pub app_secret_env: String,
+    pub(crate) app_secret_env: String,
     /// File holding the app secret; wins over the env. A relative name is looked up in
     /// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
-    pub app_secret_file: Option<PathBuf>,
+    app_secret_file: Option<PathBuf>,
     /// The app's AgentId.
     pub agent_id: i64,
     /// Base URL of the new-style API.
@@ -135,13 +135,13 @@ pub struct DingTalkConfig {
     /// Calls per second shared by all workers of this process (0 = unlimited).
     pub rate_limit_per_sec: u32,
     /// Default label of the template's DDAttachment component.
-    pub attachment_field: String,
+    pub(crate) attachment_field: String,
     /// TCP connect timeout.
-    pub connect_timeout_secs: u64,
+    connect_timeout_secs: u64,
     /// Per-request timeout (for OSS: longest silence while uploading).
-    pub request_timeout_secs: u64,
+    request_timeout_secs: u64,
     /// Counted calls per month (China Standard Time) after which `run` stops claiming.
-    pub monthly_call_budget: Option<u64>,
+    pub(crate) monthly_call_budget: Option<u64>,
 }
 
 impl Default for DingTalkConfig {
@@ -186,21 +186,21 @@ impl Default for UploadConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     /// Which queue this process serves.
-    pub queue: String,
+    pub(crate) queue: String,
     /// Jobs run at once.
     pub concurrency: u32,
     /// How often an idle worker looks for due jobs.
     pub poll_interval_ms: u64,
     /// How long a claim stays valid without a heartbeat.
-    pub lease_secs: u64,
+    pub(crate) lease_secs: u64,
     /// Attempts before a job fails (a job's own `max_attempts` wins).
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     /// First retry delay ceiling.
     pub backoff_base_secs: u64,
     /// Largest retry delay.
     pub backoff_max_secs: u64,
     /// How long `run` lets in-flight steps finish after SIGTERM.
-    pub shutdown_grace_secs: u64,
+    pub(crate) shutdown_grace_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -271,7 +271,7 @@ impl Config {
     }
 
     /// Parses TOML text (no validation).
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -279,7 +279,7 @@ impl Config {
     }
 
     /// Checks values that parse but cannot work; reports every problem at once.
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let mut check = |ok: bool, message: &str| {
             if !ok {
@@ -404,7 +404,7 @@ impl Config {
     }
 
     /// Checks what only `run` needs: the app key, agent id and secret.
-    pub fn validate_for_run(&self) -> Result<Secret, ConfigError> {
+    pub(crate) fn validate_for_run(&self) -> Result<Secret, ConfigError> {
         let mut problems = Vec::new();
         if self.dingtalk.app_key.is_empty() {
             problems.push("[dingtalk] app_key: required to run".to_string());
@@ -422,7 +422,7 @@ impl Config {
     }
 
     /// The app secret, from `app_secret_file` or the `app_secret_env` variable.
-    pub fn app_secret(&self) -> Result<Secret, ConfigError> {
+    fn app_secret(&self) -> Result<Secret, ConfigError> {
         if let Some(file) = self.app_secret_path()? {
             let file = &file;
             let text = std::fs::read_to_string(file).map_err(|e| {
@@ -451,7 +451,7 @@ impl Config {
 
     /// Where the secret file is: `app_secret_file` as written when absolute, else inside
     /// `$CREDENTIALS_DIRECTORY`. `None` when the secret comes from the environment.
-    pub fn app_secret_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+    pub(crate) fn app_secret_path(&self) -> Result<Option<PathBuf>, ConfigError> {
         let Some(file) = &self.dingtalk.app_secret_file else {
             return Ok(None);
         };
@@ -461,7 +461,7 @@ impl Config {
 
     /// Problems that do not stop the program but an operator should fix, one line each:
     /// a secret file open to its group or others. `check` and `run` print them.
-    pub fn warnings(&self) -> Vec<String> {
+    pub(crate) fn warnings(&self) -> Vec<String> {
         let secret_file = self.app_secret_path().ok().flatten();
         secret_file
             .as_deref()
@@ -471,13 +471,11 @@ impl Config {
             .collect()
     }
 
-    /// Connect timeout.
-    pub fn connect_timeout(&self) -> Duration {
+    pub(crate) fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.dingtalk.connect_timeout_secs)
     }
 
-    /// Request timeout.
-    pub fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.dingtalk.request_timeout_secs)
     }
 }

@@ -110,9 +110,7 @@ fn a_rate_limit_above_ten_thousand_calls_a_second_is_refused() {
     let found = problems("[dingtalk]\nrate_limit_per_sec = 4294967295\n");
     assert_eq!(
         found,
-        vec![
-            "[dingtalk] rate_limit_per_sec: must be in 0..=10000 (0 = unlimited), not 4294967295"
-        ]
+        vec!["[dingtalk] rate_limit_per_sec: must be in 0..=10000 (0 = unlimited), not 4294967295"]
     );
 }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 /// A credential (app secret, access token). `Debug` and `Display` print `[redacted]`; the
-/// value is only reachable through [`Secret::expose`], so every use is easy to find.
+/// value is only reachable through `Secret::expose`, so every use is easy to find.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -16,7 +16,7 @@ impl Secret {
     }
 
     /// The credential itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -128,7 +128,7 @@ fn query_encoded(value: &str) -> String {
 /// other users (any of the mode bits `0o077`), naming the file and its mode and saying how
 /// to fix it. `None` when only its owner has access, and when it cannot be examined: reading
 /// the secret reports that.
-pub fn file_mode_warning(path: &Path) -> Option<String> {
+pub(crate) fn file_mode_warning(path: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

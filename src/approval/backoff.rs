@@ -5,7 +5,7 @@ use std::time::Duration;
 /// The delay before attempt `attempt + 1` after `attempt` failed: a uniform pick in
 /// `[0, min(cap, base · 2^(attempt-1))]`. `unit` is the random pick in `[0, 1)`, passed in so
 /// the function stays pure.
-pub fn backoff(attempt: i64, base: Duration, cap: Duration, unit: f64) -> Duration {
+pub(crate) fn backoff(attempt: i64, base: Duration, cap: Duration, unit: f64) -> Duration {
     let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 31)).unwrap_or(31);
     let ceiling = base.saturating_mul(1_u32 << exponent).min(cap);
     ceiling.mul_f64(unit.clamp(0.0, 1.0))

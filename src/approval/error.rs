@@ -8,14 +8,13 @@ use crate::oss::OssError;
 
 /// A failed step. The variant is the retry decision; callers never inspect messages.
 #[derive(Debug, thiserror::Error)]
-pub enum StepError {
+pub(crate) enum StepError {
     /// Try the same step again later (queue backoff).
     #[error("{0}")]
     Retryable(Reason),
     /// Try the same step again, not before `after` (DingTalk asked us to slow down).
     #[error("{reason} (retry after {after:?})")]
     RetryAfter {
-        /// Why.
         reason: Reason,
         /// The pause DingTalk asked for.
         after: Duration,
@@ -31,7 +30,6 @@ pub enum StepError {
     /// `back_to` now, within this attempt.
     #[error("{reason}; going back to {}", back_to.name())]
     Stale {
-        /// Why.
         reason: Reason,
         /// The step to redo.
         back_to: Box<Step>,
@@ -39,17 +37,6 @@ pub enum StepError {
 }
 
 impl StepError {
-    /// The reason, whatever the decision.
-    pub fn reason(&self) -> &Reason {
-        match self {
-            StepError::Retryable(reason)
-            | StepError::Permanent(reason)
-            | StepError::Ambiguous(reason)
-            | StepError::RetryAfter { reason, .. }
-            | StepError::Stale { reason, .. } => reason,
-        }
-    }
-
     pub(super) fn permanent(message: impl Into<String>) -> Self {
         StepError::Permanent(Reason::new(message))
     }
@@ -104,23 +91,23 @@ impl StepError {
 
 /// How long a job waits when DingTalk refuses the app's credentials (fixable only by an
 /// operator; `run` refuses to start with them, so this covers a secret rotated meanwhile).
-pub const CREDENTIALS_PAUSE: Duration = Duration::from_secs(600);
+const CREDENTIALS_PAUSE: Duration = Duration::from_secs(600);
 
 /// How long a job waits when the organisation's monthly call quota is exhausted.
-pub const QUOTA_PAUSE: Duration = Duration::from_secs(3600);
+const QUOTA_PAUSE: Duration = Duration::from_secs(3600);
 
 /// A readable failure, as recorded in `last_error` and the job's events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reason {
+pub(crate) struct Reason {
     /// What went wrong, with DingTalk's code, message and request id when there are some.
-    pub message: String,
+    pub(crate) message: String,
     /// The HTTP status of the failed call.
-    pub http_status: Option<u16>,
+    pub(crate) http_status: Option<u16>,
 }
 
 impl Reason {
     /// A reason without an HTTP status.
-    pub fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Reason {
             message: message.into(),
             http_status: None,

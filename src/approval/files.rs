@@ -16,21 +16,21 @@ use crate::resolved::{Expected, OpenError, open_attachment};
 /// and the PUT sends the content kept (at most this much memory per running job), with no
 /// second read and no blocking hand-off. A larger file is only measured here; the PUT reads
 /// and hashes it as it sends it, so it too is read once.
-pub const SNAPSHOT_MAX_BYTES: u64 = 256 * 1024;
+const SNAPSHOT_MAX_BYTES: u64 = 256 * 1024;
 
 /// What looking at a file found.
 #[derive(Debug)]
-pub struct Fingerprint {
+pub(crate) struct Fingerprint {
     /// Its size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Its modification time, where the filesystem keeps one: the PUT refuses a file
     /// written since.
-    pub modified: Option<SystemTime>,
+    pub(crate) modified: Option<SystemTime>,
     /// The MD5 (hex) of a file of at most [`SNAPSHOT_MAX_BYTES`]; a larger file's is known
     /// once its PUT has read it.
-    pub md5: Option<String>,
+    pub(crate) md5: Option<String>,
     /// The content of a file of at most [`SNAPSHOT_MAX_BYTES`].
-    pub snapshot: Option<Snapshot>,
+    pub(crate) snapshot: Option<Snapshot>,
 }
 
 /// Files that measured at most this much when their payload was checked are read and hashed
@@ -38,7 +38,7 @@ pub struct Fingerprint {
 /// hand-off to the blocking pool (two thread wake-ups) costs more than the work (about +8 %
 /// jobs/s and less CPU per job at concurrency 16 with 4 KiB files, docs/benchmarks.md); at
 /// this limit the MD5 holds the runtime thread for about 0.1 ms.
-pub const INLINE_READ_MAX_BYTES: u64 = 64 * 1024;
+const INLINE_READ_MAX_BYTES: u64 = 64 * 1024;
 
 /// Measures the file at `path` (resolved by the payload check; no symbolic link on it is
 /// followed), and reads and hashes it whole when it is small. A file that measured
@@ -47,7 +47,7 @@ pub const INLINE_READ_MAX_BYTES: u64 = 64 * 1024;
 ///
 /// What is opened must be a regular file: anything else in its place is refused as a changed
 /// file, for good.
-pub async fn fingerprint(path: &Path, checked_bytes: u64) -> Result<Fingerprint, StepError> {
+pub(crate) async fn fingerprint(path: &Path, checked_bytes: u64) -> Result<Fingerprint, StepError> {
     let unreadable =
         |e: OpenError| StepError::permanent(format!("attachment {}: {e}", path.display()));
     if checked_bytes <= INLINE_READ_MAX_BYTES {

@@ -10,28 +10,27 @@ use super::GRANT_REFRESH_MS;
 /// How old a grant another job took may be and still be used. Half the refresh age, so a
 /// job that starts on a shared grant does not have to renew it again before its first
 /// ticket; a grant DingTalk refuses early is renewed once when uploadInfos is refused.
-pub const GRANT_SHARE_MS: i64 = GRANT_REFRESH_MS / 2;
+const GRANT_SHARE_MS: i64 = GRANT_REFRESH_MS / 2;
 /// Above this many originators the stale grants are dropped, so the map stays small.
 const MAX_GRANTS: usize = 1024;
 
 /// A grant: the approval space and when the call that granted it started (unix ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grant {
-    /// The approval space's id.
-    pub space_id: i64,
+pub(crate) struct Grant {
+    pub(crate) space_id: i64,
     /// When spaces/infos/query granted it.
-    pub granted_at_ms: i64,
+    pub(crate) granted_at_ms: i64,
 }
 
 /// The latest grant per originator userId. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
-pub struct Grants {
+pub(crate) struct Grants {
     latest: Arc<Mutex<HashMap<String, Grant>>>,
 }
 
 impl Grants {
     /// The grant for `user` if one was taken less than [`GRANT_SHARE_MS`] before `now_ms`.
-    pub fn fresh(&self, user: &str, now_ms: i64) -> Option<Grant> {
+    pub(crate) fn fresh(&self, user: &str, now_ms: i64) -> Option<Grant> {
         let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         latest
             .get(user)
@@ -40,7 +39,7 @@ impl Grants {
     }
 
     /// Records a grant for `user`, unless a newer one is already recorded.
-    pub fn record(&self, user: &str, grant: Grant) {
+    pub(crate) fn record(&self, user: &str, grant: Grant) {
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         if latest.len() >= MAX_GRANTS && !latest.contains_key(user) {
             latest.retain(|_, kept| is_fresh(kept, grant.granted_at_ms));

@@ -1,7 +1,7 @@
 //! The approval state machine: `space → upload_info → put → commit → … → submit → done`.
 //!
-//! [`Approval::advance`] does the I/O of exactly one step and returns the next step or a
-//! [`StepError`] that carries the retry decision. It knows nothing of SQL or leases: the
+//! `Approval::advance` does the I/O of exactly one step and returns the next step or a
+//! `StepError` that carries the retry decision. It knows nothing of SQL or leases: the
 //! worker checkpoints what it returns.
 
 mod backoff;
@@ -14,12 +14,9 @@ mod step;
 
 use std::time::Duration;
 
-pub use backoff::backoff;
-pub use error::{QUOTA_PAUSE, Reason, StepError};
-pub use grants::{GRANT_SHARE_MS, Grant, Grants};
-pub use payload::{
-    Attachment, FormField, Job, Payload, PayloadError, UploadLimits, check_file_name, validate,
-};
+pub(crate) use backoff::backoff;
+pub(crate) use error::{Reason, StepError};
+pub(crate) use payload::{UploadLimits, validate};
 pub use step::{
     CHECKPOINT_UPLOADS_FROM_BYTES, CREATE_STEP, PendingUpload, Progress, Step, SubmitIntent,
 };
@@ -28,22 +25,24 @@ use crate::dingtalk::{
     Approver, CreateInstance, Dentry, DingTalk, ErrorClass, FormValue, UploadInfoRequest,
 };
 use crate::oss::Oss;
+use grants::{Grant, Grants};
+use payload::{Attachment, Job};
 
 /// How long an upload grant from spaces/infos/query is trusted before it is renewed. The
 /// real lifetime is undocumented (the legacy custom-space grant defaulted to 30 s), so a job
 /// that paused longer renews it before asking for a ticket.
-pub const GRANT_REFRESH_MS: i64 = 30_000;
+const GRANT_REFRESH_MS: i64 = 30_000;
 /// A ticket this close to its expiry is not used: the PUT itself takes time. A short-lived
 /// ticket keeps at most a quarter of its lifetime as margin, so it stays usable at all.
-pub const TICKET_MARGIN_MS: i64 = 30_000;
+const TICKET_MARGIN_MS: i64 = 30_000;
 /// How far before the recorded intent reconciliation looks for the instance, for clock skew
 /// between this machine and DingTalk.
-pub const RECONCILE_SKEW_MS: i64 = 5 * 60_000;
+const RECONCILE_SKEW_MS: i64 = 5 * 60_000;
 /// How long after a create was sent a reconciliation that finds no instance is believed: a
 /// create whose answer never came may still be in flight inside DingTalk, and creating again
 /// before it lands would make a second approval. Twice the default request timeout; `run`
 /// sets it from the configured one ([`Approval::with_submit_settle`]).
-pub const DEFAULT_SUBMIT_SETTLE: Duration = Duration::from_secs(60);
+const DEFAULT_SUBMIT_SETTLE: Duration = Duration::from_secs(60);
 
 /// Drives jobs through the steps with the DingTalk and OSS clients.
 #[derive(Clone)]
@@ -56,14 +55,14 @@ pub struct Approval {
 
 /// What `advance` needs to know about the claim it runs under.
 #[derive(Debug, Clone, Copy)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The claim's attempt number.
-    pub attempt: i64,
+    pub(crate) attempt: i64,
     /// Now, unix ms.
-    pub now_ms: i64,
+    pub(crate) now_ms: i64,
     /// False once the job has used up its attempts: a submit may still reconcile (an earlier
     /// create may have landed) but must not send another create.
-    pub may_create: bool,
+    pub(crate) may_create: bool,
 }
 
 impl Approval {
@@ -78,7 +77,7 @@ impl Approval {
     }
 
     /// Sets how long a create without an answer may still land (see
-    /// [`DEFAULT_SUBMIT_SETTLE`]); at least the DingTalk request timeout is sensible.
+    /// `DEFAULT_SUBMIT_SETTLE`); at least the DingTalk request timeout is sensible.
     pub fn with_submit_settle(mut self, settle: Duration) -> Self {
         self.submit_settle = settle;
         self
@@ -86,12 +85,17 @@ impl Approval {
 
     /// How long a create sent without an answer may still land: a retry after an ambiguous
     /// create waits at least this long, so the next attempt's reconciliation can be believed.
-    pub fn submit_settle(&self) -> Duration {
+    pub(crate) fn submit_settle(&self) -> Duration {
         self.submit_settle
     }
 
     /// Does the I/O of exactly one step.
-    pub async fn advance(&self, job: &Job, step: Step, at: Attempt) -> Result<Step, StepError> {
+    pub(crate) async fn advance(
+        &self,
+        job: &Job,
+        step: Step,
+        at: Attempt,
+    ) -> Result<Step, StepError> {
         match step {
             Step::Space => self.space(job, at).await,
             Step::UploadInfo { progress } => self.upload_info(job, progress, at).await,
@@ -366,7 +370,7 @@ fn stale(message: &str, http_status: Option<u16>, progress: Progress) -> StepErr
 }
 
 /// The create-instance request for a job whose attachments are all committed.
-pub fn create_request(job: &Job, files: &[Dentry]) -> CreateInstance {
+fn create_request(job: &Job, files: &[Dentry]) -> CreateInstance {
     let mut form: Vec<FormValue> = job
         .payload
         .form
@@ -401,7 +405,7 @@ pub fn create_request(job: &Job, files: &[Dentry]) -> CreateInstance {
 }
 
 /// The `result` stored on success.
-pub fn result_json(instance_id: &str, files: &[Dentry]) -> serde_json::Value {
+pub(crate) fn result_json(instance_id: &str, files: &[Dentry]) -> serde_json::Value {
     serde_json::json!({
         "instance_id": instance_id,
         "files": files.iter().map(|f| serde_json::json!({

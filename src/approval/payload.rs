@@ -6,118 +6,117 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Most form values DingTalk accepts in one instance.
-pub const MAX_FORM_VALUES: usize = 150;
+const MAX_FORM_VALUES: usize = 150;
 /// Longest form value DingTalk accepts, in characters.
-pub const MAX_FORM_VALUE_CHARS: usize = 65_535;
+const MAX_FORM_VALUE_CHARS: usize = 65_535;
 /// Most approver groups DingTalk accepts.
-pub const MAX_APPROVERS: usize = 20;
+const MAX_APPROVERS: usize = 20;
 /// Most cc users DingTalk accepts.
-pub const MAX_CC: usize = 50;
+const MAX_CC: usize = 50;
 /// Most attachments one job may carry (their DDAttachment value must stay under
 /// [`MAX_FORM_VALUE_CHARS`]).
-pub const MAX_ATTACHMENTS: usize = 50;
+const MAX_ATTACHMENTS: usize = 50;
 /// Longest file name DingPan accepts, in characters.
-pub const MAX_FILE_NAME_CHARS: usize = 255;
+const MAX_FILE_NAME_CHARS: usize = 255;
 
 /// The payload as producers write it (DESIGN.md §4). Unknown fields are refused so a typo
 /// never silently drops data.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Payload {
+pub(crate) struct Payload {
     /// Template code, `PROC-…`.
-    pub process_code: String,
+    pub(crate) process_code: String,
     /// The originator's userId.
-    pub originator_user_id: String,
+    pub(crate) originator_user_id: String,
     /// The originator's department; `-1` is the root. Required without `approvers`.
     #[serde(default)]
-    pub dept_id: Option<i64>,
+    pub(crate) dept_id: Option<i64>,
     /// The originator's unionId; resolved (and cached) when absent.
     #[serde(default)]
-    pub union_id: Option<String>,
+    pub(crate) union_id: Option<String>,
     /// Form values other than the attachments.
     #[serde(default)]
-    pub form: Vec<FormField>,
+    pub(crate) form: Vec<FormField>,
     /// Label of the DDAttachment component; the configured default when absent.
     #[serde(default)]
-    pub attachment_field: Option<String>,
+    attachment_field: Option<String>,
     /// Files to attach, in order.
-    pub attachments: Vec<AttachmentSpec>,
+    attachments: Vec<AttachmentSpec>,
     /// Approvers replacing the template's flow.
     #[serde(default)]
-    pub approvers: Vec<ApproverSpec>,
+    pub(crate) approvers: Vec<ApproverSpec>,
     /// Users to copy.
     #[serde(default)]
-    pub cc_list: Vec<String>,
+    pub(crate) cc_list: Vec<String>,
 }
 
-/// One form value.
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct FormField {
+pub(crate) struct FormField {
     /// The component label in the template.
-    pub name: String,
+    pub(crate) name: String,
     /// The value; structured values are JSON serialised into this string, as DingTalk wants.
-    pub value: String,
+    pub(crate) value: String,
 }
 
 /// One file to attach.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AttachmentSpec {
+struct AttachmentSpec {
     /// Absolute path of the file.
-    pub path: PathBuf,
+    path: PathBuf,
     /// Display name; the file's own name when absent.
     #[serde(default)]
-    pub name: Option<String>,
+    name: Option<String>,
 }
 
 /// One approver group.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApproverSpec {
+pub(crate) struct ApproverSpec {
     /// `AND`, `OR` or `NONE`.
-    pub action_type: String,
+    pub(crate) action_type: String,
     /// The approvers' userIds.
-    pub user_ids: Vec<String>,
+    pub(crate) user_ids: Vec<String>,
 }
 
 /// Where attachments may come from and how large they may be.
 #[derive(Debug, Clone, Default)]
-pub struct UploadLimits {
+pub(crate) struct UploadLimits {
     /// Directories (already canonical) that attachments must lie in.
-    pub allowed_dirs: Vec<PathBuf>,
+    pub(crate) allowed_dirs: Vec<PathBuf>,
     /// Largest attachment in bytes.
-    pub max_file_bytes: u64,
+    pub(crate) max_file_bytes: u64,
 }
 
 /// A payload that passed every check, with attachment paths resolved.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     /// The payload as given.
-    pub payload: Payload,
+    pub(crate) payload: Payload,
     /// The attachment component label to use.
-    pub attachment_field: String,
+    pub(crate) attachment_field: String,
     /// The attachments, checked.
-    pub attachments: Vec<Attachment>,
+    pub(crate) attachments: Vec<Attachment>,
 }
 
 /// A checked attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
+pub(crate) struct Attachment {
     /// Canonical path inside an allowed directory.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The name DingPan will show.
-    pub name: String,
+    pub(crate) name: String,
     /// Its size when it was checked. It only decides where the file is read: a small one
     /// on the job's own task, a larger one on the blocking pool. What is sent is measured
     /// again then.
-    pub checked_bytes: u64,
+    pub(crate) checked_bytes: u64,
 }
 
 /// Why a payload cannot become a job; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid payload: {0}")]
-pub struct PayloadError(pub String);
+pub(crate) struct PayloadError(pub(crate) String);
 
 fn invalid(message: impl Into<String>) -> PayloadError {
     PayloadError(message.into())
@@ -125,7 +124,7 @@ fn invalid(message: impl Into<String>) -> PayloadError {
 
 /// Parses and checks a payload, touching the attachment files (existence, type, size,
 /// confinement) but not reading their contents.
-pub fn validate(
+pub(crate) fn validate(
     payload_json: &str,
     default_attachment_field: &str,
     limits: &UploadLimits,
@@ -311,7 +310,7 @@ fn file_name_of(path: &Path) -> Option<String> {
 }
 
 /// DingPan's file-name rules (dingtalk-api.md §5.4), plus an extension, which commit needs.
-pub fn check_file_name(field: &str, name: &str) -> Result<(), PayloadError> {
+fn check_file_name(field: &str, name: &str) -> Result<(), PayloadError> {
     let reason = if name.is_empty() {
         Some("must not be empty".to_string())
     } else if name.trim() != name {

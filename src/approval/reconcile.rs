@@ -63,7 +63,7 @@ impl Approval {
 /// Lists the originator's instances of the job's template created since `since_ms` and
 /// returns the one whose DDAttachment references exactly this job's files. The file ids were
 /// committed by this job alone, so they identify its instance.
-pub async fn find_instance(
+async fn find_instance(
     dingtalk: &DingTalk,
     job: &Job,
     files: &[Dentry],

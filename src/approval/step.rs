@@ -17,7 +17,7 @@ pub const CHECKPOINT_UPLOADS_FROM_BYTES: u64 = 1024 * 1024;
 pub const CREATE_STEP: &str = "submit";
 
 /// Where a job stands. Serialized (JSON) into `jobs.checkpoint` after the steps that
-/// [`Step::must_store`] says to keep.
+/// `Step::must_store` says to keep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
@@ -74,7 +74,7 @@ impl Step {
     }
 
     /// Reads a stored checkpoint; `None` (no checkpoint yet) is the first step.
-    pub fn from_checkpoint(checkpoint: Option<&str>) -> Result<Step, serde_json::Error> {
+    pub(crate) fn from_checkpoint(checkpoint: Option<&str>) -> Result<Step, serde_json::Error> {
         match checkpoint {
             None => Ok(Step::Space),
             Some(json) => serde_json::from_str(json),
@@ -90,7 +90,7 @@ impl Step {
     /// redo from the last checkpoint than to store: one DingTalk call, or a hash and PUT of
     /// under [`CHECKPOINT_UPLOADS_FROM_BYTES`]. Skipping them takes a one-file job from five
     /// writes to two after its claim; their `step_done` events ride with the next write.
-    pub fn must_store(&self, next: &Step) -> bool {
+    pub(crate) fn must_store(&self, next: &Step) -> bool {
         match (self, next) {
             (Step::Space, Step::UploadInfo { .. }) => false,
             (Step::UploadInfo { .. }, Step::Put { upload, .. })
@@ -151,19 +151,19 @@ pub struct PendingUpload {
 pub struct SubmitIntent {
     /// Written before the first create could be sent (unix ms): reconciliation looks for
     /// instances from here on.
-    pub at_ms: i64,
+    pub(crate) at_ms: i64,
     /// The attempt that may send the create: a later attempt must reconcile before creating.
-    pub attempt: i64,
+    pub(crate) attempt: i64,
     /// When `attempt` armed the intent, just before its create could be sent (unix ms);
     /// absent for the first arming, which happened at `at_ms`. A create sent this recently
     /// may still be in flight, so finding no instance proves nothing until it settles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub armed_at_ms: Option<i64>,
+    pub(crate) armed_at_ms: Option<i64>,
 }
 
 impl SubmitIntent {
     /// When the latest create may have been sent (unix ms).
-    pub fn sent_at_ms(&self) -> i64 {
+    pub(crate) fn sent_at_ms(&self) -> i64 {
         self.armed_at_ms.unwrap_or(self.at_ms)
     }
 }

@@ -14,17 +14,17 @@ use crate::queue::Queue;
 
 /// What the batch enqueue measured.
 #[derive(Debug, Clone, Default)]
-pub struct BatchFigures {
+pub(crate) struct BatchFigures {
     /// Jobs piped in.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Jobs per second, process start to exit.
-    pub jobs_per_sec: f64,
+    pub(crate) jobs_per_sec: f64,
     /// Jobs found queued after the process exited.
-    pub durable: i64,
+    pub(crate) durable: i64,
 }
 
 /// Pipes `jobs` JSON lines (attachments spread over the spool's files) into `enqueue`.
-pub async fn measure(
+pub(crate) async fn measure(
     exe: &Path,
     scratch: &Scratch,
     jobs: usize,

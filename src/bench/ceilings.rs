@@ -16,7 +16,7 @@ use crate::queue::measure;
 const PUT_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Single-row autocommit inserts per second.
-pub async fn commits_per_sec(scratch: &Scratch, commits: u32) -> Result<f64, BenchError> {
+pub(crate) async fn commits_per_sec(scratch: &Scratch, commits: u32) -> Result<f64, BenchError> {
     let path = scratch
         .dir
         .join(format!("ceiling-{}.db", crate::queue::now_ms()));
@@ -32,7 +32,10 @@ pub async fn commits_per_sec(scratch: &Scratch, commits: u32) -> Result<f64, Ben
 /// MB/s (10^6 bytes) of one PUT of `bytes` generated in memory to the OSS path of the
 /// sandbox at `sandbox_url`, which reads and hashes the whole body as it does for a real
 /// upload: the fastest any upload to it can go.
-pub async fn loopback_put_mb_per_sec(sandbox_url: &str, bytes: u64) -> Result<f64, BenchError> {
+pub(crate) async fn loopback_put_mb_per_sec(
+    sandbox_url: &str,
+    bytes: u64,
+) -> Result<f64, BenchError> {
     let url = format!("{sandbox_url}/oss/bench/ceiling.bin");
     let chunk = Bytes::from(vec![0x5a_u8; PUT_CHUNK_BYTES]);
     let chunks = bytes.div_ceil(PUT_CHUNK_BYTES as u64);
@@ -66,15 +69,15 @@ pub async fn loopback_put_mb_per_sec(sandbox_url: &str, bytes: u64) -> Result<f6
 /// once until `calls` calls are done: nothing else runs, so this is the floor under the
 /// calls every job makes and the most calls per second the two processes manage together.
 #[derive(Debug, Clone, Copy)]
-pub struct CallCeiling {
+pub(crate) struct CallCeiling {
     /// CPU (µs, this process) per call.
-    pub cpu_us: f64,
+    pub(crate) cpu_us: f64,
     /// Calls per second.
-    pub calls_per_sec: f64,
+    pub(crate) calls_per_sec: f64,
 }
 
 /// Measures a [`CallCeiling`].
-pub async fn http_calls(
+pub(crate) async fn http_calls(
     sandbox_url: &str,
     calls: usize,
     tasks: usize,

@@ -24,25 +24,25 @@ const LEASE_MS: i64 = 60_000;
 
 /// One table shape.
 #[derive(Debug, Clone)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// What the table holds.
-    pub label: String,
+    pub(crate) label: String,
     /// Due jobs.
-    pub due: u64,
+    pub(crate) due: u64,
     /// Jobs waiting in backoff.
-    pub backoff: u64,
+    pub(crate) backoff: u64,
 }
 
 /// One table shape and what claiming from it costs.
 #[derive(Debug, Clone)]
-pub struct ClaimFigures {
+pub(crate) struct ClaimFigures {
     /// What the table held.
-    pub label: String,
+    pub(crate) label: String,
     /// Claims (of one job each) per second at the median claim's time (every claim of every
     /// turn); 0 for idle shapes.
-    pub claims_per_sec: f64,
+    pub(crate) claims_per_sec: f64,
     /// Idle polls (a claim finding nothing due) per second, for tables with nothing due.
-    pub idle_polls_per_sec: Option<f64>,
+    pub(crate) idle_polls_per_sec: Option<f64>,
 }
 
 /// Turns per run: a run's claims are split into this many short turns per shape, in a
@@ -52,15 +52,15 @@ const TURNS_PER_RUN: usize = 10;
 
 /// What the claim scenario measured.
 #[derive(Debug, Clone)]
-pub struct ClaimRun {
+pub(crate) struct ClaimRun {
     /// Per shape, in the order given.
-    pub figures: Vec<ClaimFigures>,
+    pub(crate) figures: Vec<ClaimFigures>,
     /// The CPU the scenario ran on, if the kernel let it pin itself.
-    pub cpu: Option<usize>,
+    pub(crate) cpu: Option<usize>,
 }
 
 /// Builds every shape, then measures `claims` claims (or idle polls) per shape per run.
-pub async fn measure(
+pub(crate) async fn measure(
     scratch: &Scratch,
     shapes: &[Shape],
     claims: u32,
@@ -128,7 +128,7 @@ pub async fn measure(
 }
 
 /// The query plan of the claim, for the report.
-pub async fn plans(scratch: &Scratch) -> Result<Vec<String>, BenchError> {
+pub(crate) async fn plans(scratch: &Scratch) -> Result<Vec<String>, BenchError> {
     let queue = Queue::open(&scratch.dir.join("plan.db")).await?;
     let plan = queue.claim_plan().await?;
     queue.close().await;

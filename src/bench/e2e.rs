@@ -22,7 +22,8 @@ const FINISH_POLL: Duration = Duration::from_millis(50);
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
 /// The checkpoints each job of the no-HTTP shape writes before it succeeds: one per step,
 /// as if every step were stored (the shape effectum is driven in, so it stays like-for-like).
-pub const NO_HTTP_CHECKPOINTS: [&str; 5] = ["space", "upload_info", "put", "commit", "submit"];
+pub(crate) const NO_HTTP_CHECKPOINTS: [&str; 5] =
+    ["space", "upload_info", "put", "commit", "submit"];
 /// Lease of the no-HTTP runners.
 const NO_HTTP_LEASE_MS: i64 = 60_000;
 /// The steps of a one-attachment job, in order.
@@ -30,35 +31,35 @@ const STEPS: [&str; 5] = ["space", "upload_info", "put", "commit", "submit"];
 
 /// What one run measured.
 #[derive(Debug, Clone, Default)]
-pub struct RunFigures {
+pub(crate) struct RunFigures {
     /// Jobs that succeeded.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Jobs that failed (should be none).
-    pub failed: usize,
+    pub(crate) failed: usize,
     /// Wall time from the start of work to the last job finishing.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Jobs per second over `elapsed`.
-    pub jobs_per_sec: f64,
+    pub(crate) jobs_per_sec: f64,
     /// Claim-to-succeed latency percentiles, ms.
-    pub latency_p50_ms: f64,
+    pub(crate) latency_p50_ms: f64,
     /// See `latency_p50_ms`.
-    pub latency_p99_ms: f64,
+    pub(crate) latency_p99_ms: f64,
     /// Per step: `(name, p50 ms, p99 ms)`.
-    pub steps: Vec<(String, f64, f64)>,
+    pub(crate) steps: Vec<(String, f64, f64)>,
     /// Transactions committed per job.
-    pub commits_per_job: f64,
+    pub(crate) commits_per_job: f64,
     /// Process CPU (user + system) per job, µs.
-    pub cpu_us_per_job: f64,
+    pub(crate) cpu_us_per_job: f64,
     /// The sandbox child's CPU per job, µs (HTTP runs only): the other half of the machine's
     /// work when both share its cores.
-    pub sandbox_cpu_us_per_job: f64,
+    pub(crate) sandbox_cpu_us_per_job: f64,
     /// WAL bytes written per job: measured by a run with checkpoints off (0 from a timed run;
     /// the benchmark takes it from the shape's extra run).
-    pub wal_bytes_per_job: f64,
+    pub(crate) wal_bytes_per_job: f64,
 }
 
 /// Runs `jobs` one-attachment jobs through the real worker at `concurrency`.
-pub async fn http_run(
+pub(crate) async fn http_run(
     scratch: &Scratch,
     sandbox: &setup::ChildSandbox,
     concurrency: u32,
@@ -109,7 +110,7 @@ pub async fn http_run(
 /// The no-HTTP shape: `producers` tasks enqueue `jobs` jobs one at a time while a pool of
 /// `concurrency` runners claims them, writes `NO_HTTP_CHECKPOINTS` checkpoints each and
 /// marks them succeeded.
-pub async fn no_http_run(
+pub(crate) async fn no_http_run(
     scratch: &Scratch,
     producers: usize,
     concurrency: u32,

@@ -20,30 +20,30 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What the large-file run measured.
 #[derive(Debug, Clone, Default)]
-pub struct LargeFileFigures {
+pub(crate) struct LargeFileFigures {
     /// File size.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// The job from claim to succeeded.
-    pub job_secs: f64,
+    pub(crate) job_secs: f64,
     /// The `put` step alone, from its event.
-    pub put_secs: f64,
+    pub(crate) put_secs: f64,
     /// `bytes` over the whole job (hash, PUT, commit, submit), MB/s.
-    pub job_mb_per_sec: f64,
+    pub(crate) job_mb_per_sec: f64,
     /// `bytes` over the PUT step, MB/s.
-    pub put_mb_per_sec: f64,
+    pub(crate) put_mb_per_sec: f64,
     /// The loopback PUT ceiling for `bytes` to the same sandbox, measured just before, MB/s.
-    pub ceiling_mb_per_sec: f64,
+    pub(crate) ceiling_mb_per_sec: f64,
     /// Reading the new sparse file once before the job, s: the kernel filling its holes into
     /// the page cache, which is the disk's share, not the worker's.
-    pub first_read_secs: f64,
+    pub(crate) first_read_secs: f64,
     /// Peak RSS minus the idle worker's RSS, KiB.
-    pub rss_growth_kib: u64,
+    pub(crate) rss_growth_kib: u64,
     /// Whether the peak could be reset (else the growth is an upper bound from process start).
-    pub peak_reset: bool,
+    pub(crate) peak_reset: bool,
 }
 
 /// Uploads one sparse file of `bytes`.
-pub async fn measure(
+pub(crate) async fn measure(
     scratch: &Scratch,
     sandbox_url: &str,
     bytes: u64,

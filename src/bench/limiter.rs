@@ -14,25 +14,25 @@ const USER: &str = "manager4220";
 
 /// What the limiter run measured.
 #[derive(Debug, Clone, Default)]
-pub struct LimiterFigures {
+pub(crate) struct LimiterFigures {
     /// The configured limit.
-    pub per_sec: u32,
+    pub(crate) per_sec: u32,
     /// Competing tasks.
-    pub tasks: usize,
+    pub(crate) tasks: usize,
     /// Calls completed per second over the whole window.
-    pub achieved_per_sec: f64,
+    pub(crate) achieved_per_sec: f64,
     /// Fewest and most calls in any one-second slice of the window.
-    pub slowest_second: usize,
+    pub(crate) slowest_second: usize,
     /// See `slowest_second`.
-    pub busiest_second: usize,
+    pub(crate) busiest_second: usize,
     /// Seconds measured.
-    pub secs: u64,
+    pub(crate) secs: u64,
 }
 
 /// `tasks` tasks call as fast as the limiter lets them for `secs` seconds. A warm-up call
 /// fetches the token first; the window then starts with the limiter's full burst available,
 /// as after any idle period.
-pub async fn measure(
+pub(crate) async fn measure(
     sandbox_url: &str,
     per_sec: u32,
     tasks: usize,

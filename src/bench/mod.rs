@@ -15,12 +15,12 @@ mod limiter;
 mod openloop;
 mod report;
 mod setup;
-pub mod stats;
+pub(crate) mod stats;
 
 use std::path::PathBuf;
 
-pub use e2e::RunFigures;
-pub use openloop::produce;
+pub(crate) use e2e::RunFigures;
+pub(crate) use openloop::produce;
 
 use crate::queue::QueueError;
 use crate::sandbox::{Sandbox, SandboxOptions};
@@ -28,7 +28,7 @@ use setup::Checkpoints::{self, Automatic};
 
 /// Why a benchmark run could not finish.
 #[derive(Debug, thiserror::Error)]
-pub enum BenchError {
+pub(crate) enum BenchError {
     /// The queue failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -42,7 +42,7 @@ pub enum BenchError {
 
 /// The scenarios, selectable with `--only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
+pub(crate) enum Scenario {
     /// Raw commits/s and loopback PUT MB/s.
     Ceilings,
     /// Jobs end to end with HTTP to the sandbox.
@@ -63,23 +63,23 @@ pub enum Scenario {
 
 /// How big and which parts.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+pub(crate) struct BenchOptions {
     /// Seconds, for CI: small sizes, one run each.
-    pub quick: bool,
+    pub(crate) quick: bool,
     /// Runs per figure (the median is reported).
-    pub runs: usize,
+    pub(crate) runs: usize,
     /// Jobs per end-to-end run (default by mode).
-    pub jobs: Option<usize>,
+    pub(crate) jobs: Option<usize>,
     /// End-to-end concurrencies (the mode's default when empty).
-    pub concurrency: Vec<u32>,
+    pub(crate) concurrency: Vec<u32>,
     /// Only these scenarios (all when empty).
-    pub only: Vec<Scenario>,
+    pub(crate) only: Vec<Scenario>,
     /// Where the scratch directories go (same disk as the figures are meant for).
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Keep the scratch directories.
-    pub keep: bool,
+    pub(crate) keep: bool,
     /// This binary, re-run for the sandbox, the producer, `run` and `enqueue`.
-    pub exe: PathBuf,
+    pub(crate) exe: PathBuf,
 }
 
 /// Sizes of one benchmark mode.
@@ -155,29 +155,26 @@ impl Sizes {
 
 /// Everything one run measured; `None` for scenarios not run.
 #[derive(Debug, Clone, Default)]
-pub struct Results {
+pub(crate) struct Results {
     /// Single-row commits/s.
-    pub commits_per_sec: Option<f64>,
+    pub(crate) commits_per_sec: Option<f64>,
     /// Loopback PUT MB/s.
-    pub put_mb_per_sec: Option<f64>,
+    pub(crate) put_mb_per_sec: Option<f64>,
     /// DingTalk calls through the client, 16 tasks at once: CPU per call and calls/s.
-    pub calls: Option<ceilings::CallCeiling>,
+    pub(crate) calls: Option<ceilings::CallCeiling>,
     /// Per concurrency, with HTTP.
-    pub http: Vec<(u32, RunFigures)>,
+    pub(crate) http: Vec<(u32, RunFigures)>,
     /// The no-HTTP shape at concurrency 16.
-    pub no_http: Option<RunFigures>,
+    pub(crate) no_http: Option<RunFigures>,
     /// Claim scaling.
-    pub claims: Vec<claims::ClaimFigures>,
+    pub(crate) claims: Vec<claims::ClaimFigures>,
     /// The claim's query plan.
-    pub claim_plan: Vec<String>,
-    /// Open loop.
-    pub open_loop: Option<openloop::OpenLoopFigures>,
-    /// Large file.
-    pub large_file: Option<largefile::LargeFileFigures>,
-    /// Rate limiter.
-    pub limiter: Option<limiter::LimiterFigures>,
+    pub(crate) claim_plan: Vec<String>,
+    pub(crate) open_loop: Option<openloop::OpenLoopFigures>,
+    pub(crate) large_file: Option<largefile::LargeFileFigures>,
+    pub(crate) limiter: Option<limiter::LimiterFigures>,
     /// Batch enqueue.
-    pub batch: Option<batch::BatchFigures>,
+    pub(crate) batch: Option<batch::BatchFigures>,
 }
 
 /// Concurrency of the no-HTTP shape, and the HTTP concurrency its ratio target compares
@@ -220,7 +217,7 @@ async fn no_http_run(
 }
 
 /// Runs the selected scenarios, printing each as it finishes, then the target summary.
-pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
+pub(crate) async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
     let sizes = Sizes::for_options(options);
     let wants = |scenario: Scenario| options.only.is_empty() || options.only.contains(&scenario);
     let scratch = setup::Scratch::new(
@@ -376,7 +373,7 @@ pub async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
 
 /// The no-HTTP shape alone, for the peer comparison: `producers` producers, `concurrency`
 /// runners, `jobs` jobs, median of `runs` runs in fresh databases under `dir`.
-pub async fn peer_shape(
+pub(crate) async fn peer_shape(
     dir: &std::path::Path,
     producers: usize,
     concurrency: u32,
@@ -400,7 +397,7 @@ pub async fn peer_shape(
 /// stdout, and stops when stdin closes (the benchmark exiting, however it exits). It keeps
 /// no request log: nothing reads it, and its cost would count against the worker's share
 /// of the two cores.
-pub async fn serve_sandbox() -> Result<(), BenchError> {
+pub(crate) async fn serve_sandbox() -> Result<(), BenchError> {
     let options = SandboxOptions {
         record_requests: false,
         ..SandboxOptions::default()

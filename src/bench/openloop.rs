@@ -23,27 +23,27 @@ const RUN_CONCURRENCY: u32 = 16;
 
 /// What the open-loop run measured.
 #[derive(Debug, Clone, Default)]
-pub struct OpenLoopFigures {
+pub(crate) struct OpenLoopFigures {
     /// CPU of the idle `run`, percent of one core.
-    pub idle_cpu_percent: f64,
+    pub(crate) idle_cpu_percent: f64,
     /// Over how long.
-    pub idle_secs: f64,
+    pub(crate) idle_secs: f64,
     /// Arrival rate, jobs/s.
-    pub rate: u32,
+    pub(crate) rate: u32,
     /// Jobs inserted.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Pickup latency percentiles, ms.
-    pub pickup_p50_ms: f64,
+    pub(crate) pickup_p50_ms: f64,
     /// See `pickup_p50_ms`.
-    pub pickup_p99_ms: f64,
+    pub(crate) pickup_p99_ms: f64,
     /// Worst pickup, ms.
-    pub pickup_max_ms: f64,
+    pub(crate) pickup_max_ms: f64,
     /// Mean and largest number of queued jobs seen while producing.
-    pub backlog_mean: f64,
+    pub(crate) backlog_mean: f64,
     /// See `backlog_mean`.
-    pub backlog_max: i64,
+    pub(crate) backlog_max: i64,
     /// CPU of `run` per job while producing, µs.
-    pub cpu_us_per_job: f64,
+    pub(crate) cpu_us_per_job: f64,
 }
 
 /// A child process killed on drop.
@@ -57,7 +57,7 @@ impl Drop for Kill {
 }
 
 /// Runs the scenario: idle `run` for `idle_secs`, then `rate` jobs/s for `secs` seconds.
-pub async fn measure(
+pub(crate) async fn measure(
     exe: &Path,
     scratch: &Scratch,
     sandbox_url: &str,
@@ -155,7 +155,7 @@ fn worker_toml(scratch: &Scratch, sandbox_url: &str) -> String {
 
 /// The producer child: inserts one row every `1/rate` s for `secs` s with plain SQL,
 /// keeping to the schedule (a late insert does not delay the next ones).
-pub async fn produce(
+pub(crate) async fn produce(
     database: &Path,
     rate: u32,
     secs: u64,

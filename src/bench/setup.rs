@@ -25,19 +25,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest silence the benchmark's clients accept.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Size of each small attachment of the end-to-end runs.
-pub const SMALL_ATTACHMENT_BYTES: usize = 4 * 1024;
+pub(crate) const SMALL_ATTACHMENT_BYTES: usize = 4 * 1024;
 /// Distinct small attachment files the jobs take turns attaching.
 const SMALL_ATTACHMENT_FILES: usize = 8;
 
 /// The sandbox running as `approval-worker bench --serve-sandbox`; killed on drop.
-pub struct ChildSandbox {
+pub(crate) struct ChildSandbox {
     child: Child,
     url: String,
 }
 
 impl ChildSandbox {
     /// Starts it and waits for the URL it prints.
-    pub fn start(exe: &Path) -> Result<ChildSandbox, BenchError> {
+    pub(crate) fn start(exe: &Path) -> Result<ChildSandbox, BenchError> {
         let mut child = Command::new(exe)
             .args(["bench", "--serve-sandbox"])
             .stdin(Stdio::piped())
@@ -59,12 +59,12 @@ impl ChildSandbox {
     }
 
     /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// Its process id, for its CPU time.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }
@@ -77,18 +77,17 @@ impl Drop for ChildSandbox {
 }
 
 /// A directory with a spool of small attachments, removed on drop.
-pub struct Scratch {
-    /// The directory.
-    pub dir: PathBuf,
+pub(crate) struct Scratch {
+    pub(crate) dir: PathBuf,
     /// Attachments live here (the allowed directory).
-    pub spool: PathBuf,
+    pub(crate) spool: PathBuf,
     small: Vec<PathBuf>,
     keep: bool,
 }
 
 impl Scratch {
     /// A fresh directory `name` under `root`.
-    pub fn new(root: &Path, name: &str, keep: bool) -> Result<Scratch, BenchError> {
+    pub(crate) fn new(root: &Path, name: &str, keep: bool) -> Result<Scratch, BenchError> {
         let dir = root.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -114,13 +113,13 @@ impl Scratch {
     }
 
     /// The database path of this scratch directory.
-    pub fn database(&self) -> PathBuf {
+    pub(crate) fn database(&self) -> PathBuf {
         self.dir.join("queue.db")
     }
 
     /// Opens the queue as the product does ([`Checkpoints::Automatic`]), or with automatic
     /// WAL checkpoints off, so the WAL's size is what the scenario wrote.
-    pub async fn queue(&self, checkpoints: Checkpoints) -> Result<Queue, BenchError> {
+    pub(crate) async fn queue(&self, checkpoints: Checkpoints) -> Result<Queue, BenchError> {
         let options = OpenOptions {
             wal_autocheckpoint_pages: match checkpoints {
                 Checkpoints::Automatic => None,
@@ -131,7 +130,7 @@ impl Scratch {
     }
 
     /// Bytes in the database's WAL file now.
-    pub fn wal_bytes(&self) -> u64 {
+    pub(crate) fn wal_bytes(&self) -> u64 {
         let mut wal = self.database().into_os_string();
         wal.push("-wal");
         std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
@@ -140,12 +139,12 @@ impl Scratch {
     /// A valid payload attaching small file number `index` (modulo the spool), under a
     /// display name unique to `index`: the sandbox renames clashing names the way DingPan
     /// does, by a search that grows with every file already stored.
-    pub fn payload(&self, index: usize) -> String {
+    pub(crate) fn payload(&self, index: usize) -> String {
         payload_for(&self.small[index % self.small.len()], index)
     }
 
     /// Settings for a worker serving this scratch directory.
-    pub fn config(&self, sandbox_url: &str, concurrency: u32) -> Config {
+    pub(crate) fn config(&self, sandbox_url: &str, concurrency: u32) -> Config {
         let mut config = Config::default();
         config.database.path = self.database();
         config.dingtalk.app_key = DEFAULT_APP_KEY.to_owned();
@@ -168,7 +167,7 @@ impl Drop for Scratch {
 }
 
 /// A job payload attaching one file, shown as `receipt-<index>.pdf`.
-pub fn payload_for(path: &Path, index: usize) -> String {
+pub(crate) fn payload_for(path: &Path, index: usize) -> String {
     json!({
         "process_code": "PROC-BENCH",
         "originator_user_id": "manager4220",
@@ -180,7 +179,7 @@ pub fn payload_for(path: &Path, index: usize) -> String {
 }
 
 /// The DingTalk client `run` would build, pointed at `url`.
-pub fn dingtalk(url: &str, rate_limit_per_sec: u32) -> Result<DingTalk, BenchError> {
+pub(crate) fn dingtalk(url: &str, rate_limit_per_sec: u32) -> Result<DingTalk, BenchError> {
     DingTalk::new(ClientSettings {
         api_base: url.to_owned(),
         oapi_base: url.to_owned(),
@@ -195,7 +194,11 @@ pub fn dingtalk(url: &str, rate_limit_per_sec: u32) -> Result<DingTalk, BenchErr
 }
 
 /// A worker over `queue` talking to `url`, as `run` builds it.
-pub fn worker(queue: Queue, url: &str, settings: WorkerSettings) -> Result<Worker, BenchError> {
+pub(crate) fn worker(
+    queue: Queue,
+    url: &str,
+    settings: WorkerSettings,
+) -> Result<Worker, BenchError> {
     let oss = Oss::new(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
         .map_err(|e| BenchError::Setup(format!("OSS client: {e}")))?;
     let dingtalk = dingtalk(url, 0)?;
@@ -208,14 +211,13 @@ pub fn worker(queue: Queue, url: &str, settings: WorkerSettings) -> Result<Worke
 }
 
 /// A worker running in the background until [`Running::stop`].
-pub struct Running {
+pub(crate) struct Running {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// Starts `worker`.
-    pub fn start(worker: &Worker) -> Running {
+    pub(crate) fn start(worker: &Worker) -> Running {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let worker = worker.clone();
@@ -230,7 +232,7 @@ impl Running {
     }
 
     /// Stops the worker and waits for it.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
     }
@@ -238,7 +240,7 @@ impl Running {
 
 /// How a run's database checkpoints its WAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checkpoints {
+pub(crate) enum Checkpoints {
     /// SQLite's automatic checkpoints, as in every queue the product opens: the timed runs.
     Automatic,
     /// None, so the WAL file holds every frame the run wrote: the run that measures WAL bytes
@@ -247,7 +249,7 @@ pub enum Checkpoints {
 }
 
 /// Waits until `total` jobs have finished (succeeded or failed); polls every `every`.
-pub async fn wait_finished(
+pub(crate) async fn wait_finished(
     queue: &Queue,
     total: i64,
     every: Duration,

@@ -8,7 +8,7 @@ use std::time::Duration;
 const USER_HZ: u64 = 100;
 
 /// The `p`-th percentile (0–100) of `values`, nearest rank; 0 when empty.
-pub fn percentile(values: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
@@ -19,7 +19,7 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// The median of `values` (the mean of the middle two for an even count); 0 when empty.
-pub fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
@@ -35,7 +35,7 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// User plus system CPU time of a process so far (all its threads, living and exited), read
 /// from `/proc/<pid>/stat` fields 14 and 15. 10 ms resolution: runs are seconds long.
-pub fn cpu_time(pid: Option<u32>) -> Duration {
+pub(crate) fn cpu_time(pid: Option<u32>) -> Duration {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),
@@ -58,7 +58,7 @@ pub fn cpu_time(pid: Option<u32>) -> Duration {
 }
 
 /// `(VmRSS, VmHWM)` of this process in KiB, from `/proc/self/status`.
-pub fn rss_kib() -> (u64, u64) {
+pub(crate) fn rss_kib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status
@@ -72,14 +72,14 @@ pub fn rss_kib() -> (u64, u64) {
 
 /// Resets this process's peak RSS (VmHWM) to its current RSS, so a later peak measures one
 /// phase only. Returns false where the kernel does not allow it.
-pub fn reset_peak_rss() -> bool {
+pub(crate) fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// While alive, this thread (and every thread it starts meanwhile, which inherit it) runs on
 /// the CPU it was on; dropping it gives this thread its former CPUs back. Where the kernel
 /// refuses, nothing is pinned and [`OneCpu::cpu`] is `None`.
-pub struct OneCpu {
+pub(crate) struct OneCpu {
     #[cfg(target_os = "linux")]
     former: Option<rustix::thread::CpuSet>,
     cpu: Option<usize>,
@@ -87,7 +87,7 @@ pub struct OneCpu {
 
 impl OneCpu {
     /// Pins this thread to its current CPU.
-    pub fn pin() -> OneCpu {
+    pub(crate) fn pin() -> OneCpu {
         #[cfg(target_os = "linux")]
         {
             use rustix::thread::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
@@ -111,7 +111,7 @@ impl OneCpu {
     }
 
     /// The CPU this thread is pinned to, if it is.
-    pub fn cpu(&self) -> Option<usize> {
+    pub(crate) fn cpu(&self) -> Option<usize> {
         self.cpu
     }
 }
@@ -127,7 +127,7 @@ impl Drop for OneCpu {
 }
 
 /// Per-second rate of `count` events over `elapsed`.
-pub fn rate(count: f64, elapsed: Duration) -> f64 {
+pub(crate) fn rate(count: f64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
     if secs > 0.0 { count / secs } else { 0.0 }
 }

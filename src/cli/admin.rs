@@ -13,50 +13,49 @@ use crate::config::Config;
 use crate::queue::{MonthlyCalls, now_ms, quota_month};
 
 /// Examples shown by `stats --help`.
-pub const STATS_EXAMPLES: &str = "Examples:
+pub(crate) const STATS_EXAMPLES: &str = "Examples:
   approval-worker stats
   approval-worker stats --json | jq .dingtalk_calls.counted";
 /// Examples shown by `prune --help`.
-pub const PRUNE_EXAMPLES: &str = "Examples:
+pub(crate) const PRUNE_EXAMPLES: &str = "Examples:
   approval-worker prune --older-than 30d
   approval-worker prune --older-than 2w --json";
 /// Examples shown by `backup --help`.
-pub const BACKUP_EXAMPLES: &str = "Examples:
+pub(crate) const BACKUP_EXAMPLES: &str = "Examples:
   approval-worker backup /var/backups/approval-worker-$(date +%F).db
 
 The copy is consistent and taken while workers keep running (SQLite's VACUUM INTO).";
 
 /// `stats` arguments.
 #[derive(Debug, Args)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// `prune` arguments.
 #[derive(Debug, Args)]
-pub struct PruneArgs {
+pub(crate) struct PruneArgs {
     /// Delete jobs that finished (succeeded, failed, cancelled) longer ago than this, e.g. 30d.
     #[arg(long, value_name = "AGE", value_parser = parse_duration)]
-    pub older_than: Duration,
+    older_than: Duration,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// `backup` arguments.
 #[derive(Debug, Args)]
-pub struct BackupArgs {
+pub(crate) struct BackupArgs {
     /// Where to write the copy; must not exist yet.
-    pub path: PathBuf,
+    path: PathBuf,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
-/// Runs `stats`.
-pub async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliError> {
+pub(crate) async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
     let now = now_ms();
     let stats = queue.stats(now).await?;
@@ -149,8 +148,7 @@ fn print_calls(month: &str, calls: &[MonthlyCalls], counted: i64, budget: Option
     }
 }
 
-/// Runs `prune`.
-pub async fn prune(config: &Config, args: PruneArgs) -> Result<(), CliError> {
+pub(crate) async fn prune(config: &Config, args: PruneArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
     let before = ms_before(now_ms(), args.older_than);
     let pruned = queue.prune(before).await?;
@@ -166,8 +164,7 @@ pub async fn prune(config: &Config, args: PruneArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs `backup`.
-pub async fn backup(config: &Config, args: BackupArgs) -> Result<(), CliError> {
+pub(crate) async fn backup(config: &Config, args: BackupArgs) -> Result<(), CliError> {
     if args.path.exists() {
         return Err(CliError::Usage(format!(
             "{} exists; a backup never overwrites",

@@ -15,50 +15,49 @@ const DEFAULT_RUNS: usize = 5;
 
 /// `bench` arguments.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Small sizes and one run each: seconds, for CI.
     #[arg(long)]
-    pub quick: bool,
+    quick: bool,
     /// Runs per figure; medians are reported.
     #[arg(long, default_value_t = DEFAULT_RUNS)]
-    pub runs: usize,
+    runs: usize,
     /// Jobs per end-to-end run.
     #[arg(long)]
-    pub jobs: Option<usize>,
+    jobs: Option<usize>,
     /// Only these scenarios (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub only: Vec<Scenario>,
+    only: Vec<Scenario>,
     /// Concurrencies of the end-to-end runs (comma-separated) [default: 1,4,16,64].
     #[arg(long, value_delimiter = ',')]
-    pub concurrency: Vec<u32>,
+    concurrency: Vec<u32>,
     /// Directory for scratch databases and files [default: the system temp dir].
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
     /// Keep the scratch directory afterwards.
     #[arg(long)]
-    pub keep: bool,
+    keep: bool,
     /// Child mode: serve the sandbox, print its URL, stop when stdin closes.
     #[arg(long, hide = true)]
-    pub serve_sandbox: bool,
+    serve_sandbox: bool,
     /// Child mode: insert rows into this database with plain SQL at `--rate` for `--secs`.
     #[arg(long, hide = true, value_name = "DB")]
-    pub produce: Option<PathBuf>,
+    produce: Option<PathBuf>,
     /// Producer: rows per second.
     #[arg(long, hide = true, default_value_t = 50)]
-    pub rate: u32,
+    rate: u32,
     /// Producer: seconds.
     #[arg(long, hide = true, default_value_t = 10)]
-    pub secs: u64,
+    secs: u64,
     /// Producer: the attachment of every row.
     #[arg(long, hide = true)]
-    pub payload_file: Option<PathBuf>,
+    payload_file: Option<PathBuf>,
     /// Child mode: run only the no-HTTP shape and print its figures as JSON.
     #[arg(long, hide = true)]
-    pub peer_shape: bool,
+    peer_shape: bool,
 }
 
-/// Runs `bench`.
-pub async fn bench(args: BenchArgs) -> Result<(), CliError> {
+pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
     if args.serve_sandbox {
         return Ok(bench::serve_sandbox().await.context("sandbox child")?);
     }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::dingtalk::{DingTalk, DingTalkError};
 
 /// Examples shown by `check --help`.
-pub const EXAMPLES: &str = "Examples:
+pub(crate) const EXAMPLES: &str = "Examples:
   approval-worker --config /etc/approval-worker/worker.toml check
   approval-worker check --user manager4220     # also resolve this originator's space
 
@@ -19,13 +19,13 @@ refuses a call (the line says which permission the app lacks).";
 
 /// `check` arguments.
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// A DingTalk userId (an originator) whose unionId and approval space to resolve.
     #[arg(long, value_name = "USER_ID")]
-    pub user: Option<String>,
+    user: Option<String>,
     /// Print the results as JSON.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// One line of the report.
@@ -35,8 +35,7 @@ struct Finding {
     detail: String,
 }
 
-/// Runs `check`.
-pub async fn check(config: &Config, source: &str, args: CheckArgs) -> Result<(), CliError> {
+pub(crate) async fn check(config: &Config, source: &str, args: CheckArgs) -> Result<(), CliError> {
     let mut findings = vec![Finding {
         what: "config".into(),
         ok: true,

@@ -19,16 +19,15 @@ use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::secret::Secret;
 
 /// Examples shown by `demo --help`.
-pub const DEMO_EXAMPLES: &str = "Examples:
+pub(crate) const DEMO_EXAMPLES: &str = "Examples:
   approval-worker demo
   approval-worker demo --jobs 20 --dir /tmp/approval-demo   # keep the database to inspect";
 /// Examples shown by `sandbox --help`.
-pub const SANDBOX_EXAMPLES: &str = "Examples:
+pub(crate) const SANDBOX_EXAMPLES: &str = "Examples:
   approval-worker sandbox --port 8787
   approval-worker sandbox --qps 20 --ticket-ttl-secs 60   # throttling and short tickets";
 
-/// Default port of `sandbox`.
-pub const DEFAULT_SANDBOX_PORT: u16 = 8787;
+const DEFAULT_SANDBOX_PORT: u16 = 8787;
 const DEFAULT_DEMO_JOBS: usize = 6;
 const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
 const DEMO_PROCESS_CODE: &str = "PROC-DEMO-EXPENSE";
@@ -42,34 +41,33 @@ const DEMO_FILE_SIZES: [(&str, usize); 4] = [
 
 /// `sandbox` arguments.
 #[derive(Debug, Args)]
-pub struct SandboxArgs {
+pub(crate) struct SandboxArgs {
     /// Port on 127.0.0.1.
     #[arg(long, default_value_t = DEFAULT_SANDBOX_PORT)]
-    pub port: u16,
+    port: u16,
     /// Per-API calls per second before the sandbox answers with DingTalk's throttle error.
     #[arg(long)]
-    pub qps: Option<u32>,
+    qps: Option<u32>,
     /// Lifetime of access tokens in seconds.
     #[arg(long, default_value_t = 7200)]
-    pub token_ttl_secs: u64,
+    token_ttl_secs: u64,
     /// Lifetime of upload tickets in seconds.
     #[arg(long, default_value_t = 900)]
-    pub ticket_ttl_secs: u64,
+    ticket_ttl_secs: u64,
 }
 
 /// `demo` arguments.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// How many jobs to run.
     #[arg(long, default_value_t = DEFAULT_DEMO_JOBS)]
-    pub jobs: usize,
+    jobs: usize,
     /// Directory for the demo's database and attachments [default: a new temporary one].
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
-/// Runs `sandbox`.
-pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
+pub(crate) async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     let options = SandboxOptions {
         bind: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         qps_limit: args.qps,
@@ -95,8 +93,7 @@ pub async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs `demo`.
-pub async fn demo(args: DemoArgs) -> Result<(), CliError> {
+pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     if args.jobs == 0 {
         return Err(CliError::Usage("--jobs: at least 1".into()));
     }

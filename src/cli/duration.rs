@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Parses a whole number followed by one unit: s, m, h, d or w.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -27,12 +27,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Unix ms `duration` before `now_ms`.
-pub fn ms_before(now_ms: i64, duration: Duration) -> i64 {
+pub(crate) fn ms_before(now_ms: i64, duration: Duration) -> i64 {
     now_ms.saturating_sub(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A short human form of a duration: `42 s`, `3 min`, `5 h`, `2 d`.
-pub fn human(duration: Duration) -> String {
+pub(crate) fn human(duration: Duration) -> String {
     let secs = duration.as_secs();
     match secs {
         0..=119 => format!("{secs} s"),

@@ -13,7 +13,7 @@ use crate::queue::{NewJob, now_ms};
 use crate::worker::WorkerSettings;
 
 /// Examples shown by `enqueue --help`.
-pub const EXAMPLES: &str = "Examples:
+pub(crate) const EXAMPLES: &str = "Examples:
   approval-worker enqueue --process-code PROC-EXPENSE --originator manager4220 --dept-id -1 \\
       --form '报销事由=差旅' --form '金额=1200' --attach /srv/approval-spool/receipt.pdf
   approval-worker enqueue --payload job.json --idempotency-key order-42
@@ -25,60 +25,59 @@ was cancelled. Interrupting the wait leaves the jobs queued.";
 
 /// `enqueue` arguments.
 #[derive(Debug, Args)]
-pub struct EnqueueArgs {
+pub(crate) struct EnqueueArgs {
     /// Read the payload(s) from this file ('-' for stdin): one JSON object, or JSON lines.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["process_code", "originator", "attach", "form"])]
-    pub payload: Option<PathBuf>,
+    payload: Option<PathBuf>,
     /// Approval template code (PROC-…).
     #[arg(long, required_unless_present = "payload")]
-    pub process_code: Option<String>,
+    process_code: Option<String>,
     /// The originator's DingTalk userId.
     #[arg(long, required_unless_present = "payload", value_name = "USER_ID")]
-    pub originator: Option<String>,
+    originator: Option<String>,
     /// The originator's department id; -1 is the root department.
     #[arg(long, allow_negative_numbers = true, value_name = "ID")]
-    pub dept_id: Option<i64>,
+    dept_id: Option<i64>,
     /// The originator's unionId (resolved from the userId when absent).
     #[arg(long)]
-    pub union_id: Option<String>,
+    union_id: Option<String>,
     /// A file to attach (repeat for several). Relative paths are resolved here.
     #[arg(long, value_name = "PATH")]
-    pub attach: Vec<PathBuf>,
+    attach: Vec<PathBuf>,
     /// A form value as NAME=VALUE (repeat for several).
     #[arg(long, value_name = "NAME=VALUE")]
-    pub form: Vec<String>,
+    form: Vec<String>,
     /// Label of the template's DDAttachment component [default: from config].
     #[arg(long)]
-    pub attachment_field: Option<String>,
+    attachment_field: Option<String>,
     /// An approver group as TYPE:USER[,USER…] with TYPE AND, OR or NONE (repeatable).
     #[arg(long, value_name = "TYPE:USERS")]
-    pub approver: Vec<String>,
+    approver: Vec<String>,
     /// A userId to copy (repeatable).
     #[arg(long, value_name = "USER_ID")]
-    pub cc: Vec<String>,
+    cc: Vec<String>,
     /// Deduplication key: enqueueing the same key again returns the existing job.
     #[arg(long)]
-    pub idempotency_key: Option<String>,
+    idempotency_key: Option<String>,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub priority: i64,
+    priority: i64,
     /// Queue name [default: default].
     #[arg(long)]
-    pub queue: Option<String>,
+    queue: Option<String>,
     /// Attempts before the job fails [default: from config].
     #[arg(long)]
-    pub max_attempts: Option<i64>,
+    max_attempts: Option<i64>,
     /// Follow the job(s) live until they finish: each step, a progress bar for large
     /// uploads, then the instance id or the error.
     #[arg(long)]
-    pub wait: bool,
+    wait: bool,
     /// Print the outcome as JSON (with --wait: the finished jobs).
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
-/// Runs `enqueue`.
-pub async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), CliError> {
+pub(crate) async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), CliError> {
     let payloads = match &args.payload {
         Some(path) => read_payloads(path)?,
         None => vec![payload_from_flags(&args)?],

@@ -32,7 +32,7 @@ struct Followed {
 
 /// Follows `ids` until all finish; prints each step as it completes (or, with `json`, only
 /// the finished jobs as a JSON array). Fails when any job did not succeed.
-pub async fn follow(queue: &Queue, ids: &[JobId], json: bool) -> Result<(), CliError> {
+pub(crate) async fn follow(queue: &Queue, ids: &[JobId], json: bool) -> Result<(), CliError> {
     let prefix = ids.len() > 1;
     let mut jobs: Vec<Followed> = ids
         .iter()

@@ -15,66 +15,66 @@ use crate::queue::{JobFilter, JobId, JobRow, JobStatus, now_ms};
 const DEFAULT_LIST_LIMIT: i64 = 50;
 
 /// Examples shown by `jobs --help`.
-pub const JOBS_EXAMPLES: &str = "Examples:
+pub(crate) const JOBS_EXAMPLES: &str = "Examples:
   approval-worker jobs --status failed --since 1h
   approval-worker jobs --queue default --limit 10
   approval-worker jobs --status queued --json | jq '.[].id'";
 /// Examples shown by `show --help`.
-pub const SHOW_EXAMPLES: &str = "Examples:
+pub(crate) const SHOW_EXAMPLES: &str = "Examples:
   approval-worker show 42
   approval-worker show 42 --json | jq '.events[] | select(.kind == \"step_done\")'";
 /// Examples shown by `retry --help`.
-pub const RETRY_EXAMPLES: &str = "Examples:
+pub(crate) const RETRY_EXAMPLES: &str = "Examples:
   approval-worker retry 42      # a failed or cancelled job, from its checkpoint
 
 A job whose create may have been sent reconciles before creating, so a retry never makes a
 second approval.";
 /// Examples shown by `cancel --help`.
-pub const CANCEL_EXAMPLES: &str = "Examples:
+pub(crate) const CANCEL_EXAMPLES: &str = "Examples:
   approval-worker cancel 42     # queued: at once; running: at its next checkpoint";
 
 /// `jobs` arguments.
 #[derive(Debug, Args)]
-pub struct JobsArgs {
+pub(crate) struct JobsArgs {
     /// Only jobs with this status (queued, running, succeeded, failed, cancelled).
     #[arg(long)]
-    pub status: Option<JobStatus>,
+    status: Option<JobStatus>,
     /// Only jobs of this queue.
     #[arg(long)]
-    pub queue: Option<String>,
+    queue: Option<String>,
     /// Only jobs created within this long before now, e.g. 90s, 15m, 1h, 7d.
     #[arg(long, value_name = "AGE", value_parser = parse_duration)]
-    pub since: Option<Duration>,
+    since: Option<Duration>,
     /// At most this many, newest first.
     #[arg(long, default_value_t = DEFAULT_LIST_LIMIT)]
-    pub limit: i64,
+    limit: i64,
     /// Print a JSON array.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// `show` arguments.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// The job id.
-    pub id: JobId,
+    id: JobId,
     /// Print JSON.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// Arguments of commands that take one job id.
 #[derive(Debug, Args)]
-pub struct IdArgs {
+pub(crate) struct IdArgs {
     /// The job id.
-    pub id: JobId,
+    id: JobId,
     /// Print the outcome as JSON.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 /// The JSON form of a job (payload, checkpoint and result as JSON, not strings).
-pub fn job_json(job: &JobRow) -> Value {
+pub(crate) fn job_json(job: &JobRow) -> Value {
     let parse = |text: &Option<String>| {
         text.as_deref()
             .map(|t| {
@@ -105,13 +105,13 @@ pub fn job_json(job: &JobRow) -> Value {
 }
 
 /// The instance id of a succeeded job, from its result.
-pub fn instance_id(job: &JobRow) -> Option<String> {
+pub(crate) fn instance_id(job: &JobRow) -> Option<String> {
     let result: Value = serde_json::from_str(job.result.as_deref()?).ok()?;
     result.get("instance_id")?.as_str().map(str::to_string)
 }
 
 /// Renders jobs as the human table used by `jobs` and `demo`.
-pub fn jobs_table(jobs: &[JobRow]) -> String {
+pub(crate) fn jobs_table(jobs: &[JobRow]) -> String {
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|job| {
@@ -151,8 +151,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
     }
 }
 
-/// Runs `jobs`.
-pub async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError> {
+pub(crate) async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
     if args.limit < 1 {
         return Err(CliError::Usage(format!(
@@ -179,8 +178,7 @@ pub async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs `show`.
-pub async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError> {
+pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
     let job = queue.get(args.id).await?;
     let events = queue.events(args.id).await?;
@@ -239,8 +237,7 @@ pub async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs `retry`.
-pub async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
+pub(crate) async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
     queue.retry(args.id, now_ms()).await?;
     queue.close().await;
@@ -252,8 +249,7 @@ pub async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Runs `cancel`.
-pub async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
+pub(crate) async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
     let status = queue.cancel(args.id, CREATE_STEP, now_ms()).await?;
     queue.close().await;

@@ -20,9 +20,9 @@ use crate::config::{Config, ConfigError};
 use crate::queue::{Queue, QueueError};
 
 /// Exit code for a configuration error (EX_CONFIG); systemd's `RestartPreventExitStatus=78`.
-pub const EXIT_CONFIG: u8 = 78;
+const EXIT_CONFIG: u8 = 78;
 /// Exit code for a usage error.
-pub const EXIT_USAGE: u8 = 2;
+const EXIT_USAGE: u8 = 2;
 /// Exit code for a runtime failure.
 pub const EXIT_RUNTIME: u8 = 1;
 
@@ -50,7 +50,7 @@ pub struct Cli {
     pub log_format: Option<LogFormat>,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 impl Cli {
@@ -76,15 +76,15 @@ const COMPLETIONS_EXAMPLES: &str = "Examples:
 
 /// `completions` arguments.
 #[derive(Debug, clap::Args)]
-pub struct CompletionsArgs {
+struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    shell: clap_complete::Shell,
 }
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Create or upgrade the database schema.
     #[command(after_help = MIGRATE_EXAMPLES)]
     Migrate,

@@ -16,7 +16,7 @@ use crate::secret::Secret;
 use crate::worker::{Worker, WorkerSettings};
 
 /// Examples shown by `run --help`.
-pub const EXAMPLES: &str = "Examples:
+pub(crate) const EXAMPLES: &str = "Examples:
   approval-worker --config /etc/approval-worker/worker.toml run
   APPROVAL_WORKER_LOG=debug approval-worker run --log-format json
 
@@ -25,8 +25,7 @@ contrib/approval-worker.service. SIGTERM, SIGINT (Ctrl-C) or SIGHUP drains (in-f
 steps finish within shutdown_grace_secs); a second signal stops at once, releasing what
 leases it can within a second.";
 
-/// Runs `run`.
-pub async fn run(config: &Config) -> Result<(), CliError> {
+pub(crate) async fn run(config: &Config) -> Result<(), CliError> {
     // Listen first: a SIGTERM during start-up (migrations, the credentials check) then
     // stops the daemon cleanly before it claims anything, instead of killing it mid-write.
     let shutdown = CancellationToken::new();
@@ -117,7 +116,7 @@ async fn check_credentials(worker: &Worker) -> Result<(), CliError> {
 }
 
 /// The pool as `run` and `demo` build it.
-pub fn build_worker(
+pub(crate) fn build_worker(
     config: &Config,
     secret: Secret,
     queue: crate::queue::Queue,
@@ -134,7 +133,7 @@ pub fn build_worker(
 }
 
 /// The DingTalk client as the configuration describes it.
-pub fn dingtalk_client(config: &Config, secret: Secret) -> Result<DingTalk, CliError> {
+pub(crate) fn dingtalk_client(config: &Config, secret: Secret) -> Result<DingTalk, CliError> {
     let client = DingTalk::new(ClientSettings {
         api_base: config.dingtalk.api_base.clone(),
         oapi_base: config.dingtalk.oapi_base.clone(),

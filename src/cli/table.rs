@@ -1,7 +1,7 @@
 //! Plain-text tables for human output, aligned by display width.
 
 /// Renders rows under a header, columns separated by two spaces.
-pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -47,7 +47,7 @@ fn width(text: &str) -> usize {
 }
 
 /// Formats unix ms as `YYYY-MM-DD HH:MM:SS` UTC.
-pub fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

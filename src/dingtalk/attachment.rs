@@ -19,7 +19,7 @@ struct AttachmentEntry<'a> {
 
 /// The `value` of a DDAttachment field: a JSON array (even for one file) of
 /// `{"spaceId","fileName","fileSize","fileType","fileId"}`, all strings.
-pub fn dd_attachment_value(files: &[Dentry]) -> String {
+pub(crate) fn dd_attachment_value(files: &[Dentry]) -> String {
     let entries: Vec<AttachmentEntry<'_>> = files
         .iter()
         .map(|file| AttachmentEntry {

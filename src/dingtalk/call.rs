@@ -28,15 +28,15 @@ pub(super) enum Host {
 
 /// One DingTalk call, ready to be sent (and re-sent) as often as the retry policy allows.
 pub(super) struct Request {
-    pub endpoint: &'static str,
-    pub host: Host,
-    pub method: Method,
-    pub path: String,
-    pub query: Vec<(&'static str, String)>,
+    pub(crate) endpoint: &'static str,
+    host: Host,
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
     /// Serialised once; `None` for GET.
-    pub body: Option<Vec<u8>>,
+    body: Option<Vec<u8>>,
     /// Whether repeating the call after an ambiguous failure is harmless.
-    pub idempotent: bool,
+    idempotent: bool,
 }
 
 impl Request {

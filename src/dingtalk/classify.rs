@@ -23,13 +23,13 @@ const BODY_EXCERPT_CHARS: usize = 200;
 
 /// The parts of an HTTP answer that decide its meaning.
 pub(super) struct Answer<'a> {
-    pub endpoint: &'static str,
-    pub host: Host,
+    pub(crate) endpoint: &'static str,
+    pub(crate) host: Host,
     /// The token call: a rejected credential there is a configuration error, not a stale token.
-    pub token_call: bool,
-    pub status: StatusCode,
-    pub headers: &'a HeaderMap,
-    pub body: &'a [u8],
+    pub(crate) token_call: bool,
+    pub(crate) status: StatusCode,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: &'a [u8],
 }
 
 /// Parses a successful answer into `T`, or turns a failed one into a classified error.

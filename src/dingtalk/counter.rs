@@ -12,32 +12,31 @@ use super::error::{DingTalkError, ErrorClass, TOKEN_ENDPOINT};
 const QUOTA_EXEMPT_ENDPOINTS: [&str; 2] = [TOKEN_ENDPOINT, "topapi/v2/user/get"];
 
 /// The result label of a call DingTalk answered successfully.
-pub const RESULT_OK: &str = "ok";
+const RESULT_OK: &str = "ok";
 
 /// Calls with one outcome on one endpoint since the client was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CallCount {
+pub(crate) struct CallCount {
     /// The call, e.g. `storage/files/commit`.
-    pub endpoint: &'static str,
+    pub(crate) endpoint: &'static str,
     /// `ok`, DingTalk's error code, or `transport` / `decode` when no readable answer came.
-    pub result: String,
+    pub(crate) result: String,
     /// DingTalk asked us to slow down.
-    pub throttled: bool,
+    pub(crate) throttled: bool,
     /// The request may have reached DingTalk (so it may count against the monthly quota).
-    pub sent: bool,
-    /// How many.
-    pub calls: u64,
+    pub(crate) sent: bool,
+    pub(crate) calls: u64,
 }
 
 impl CallCount {
     /// Whether these calls count against the organisation's monthly quota.
-    pub fn counts_against_quota(&self) -> bool {
+    pub(crate) fn counts_against_quota(&self) -> bool {
         self.sent && counts_against_quota(self.endpoint)
     }
 }
 
 /// Whether DingTalk counts calls of `endpoint` against the monthly quota.
-pub fn counts_against_quota(endpoint: &str) -> bool {
+fn counts_against_quota(endpoint: &str) -> bool {
     !QUOTA_EXEMPT_ENDPOINTS.contains(&endpoint)
 }
 

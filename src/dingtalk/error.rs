@@ -94,7 +94,7 @@ fn request_id_suffix(request_id: &Option<String>) -> String {
 
 impl DingTalkError {
     /// What the caller should do about this error.
-    pub fn class(&self) -> ErrorClass {
+    pub(crate) fn class(&self) -> ErrorClass {
         match self {
             Self::Api { class, .. } => *class,
             Self::Transport { .. } => ErrorClass::Transient,
@@ -111,7 +111,7 @@ impl DingTalkError {
 
     /// True when DingTalk may have carried out the request although we saw an error, so a
     /// non-idempotent call (commit, create instance) must be reconciled, not blindly repeated.
-    pub fn may_have_been_processed(&self) -> bool {
+    pub(crate) fn may_have_been_processed(&self) -> bool {
         match self {
             Self::Api { status, class, .. } => match class {
                 // DingTalk rejects these before doing anything.
@@ -126,7 +126,7 @@ impl DingTalkError {
     }
 
     /// The HTTP status DingTalk answered with, when it answered.
-    pub fn http_status(&self) -> Option<u16> {
+    pub(crate) fn http_status(&self) -> Option<u16> {
         match self {
             Self::Api { status, .. } | Self::Decode { status, .. } => Some(*status),
             Self::Transport { .. } | Self::Paused { .. } | Self::Config(_) => None,
@@ -135,7 +135,7 @@ impl DingTalkError {
 
     /// True when DingTalk refused the app's credentials (wrong app key or secret): nothing
     /// will work until an operator fixes the configuration.
-    pub fn is_credentials_rejected(&self) -> bool {
+    pub(crate) fn is_credentials_rejected(&self) -> bool {
         matches!(
             self,
             Self::Api { endpoint, status, class: ErrorClass::Permanent, .. }
@@ -147,7 +147,7 @@ impl DingTalkError {
     /// consumed): the upload must be redone with a fresh ticket. DingTalk does not document
     /// the code for this, so it is recognised here, once: a 4xx `paramError` or any code or
     /// message naming the uploadKey.
-    pub fn is_upload_key_rejected(&self) -> bool {
+    pub(crate) fn is_upload_key_rejected(&self) -> bool {
         match self {
             Self::Api {
                 endpoint,
@@ -167,7 +167,7 @@ impl DingTalkError {
     /// True when DingTalk refused the operator's right to the space (403 `permissionDenied`,
     /// or a permanent 403 without that code): for the storage calls that is what a lapsed
     /// upload grant looks like, which one spaces/infos/query renews.
-    pub fn is_permission_denied(&self) -> bool {
+    pub(crate) fn is_permission_denied(&self) -> bool {
         match self {
             Self::Api {
                 status,
@@ -180,7 +180,8 @@ impl DingTalkError {
     }
 
     /// The call that failed (`"config"` for configuration errors).
-    pub fn endpoint(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn endpoint(&self) -> &'static str {
         match self {
             Self::Api { endpoint, .. }
             | Self::Transport { endpoint, .. }

@@ -22,14 +22,14 @@ pub(crate) const TOKEN_PATH: &str = "/v1.0/oauth2/accessToken";
 /// A request as the fake received it.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
-    pub method: String,
-    pub path: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
     /// Raw query string, as encoded by the client.
-    pub query: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) query: String,
+    headers: HeaderMap,
+    pub(crate) body: Bytes,
     /// How many requests to the same path came before this one.
-    pub nth: usize,
+    pub(crate) nth: usize,
 }
 
 impl Seen {
@@ -69,10 +69,10 @@ impl Seen {
 
 /// A scripted answer.
 pub(crate) struct Reply {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: String,
-    pub delay: Duration,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    delay: Duration,
 }
 
 impl Reply {
@@ -111,7 +111,7 @@ struct Shared {
 
 /// A running fake; lives until the test's runtime shuts down.
 pub(crate) struct Fake {
-    pub base: String,
+    base: String,
     shared: Arc<Shared>,
 }
 

@@ -21,17 +21,18 @@ mod workflow;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 
-pub use attachment::{dd_attachment_file_ids, dd_attachment_value};
-pub use counter::{CallCount, RESULT_OK, counts_against_quota};
+pub use attachment::dd_attachment_file_ids;
+pub(crate) use attachment::dd_attachment_value;
+pub(crate) use counter::CallCount;
 pub use error::{DingTalkError, ErrorClass};
 pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
-pub use workflow::{Approver, CreateInstance, FormValue, InstanceInfo};
+pub(crate) use workflow::{Approver, CreateInstance, FormValue};
 
 use crate::secret::Secret;
 use counter::CallCounter;
@@ -124,18 +125,21 @@ impl DingTalk {
         })
     }
 
-    /// How many requests went to the token endpoint (for tests and metrics).
-    pub fn token_fetches(&self) -> u64 {
-        self.inner.token_fetches.load(Ordering::Relaxed)
+    /// How many requests went to the token endpoint.
+    #[cfg(test)]
+    fn token_fetches(&self) -> u64 {
+        self.inner
+            .token_fetches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every call sent so far, tallied per endpoint and result (for metrics and the quota).
-    pub fn call_counts(&self) -> Vec<CallCount> {
+    pub(crate) fn call_counts(&self) -> Vec<CallCount> {
         self.inner.calls.snapshot()
     }
 
     /// Fetches an access token now (or uses the cached one): proves the app key and secret.
-    pub async fn check_token(&self) -> Result<(), DingTalkError> {
+    pub(crate) async fn check_token(&self) -> Result<(), DingTalkError> {
         self.token().await.map(|_| ())
     }
 

@@ -29,28 +29,28 @@ pub struct UploadInfoRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadTicket {
     /// Needed by [`DingTalk::commit`].
-    pub upload_key: String,
+    pub(crate) upload_key: String,
     /// PUT targets, preferred first.
     pub resource_urls: Vec<String>,
     /// Headers to send with the PUT, verbatim.
     pub headers: BTreeMap<String, String>,
     /// Lifetime of the signature from the moment the ticket was issued.
-    pub expiration_secs: u64,
+    pub(crate) expiration_secs: u64,
 }
 
 /// A committed file. Stored in the job checkpoint (snake_case), not the wire shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dentry {
     /// The fileId referenced by the DDAttachment value.
-    pub id: String,
+    pub(crate) id: String,
     /// The space holding the file (a string in the commit response).
-    pub space_id: String,
+    pub(crate) space_id: String,
     /// Final name (AUTO_RENAME may have changed it).
-    pub name: String,
+    pub(crate) name: String,
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Suffix without dot, e.g. `pdf`; empty for files without one.
-    pub extension: String,
+    pub(crate) extension: String,
 }
 
 impl DingTalk {
@@ -106,7 +106,7 @@ impl DingTalk {
 
     /// §5.6: commits the uploaded object as `name` in the space root. Not idempotent: after an
     /// error with [`DingTalkError::may_have_been_processed`] the file may exist already.
-    pub async fn commit(
+    pub(crate) async fn commit(
         &self,
         space_id: i64,
         union_id: &str,

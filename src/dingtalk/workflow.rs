@@ -20,54 +20,54 @@ const LIST_MAX_PAGES: usize = 500;
 
 /// One form field: `name` is the component label in the template (e.g. `附件`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FormValue {
+pub(crate) struct FormValue {
     /// Component label.
-    pub name: String,
+    pub(crate) name: String,
     /// Always a string; structured values (DDAttachment, tables) are JSON inside it.
-    pub value: String,
+    pub(crate) value: String,
     /// e.g. `DDAttachment`; omitted on the wire when `None`.
-    pub component_type: Option<String>,
+    pub(crate) component_type: Option<String>,
 }
 
 /// One approval step replacing the template's flow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Approver {
+pub(crate) struct Approver {
     /// `AND` (all must agree), `OR` (any one), `NONE` (single approver).
-    pub action_type: String,
+    pub(crate) action_type: String,
     /// Directory userIds.
-    pub user_ids: Vec<String>,
+    pub(crate) user_ids: Vec<String>,
 }
 
 /// What to start (§5.8); the client adds `microappAgentId`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreateInstance {
+pub(crate) struct CreateInstance {
     /// Template code, `PROC-…`.
-    pub process_code: String,
+    pub(crate) process_code: String,
     /// The originator's userId (not unionId).
-    pub originator_user_id: String,
+    pub(crate) originator_user_id: String,
     /// Originator's department; `-1` is the root. Required by DingTalk without approvers.
-    pub dept_id: Option<i64>,
+    pub(crate) dept_id: Option<i64>,
     /// Form values, at most 150.
-    pub form: Vec<FormValue>,
+    pub(crate) form: Vec<FormValue>,
     /// Explicit approvers (replace the template's flow); empty = use the template's.
-    pub approvers: Vec<Approver>,
+    pub(crate) approvers: Vec<Approver>,
     /// userIds to copy; empty = none.
-    pub cc_list: Vec<String>,
+    pub(crate) cc_list: Vec<String>,
 }
 
 /// The parts of an instance the worker reads back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstanceInfo {
+pub(crate) struct InstanceInfo {
     /// The id asked for.
-    pub instance_id: String,
+    instance_id: String,
     /// `RUNNING`, `TERMINATED`, `COMPLETED` (also `NEW`, `CANCELED` seen).
-    pub status: String,
+    status: String,
     /// The originator's userId.
-    pub originator_user_id: String,
+    originator_user_id: String,
     /// ISO-8601 as DingTalk sends it, e.g. `2022-08-31T11:52Z`.
-    pub create_time: String,
+    create_time: String,
     /// The form as stored; null or missing values read as empty strings.
-    pub form: Vec<FormValue>,
+    pub(crate) form: Vec<FormValue>,
 }
 
 impl DingTalk {
@@ -92,7 +92,10 @@ impl DingTalk {
     /// §5.8: starts an approval instance and returns its id. Not idempotent and DingTalk has no
     /// dedup key: after an error with [`DingTalkError::may_have_been_processed`] the caller
     /// must reconcile (list + get) before submitting again.
-    pub async fn create_instance(&self, request: &CreateInstance) -> Result<String, DingTalkError> {
+    pub(crate) async fn create_instance(
+        &self,
+        request: &CreateInstance,
+    ) -> Result<String, DingTalkError> {
         let body = StartInstanceBody {
             originator_user_id: &request.originator_user_id,
             process_code: &request.process_code,
@@ -129,7 +132,10 @@ impl DingTalk {
     }
 
     /// §5.9: reads an instance back.
-    pub async fn get_instance(&self, instance_id: &str) -> Result<InstanceInfo, DingTalkError> {
+    pub(crate) async fn get_instance(
+        &self,
+        instance_id: &str,
+    ) -> Result<InstanceInfo, DingTalkError> {
         let request = Request::get(
             "workflow/processInstances/get",
             Host::Api,
@@ -157,7 +163,7 @@ impl DingTalk {
 
     /// §5.10: ids of the instances of `process_code` started since `start_time_ms` (unix ms)
     /// by `user_ids` (at most 10; empty = anyone), following every page.
-    pub async fn list_instance_ids(
+    pub(crate) async fn list_instance_ids(
         &self,
         process_code: &str,
         start_time_ms: i64,

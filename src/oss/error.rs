@@ -64,18 +64,18 @@ pub enum OssError {
 impl OssError {
     /// True when repeating the same PUT with the same ticket may succeed. `Expired` is not: it
     /// needs a new ticket; `FileChanged` and `Io` need a new look at the file.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, Self::Transient { .. })
     }
 
     /// True when the ticket's signature is no longer accepted: only a new upload ticket (new
     /// uploadKey) can help, so the caller goes back to asking for one.
-    pub fn is_expired(&self) -> bool {
+    pub(crate) fn is_expired(&self) -> bool {
         matches!(self, Self::Expired { .. })
     }
 
     /// The HTTP status OSS answered with, when it answered.
-    pub fn http_status(&self) -> Option<u16> {
+    pub(crate) fn http_status(&self) -> Option<u16> {
         match self {
             Self::Expired { status, .. } => Some(*status),
             Self::Rejected { status, .. } => (*status != 0).then_some(*status),

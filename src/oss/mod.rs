@@ -25,19 +25,18 @@ use error::{classify, file_changed, transport_error};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutReceipt {
     /// The `ETag` OSS returned, if any.
-    pub etag: Option<String>,
+    etag: Option<String>,
     /// Bytes sent.
-    pub bytes: u64,
+    bytes: u64,
     /// Their MD5, hex.
-    pub md5: String,
+    pub(crate) md5: String,
 }
 
 /// An attachment's content as it was read to be hashed. A small file keeps it for its PUT,
 /// which then neither reads the file again nor hands off to the blocking pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The content.
-    pub bytes: Bytes,
+    pub(crate) bytes: Bytes,
 }
 
 /// Client for the OSS PUT. Cheap to clone.
@@ -104,7 +103,7 @@ impl Oss {
     /// hashed to `md5_hex`, its modification time then `modified`. One `stat` first (on this
     /// thread, as the payload check does): a file whose size or modification time moved since
     /// is [`OssError::FileChanged`], as it would be had it been read again.
-    pub async fn put_snapshot(
+    pub(crate) async fn put_snapshot(
         &self,
         url: &str,
         headers: &BTreeMap<String, String>,

@@ -14,12 +14,11 @@ pub struct JobRow {
     pub id: JobId,
     /// The producer's deduplication key.
     #[sqlx(try_from = "Lossy")]
-    pub idempotency_key: Option<String>,
-    /// Queue name.
+    pub(crate) idempotency_key: Option<String>,
     #[sqlx(try_from = "Lossy")]
-    pub queue: String,
+    pub(crate) queue: String,
     /// Higher runs first.
-    pub priority: i64,
+    pub(crate) priority: i64,
     /// Lifecycle status.
     #[sqlx(try_from = "Lossy")]
     pub status: String,
@@ -37,7 +36,7 @@ pub struct JobRow {
     /// Claims not charged against the limit.
     pub uncharged_attempts: i64,
     /// The job's own attempt limit.
-    pub max_attempts: Option<i64>,
+    pub(crate) max_attempts: Option<i64>,
     /// Earliest next start (unix ms).
     pub run_at: i64,
     /// Worker holding the lease.
@@ -56,7 +55,7 @@ pub struct JobRow {
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
-    pub updated_at: i64,
+    pub(crate) updated_at: i64,
     /// Unix ms.
     pub finished_at: Option<i64>,
 }
@@ -66,8 +65,7 @@ pub struct JobRow {
 pub struct EventRow {
     /// Event id (orders the history).
     pub id: i64,
-    /// The job.
-    pub job_id: JobId,
+    job_id: JobId,
     /// Unix ms.
     pub at: i64,
     /// What happened.
@@ -79,7 +77,7 @@ pub struct EventRow {
     /// The attempt it happened in.
     pub attempt: Option<i64>,
     /// How long the step ran.
-    pub duration_ms: Option<i64>,
+    pub(crate) duration_ms: Option<i64>,
     /// Failure reason.
     #[sqlx(try_from = "Lossy")]
     pub error: Option<String>,
@@ -102,19 +100,18 @@ pub struct JobFilter {
 
 /// Queue counts for `stats`.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Jobs per status.
-    pub by_status: Vec<(String, i64)>,
+    pub(crate) by_status: Vec<(String, i64)>,
     /// Unfinished jobs per (status, step).
-    pub by_step: Vec<(String, String, i64)>,
+    pub(crate) by_step: Vec<(String, String, i64)>,
     /// Creation time of the oldest queued job (unix ms).
-    pub oldest_queued_at: Option<i64>,
-    /// The oldest queued job.
-    pub oldest_queued_id: Option<JobId>,
+    pub(crate) oldest_queued_at: Option<i64>,
+    pub(crate) oldest_queued_id: Option<JobId>,
     /// Jobs that succeeded in the hour before `now`.
-    pub succeeded_last_hour: i64,
+    pub(crate) succeeded_last_hour: i64,
     /// Jobs that failed in the hour before `now`.
-    pub failed_last_hour: i64,
+    pub(crate) failed_last_hour: i64,
 }
 
 const JOB_COLUMNS: &str = "id, idempotency_key, queue, priority, status, step, payload, checkpoint, \
@@ -260,7 +257,7 @@ impl Queue {
     }
 
     /// Counts for `stats`.
-    pub async fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
+    pub(crate) async fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
         let mut by_status = self.status_counts().await?;
         by_status.retain(|(_, jobs)| *jobs > 0);
         by_status.sort();
@@ -303,7 +300,7 @@ impl Queue {
     }
 
     /// Deletes finished jobs (and their events) that finished before `before_ms`.
-    pub async fn prune(&self, before_ms: i64) -> Result<u64, QueueError> {
+    pub(crate) async fn prune(&self, before_ms: i64) -> Result<u64, QueueError> {
         let done = sqlx::query(
             "DELETE FROM jobs WHERE (status = 'succeeded' OR status = 'failed' OR status = 'cancelled') \
              AND finished_at < ?1",

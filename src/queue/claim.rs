@@ -18,18 +18,18 @@ pub struct ClaimedJob {
     /// This claim's attempt number (the fence for every later write).
     pub attempt: i64,
     /// Attempts that ended without being charged (shutdown, lost lease).
-    pub uncharged_attempts: i64,
+    uncharged_attempts: i64,
     /// The job's own attempt limit, if its producer set one.
-    pub max_attempts: Option<i64>,
+    pub(crate) max_attempts: Option<i64>,
     /// The immutable input, JSON text.
-    pub payload: String,
+    pub(crate) payload: String,
     /// The serialized step to resume from, if an earlier attempt got somewhere.
     pub checkpoint: Option<String>,
     /// Someone asked to cancel the job while it was running.
-    pub cancel_requested: bool,
+    pub(crate) cancel_requested: bool,
     /// Why the claimed row cannot be run (a column that is not valid UTF-8, say): the job
     /// must fail with this reason instead of being driven.
-    pub unreadable: Option<String>,
+    pub(crate) unreadable: Option<String>,
 }
 
 impl ClaimedJob {
@@ -132,7 +132,7 @@ pub(super) const DUE_SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEX
      WHERE status = 'queued' AND queue = ?1 AND run_at <= ?2 LIMIT ?3)";
 
 /// How often [`Queue::wait_for_change`] looks for other processes' commits.
-pub const CHANGE_CHECK: Duration = Duration::from_millis(50);
+const CHANGE_CHECK: Duration = Duration::from_millis(50);
 
 /// A claim waiting for the group-commit writer.
 pub(super) struct ClaimRequest {
@@ -208,7 +208,7 @@ impl Queue {
     /// the connection's thread, so an idle `run` stays far below 1 % of a core. Jobs that
     /// become due by the clock alone (backoff) wait for `max_wait`. The files are first
     /// looked at when this is called, not when the future is first polled.
-    pub fn wait_for_change(&self, max_wait: Duration) -> impl Future<Output = ()> + use<> {
+    pub(crate) fn wait_for_change(&self, max_wait: Duration) -> impl Future<Output = ()> + use<> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let files = Arc::clone(&self.files);
         let seen = files.fingerprint();
@@ -227,7 +227,7 @@ impl Queue {
     }
 
     /// How many jobs of `queue` are due at `now_ms`, counting no further than `limit`.
-    pub async fn due(&self, queue: &str, limit: u32, now_ms: i64) -> Result<u32, QueueError> {
+    async fn due(&self, queue: &str, limit: u32, now_ms: i64) -> Result<u32, QueueError> {
         let (due,): (i64,) = sqlx::query_as(DUE_SQL)
             .bind(queue)
             .bind(now_ms)
@@ -240,7 +240,7 @@ impl Queue {
     /// Extends the leases of `fences`, the claims this process is still driving, to
     /// `now_ms + lease_ms`; returns how many. A job whose runner stopped (it gave up on a
     /// write, or panicked) is not among them, so its lease runs out and it is rescued.
-    pub async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &self,
         owner: &str,
         fences: &[Fence],

@@ -11,7 +11,7 @@ use super::{Queue, QueueError, connect_options};
 
 /// Commits `commits` single-row inserts, one autocommit each, into a fresh table in a new
 /// file at `path`, through sqlx with the queue's connection settings. Returns the time taken.
-pub async fn raw_commits(path: &Path, commits: u32) -> Result<Duration, QueueError> {
+pub(crate) async fn raw_commits(path: &Path, commits: u32) -> Result<Duration, QueueError> {
     let mut conn = SqliteConnection::connect_with(&connect_options(path)).await?;
     sqlx::query("CREATE TABLE IF NOT EXISTS ceiling (id INTEGER PRIMARY KEY, at INTEGER NOT NULL)")
         .execute(&mut conn)
@@ -31,13 +31,13 @@ pub async fn raw_commits(path: &Path, commits: u32) -> Result<Duration, QueueErr
 /// A producer that is not the queue: one connection and the plain `INSERT` the README
 /// documents for other services, relying on the schema's defaults.
 #[derive(Debug)]
-pub struct PlainProducer {
+pub(crate) struct PlainProducer {
     conn: SqliteConnection,
 }
 
 impl PlainProducer {
     /// Connects to an existing queue database.
-    pub async fn connect(path: &Path) -> Result<PlainProducer, QueueError> {
+    pub(crate) async fn connect(path: &Path) -> Result<PlainProducer, QueueError> {
         let options = connect_options(path).create_if_missing(false);
         Ok(PlainProducer {
             conn: SqliteConnection::connect_with(&options).await?,
@@ -45,7 +45,7 @@ impl PlainProducer {
     }
 
     /// `INSERT INTO jobs (payload) VALUES (?)`, autocommit.
-    pub async fn insert(&mut self, payload: &str) -> Result<(), QueueError> {
+    pub(crate) async fn insert(&mut self, payload: &str) -> Result<(), QueueError> {
         sqlx::query("INSERT INTO jobs (payload) VALUES (?1)")
             .bind(payload)
             .execute(&mut self.conn)
@@ -56,23 +56,20 @@ impl PlainProducer {
 
 /// One row of `job_events`, as the benchmark reads them.
 #[derive(Debug, Clone, FromRow)]
-pub struct EventTiming {
-    /// The job.
-    pub job_id: i64,
+pub(crate) struct EventTiming {
+    pub(crate) job_id: i64,
     /// Unix ms.
-    pub at: i64,
-    /// Event kind.
-    pub kind: String,
-    /// The step concerned.
-    pub step: Option<String>,
+    pub(crate) at: i64,
+    pub(crate) kind: String,
+    pub(crate) step: Option<String>,
     /// How long the step ran.
-    pub duration_ms: Option<i64>,
+    pub(crate) duration_ms: Option<i64>,
 }
 
 impl Queue {
     /// Inserts `count` queued jobs with `payload`, due at `run_at_ms`, in one
     /// `INSERT … SELECT` over a recursive CTE (a million rows take seconds, not minutes).
-    pub async fn fill(
+    pub(crate) async fn fill(
         &self,
         count: u64,
         payload: &str,
@@ -95,7 +92,7 @@ impl Queue {
     }
 
     /// Checkpoints the WAL into the database and truncates it to zero bytes.
-    pub async fn checkpoint_wal(&self) -> Result<(), QueueError> {
+    pub(crate) async fn checkpoint_wal(&self) -> Result<(), QueueError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await?;
@@ -103,7 +100,7 @@ impl Queue {
     }
 
     /// Every event, oldest first.
-    pub async fn event_log(&self) -> Result<Vec<EventTiming>, QueueError> {
+    pub(crate) async fn event_log(&self) -> Result<Vec<EventTiming>, QueueError> {
         Ok(
             sqlx::query_as(
                 "SELECT job_id, at, kind, step, duration_ms FROM job_events ORDER BY id",
@@ -114,7 +111,7 @@ impl Queue {
     }
 
     /// `(created_at, first claimed at)` of every job claimed at least once.
-    pub async fn pickups(&self) -> Result<Vec<(i64, i64)>, QueueError> {
+    pub(crate) async fn pickups(&self) -> Result<Vec<(i64, i64)>, QueueError> {
         Ok(sqlx::query_as(
             "SELECT j.created_at, MIN(e.at) FROM jobs j \
              JOIN job_events e ON e.job_id = j.id AND e.kind = 'claimed' \
@@ -126,7 +123,7 @@ impl Queue {
 
     /// How many jobs have one of `statuses`, from one read of the counts per status (each
     /// status through its partial index, as the metrics count).
-    pub async fn count_statuses(&self, statuses: &[&str]) -> Result<i64, QueueError> {
+    pub(crate) async fn count_statuses(&self, statuses: &[&str]) -> Result<i64, QueueError> {
         Ok(self
             .status_counts()
             .await?

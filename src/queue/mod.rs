@@ -8,7 +8,7 @@
 mod admin;
 mod claim;
 mod enqueue;
-pub mod measure;
+pub(crate) mod measure;
 mod monitor;
 mod quota;
 #[cfg(test)]
@@ -32,17 +32,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 pub use crate::clock::now_ms;
-pub use admin::{EventRow, JobFilter, JobRow, Stats};
-pub use claim::{CHANGE_CHECK, ClaimedJob};
+pub use admin::{EventRow, JobFilter, JobRow};
+pub use claim::ClaimedJob;
 pub use enqueue::{Enqueued, NewJob};
-pub use monitor::Depth;
+pub(crate) use monitor::Depth;
 pub use quota::{CallDelta, MonthlyCalls, quota_month};
-pub use transition::{EventKind, Failure, StepDone, Unstored};
+pub use transition::{Failure, StepDone, Unstored};
 
 /// How long a writer waits for another process's write lock before giving up.
-pub const BUSY_TIMEOUT_SECS: u64 = 10;
+pub(crate) const BUSY_TIMEOUT_SECS: u64 = 10;
 /// The queue name a job gets when its producer names none.
-pub const DEFAULT_QUEUE: &str = "default";
+pub(crate) const DEFAULT_QUEUE: &str = "default";
 
 /// A job's primary key.
 pub type JobId = i64;
@@ -105,7 +105,7 @@ pub enum JobStatus {
 
 impl JobStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [JobStatus; 5] = [
+    const ALL: [JobStatus; 5] = [
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Succeeded,
@@ -147,10 +147,9 @@ impl std::fmt::Display for JobStatus {
 /// Identifies one claim of one job; every write after the claim carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fence {
-    /// The job.
-    pub id: JobId,
+    pub(crate) id: JobId,
     /// The attempt the claim started.
-    pub attempt: i64,
+    attempt: i64,
 }
 
 /// The queue: a pool of connections to one SQLite file, and the group-commit writer that
@@ -228,10 +227,10 @@ impl DbFiles {
 
 /// How [`Queue::open_with`] sets up the connection beyond the fixed pragmas.
 #[derive(Debug, Clone, Default)]
-pub struct OpenOptions {
+pub(crate) struct OpenOptions {
     /// `PRAGMA wal_autocheckpoint` in pages; `None` keeps SQLite's default (1000), `Some(0)`
     /// turns automatic checkpoints off (the benchmark does, to measure the WAL it writes).
-    pub wal_autocheckpoint_pages: Option<u32>,
+    pub(crate) wal_autocheckpoint_pages: Option<u32>,
 }
 
 impl Queue {
@@ -241,7 +240,7 @@ impl Queue {
     }
 
     /// [`Queue::open`] with extra connection settings.
-    pub async fn open_with(path: &Path, open: &OpenOptions) -> Result<Queue, QueueError> {
+    pub(crate) async fn open_with(path: &Path, open: &OpenOptions) -> Result<Queue, QueueError> {
         create_private_file(path)?;
         let mut options = connect_options(path);
         if let Some(pages) = open.wal_autocheckpoint_pages {
@@ -270,7 +269,7 @@ impl Queue {
 
     /// Why this queue's database files are no longer the ones at its path (deleted or
     /// replaced since it opened them), or `None` while they are. Two `stat` calls.
-    pub fn files_replaced(&self) -> Option<String> {
+    pub(crate) fn files_replaced(&self) -> Option<String> {
         self.files.replaced()
     }
 

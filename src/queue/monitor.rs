@@ -9,15 +9,15 @@ use super::{Queue, QueueError};
 
 /// How much work one queue holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Depth {
+pub(crate) struct Depth {
     /// Queued jobs, due or not.
-    pub queued: i64,
+    pub(crate) queued: i64,
     /// Queued jobs whose `run_at` has come: waiting for a worker.
-    pub due: i64,
+    pub(crate) due: i64,
     /// The earliest `run_at` among due jobs (unix ms): how long the oldest has waited.
-    pub oldest_due_at: Option<i64>,
+    pub(crate) oldest_due_at: Option<i64>,
     /// Running jobs (any process).
-    pub running: i64,
+    pub(crate) running: i64,
 }
 
 /// Jobs per status, each status through its partial index: queued through `jobs_due`,
@@ -31,7 +31,7 @@ const STATUS_COUNTS_SQL: &str = "SELECT 'queued', COUNT(*) FROM jobs WHERE statu
 
 impl Queue {
     /// The depth of `queue` at `now_ms`; walks only the partial indexes of unfinished jobs.
-    pub async fn depth(&self, queue: &str, now_ms: i64) -> Result<Depth, QueueError> {
+    pub(crate) async fn depth(&self, queue: &str, now_ms: i64) -> Result<Depth, QueueError> {
         let (queued, due, oldest_due_at, running): (i64, i64, Option<i64>, i64) = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(run_at <= ?2), 0), \
                      MIN(CASE WHEN run_at <= ?2 THEN run_at END), \
@@ -51,7 +51,7 @@ impl Queue {
     }
 
     /// Jobs per status, all queues (every status present, zero included).
-    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, QueueError> {
+    pub(crate) async fn status_counts(&self) -> Result<Vec<(String, i64)>, QueueError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(STATUS_COUNTS_SQL)
             .fetch_all(&self.pool)
             .await?;
@@ -68,7 +68,7 @@ impl Queue {
     }
 
     /// One round trip to the database.
-    pub async fn ping(&self) -> Result<(), QueueError> {
+    pub(crate) async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -76,7 +76,7 @@ impl Queue {
     /// Writes a consistent copy of the database to `target` while workers keep running
     /// (`VACUUM INTO`: one read transaction, so writers are not blocked in WAL mode). The
     /// target must not exist; it is created owner-only, like the database. Returns its size.
-    pub async fn backup(&self, target: &Path) -> Result<u64, QueueError> {
+    pub(crate) async fn backup(&self, target: &Path) -> Result<u64, QueueError> {
         let open_error = |source| QueueError::Open {
             path: target.display().to_string(),
             source,

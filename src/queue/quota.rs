@@ -25,11 +25,11 @@ pub struct MonthlyCalls {
     /// The app (its key).
     pub app_key: String,
     /// `YYYY-MM`, China Standard Time.
-    pub month: String,
-    /// The endpoint.
+    month: String,
+    /// The endpoint, e.g. `storage/files/commit`.
     pub endpoint: String,
     /// Whether these calls count against the quota.
-    pub counted: bool,
+    pub(crate) counted: bool,
     /// Calls so far this month.
     pub calls: i64,
 }
@@ -77,7 +77,11 @@ impl Queue {
     }
 
     /// The app's counted calls in `month`.
-    pub async fn counted_calls(&self, app_key: &str, month: &str) -> Result<u64, QueueError> {
+    pub(crate) async fn counted_calls(
+        &self,
+        app_key: &str,
+        month: &str,
+    ) -> Result<u64, QueueError> {
         let mut conn = self.pool.acquire().await?;
         counted_calls(&mut conn, app_key, month).await
     }

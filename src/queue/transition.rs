@@ -11,19 +11,17 @@ use super::{Fence, JobId, JobStatus, Queue, QueueError};
 /// The writer's query; every statement in it uses positional `?` parameters.
 pub(super) type Batch<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
-/// The kinds of rows in `job_events`.
+/// The kinds of `job_events` rows these writes record. `claimed`, `rescued` and `retried`
+/// rows are written by the claim, rescue and retry statements themselves (the schema's CHECK
+/// lists every kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A worker leased the job.
-    Claimed,
+pub(crate) enum EventKind {
     /// A step finished and its output was checkpointed.
     StepDone,
     /// A step failed and the job took another path within the same attempt.
     StepFailed,
     /// The attempt failed and the job waits for `run_at`.
     RetryScheduled,
-    /// An expired lease was taken back.
-    Rescued,
     /// A worker gave the job back unfinished (shutdown), uncharged.
     Released,
     /// The approval instance exists.
@@ -32,24 +30,19 @@ pub enum EventKind {
     Failed,
     /// The job stopped on request.
     Cancelled,
-    /// An operator re-queued a finished job.
-    Retried,
 }
 
 impl EventKind {
     /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
-            EventKind::Claimed => "claimed",
             EventKind::StepDone => "step_done",
             EventKind::StepFailed => "step_failed",
             EventKind::RetryScheduled => "retry_scheduled",
-            EventKind::Rescued => "rescued",
             EventKind::Released => "released",
             EventKind::Succeeded => "succeeded",
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",
-            EventKind::Retried => "retried",
         }
     }
 }
@@ -99,7 +92,7 @@ impl Unstored {
     }
 
     /// Forgets what a write has just recorded.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.done.clear();
         self.reached = None;
     }
@@ -224,7 +217,7 @@ impl Queue {
 
     /// Records a step failure the job recovers from within this attempt (for example an
     /// expired upload ticket sending it back to `upload_info`), with the step to go back to.
-    pub async fn step_failed(
+    pub(crate) async fn step_failed(
         &self,
         fence: Fence,
         earlier: &Unstored,

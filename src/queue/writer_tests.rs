@@ -27,11 +27,12 @@ async fn checkpoints_sent_together_share_one_commit_and_each_keeps_its_event() {
         duration_ms: 3,
         at_ms: now,
     };
-    let results =
-        join_all(claimed.iter().map(|job| {
-            queue.checkpoint(job.fence(), &none, &done, "upload_info", "{\"n\":1}")
-        }))
-        .await;
+    let results = join_all(
+        claimed
+            .iter()
+            .map(|job| queue.checkpoint(job.fence(), &none, &done, "upload_info", "{\"n\":1}")),
+    )
+    .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(queue.commits() - before, 1);
     for job in &claimed {

@@ -29,7 +29,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{post, put};
-use bytes::Bytes;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -41,11 +40,11 @@ use pipeline::handler;
 use state::Shared;
 
 /// AppKey (Client ID) the sandbox accepts by default.
-pub const DEFAULT_APP_KEY: &str = "dingsandboxkey";
+pub(crate) const DEFAULT_APP_KEY: &str = "dingsandboxkey";
 /// AppSecret the sandbox accepts by default.
-pub const DEFAULT_APP_SECRET: &str = "sandbox-secret";
+pub(crate) const DEFAULT_APP_SECRET: &str = "sandbox-secret";
 /// AgentId the sandbox expects in `agentId` / `microappAgentId` by default.
-pub const DEFAULT_AGENT_ID: i64 = 3_012_345_678;
+pub(crate) const DEFAULT_AGENT_ID: i64 = 3_012_345_678;
 /// spaceId of the approval attachment space by default.
 pub const DEFAULT_SPACE_ID: i64 = 3_996_960_664;
 
@@ -57,9 +56,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct SandboxOptions {
     /// Where to listen; port 0 picks a free one.
     pub bind: SocketAddr,
-    /// The app's key.
+    /// AppKey (Client ID) the sandbox accepts.
     pub app_key: String,
-    /// The app's secret.
+    /// AppSecret the sandbox accepts.
     pub app_secret: String,
     /// The app's AgentId; requests must carry it as `agentId` / `microappAgentId`.
     pub agent_id: i64,
@@ -152,13 +151,9 @@ impl Sandbox {
         self.shared.base_url.clone()
     }
 
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// The options the sandbox runs with.
-    pub fn options(&self) -> &SandboxOptions {
+    #[cfg(test)]
+    pub(crate) fn options(&self) -> &SandboxOptions {
         &self.shared.options
     }
 
@@ -182,7 +177,8 @@ impl Sandbox {
 
     /// The bytes of a committed file; `None` when unknown or larger than 64 MiB
     /// (only length and MD5 are kept for those).
-    pub fn file_content(&self, file_id: &str) -> Option<Bytes> {
+    #[cfg(test)]
+    pub(crate) fn file_content(&self, file_id: &str) -> Option<bytes::Bytes> {
         let state = self.shared.lock();
         state.files.by_id(file_id).and_then(|f| f.content.clone())
     }
@@ -203,12 +199,13 @@ impl Sandbox {
     }
 
     /// Makes `user_id` exist (all ids do except those starting with `ghost`).
-    pub fn add_user(&self, user_id: &str) {
+    #[cfg(test)]
+    fn add_user(&self, user_id: &str) {
         self.shared.lock().add_user(user_id);
     }
 
     /// Stops accepting, lets in-flight requests finish (up to a few seconds), then returns.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -23,10 +23,10 @@ const MAX_JSON_BODY: usize = 8 * 1024 * 1024;
 
 /// A fully received DingTalk API call.
 pub(super) struct Call {
-    pub path: String,
-    pub query: BTreeMap<String, String>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+    pub(crate) path: String,
+    pub(crate) query: BTreeMap<String, String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// An endpoint's synchronous logic: state changes happen under the lock, no awaits.
@@ -114,7 +114,7 @@ pub(super) enum Gate {
 pub(super) struct Arrival {
     /// Its place in the request log; `None` when the sandbox keeps no log.
     slot: Option<usize>,
-    pub received: Received,
+    pub(crate) received: Received,
     fault: Option<Fault>,
 }
 

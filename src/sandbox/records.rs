@@ -47,7 +47,7 @@ impl Endpoint {
     }
 
     /// The snake_case name used by `Display`, `FromStr` and serde.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Endpoint::Token => "token",
             Endpoint::UserGet => "user_get",
@@ -73,7 +73,7 @@ impl fmt::Display for Endpoint {
 #[error(
     "unknown sandbox endpoint `{0}` (expected one of token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids)"
 )]
-pub struct UnknownEndpoint(pub String);
+pub struct UnknownEndpoint(pub(crate) String);
 
 impl FromStr for Endpoint {
     type Err = UnknownEndpoint;
@@ -93,9 +93,9 @@ pub struct Received {
     /// Which API was called.
     pub endpoint: Endpoint,
     /// HTTP method, e.g. `POST`.
-    pub method: String,
+    pub(crate) method: String,
     /// Path without the query string.
-    pub path: String,
+    pub(crate) path: String,
     /// Decoded query parameters.
     pub query: BTreeMap<String, String>,
     /// Request headers; names lowercased, repeated headers joined with `, `.
@@ -119,19 +119,19 @@ pub struct Instance {
     /// The id returned to the client.
     pub instance_id: String,
     /// Template code (`PROC-…`).
-    pub process_code: String,
+    pub(crate) process_code: String,
     /// userId of the originator.
-    pub originator_user_id: String,
+    pub(crate) originator_user_id: String,
     /// Department given on create, if any.
     pub dept_id: Option<i64>,
     /// `(name, value)` of each form component, as received.
     pub form: Vec<(String, String)>,
     /// The `approvers` array as received (`null` when absent).
-    pub approvers: serde_json::Value,
+    pub(crate) approvers: serde_json::Value,
     /// userIds copied.
-    pub cc_list: Vec<String>,
+    pub(crate) cc_list: Vec<String>,
     /// Creation time, unix milliseconds.
-    pub created_at_ms: i64,
+    pub(crate) created_at_ms: i64,
 }
 
 /// A file committed to the approval space.
@@ -142,13 +142,13 @@ pub struct StoredFile {
     /// Dentry id (the DDAttachment `fileId`).
     pub file_id: String,
     /// Final name (after any auto-rename).
-    pub name: String,
+    pub(crate) name: String,
     /// Bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Lowercase suffix without the dot; empty when the name has none.
-    pub extension: String,
+    pub(crate) extension: String,
     /// Hex MD5 of the uploaded bytes.
     pub md5: String,
     /// The upload ticket the file was committed from.
-    pub upload_key: String,
+    pub(crate) upload_key: String,
 }

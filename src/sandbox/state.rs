@@ -14,9 +14,9 @@ use super::records::{Endpoint, Instance, Received, StoredFile};
 
 /// What every handler shares: fixed options plus the mutable state.
 pub(super) struct Shared {
-    pub options: SandboxOptions,
+    pub(crate) options: SandboxOptions,
     /// `http://host:port` the clients reach us at; upload URLs are built from it.
-    pub base_url: String,
+    pub(crate) base_url: String,
     state: Mutex<State>,
 }
 
@@ -38,36 +38,36 @@ impl Shared {
 
 /// An upload ticket from uploadInfos/query and what became of it.
 pub(super) struct Ticket {
-    pub upload_key: String,
-    pub union_id: String,
-    pub expires_at: Instant,
+    pub(crate) upload_key: String,
+    pub(crate) union_id: String,
+    pub(crate) expires_at: Instant,
     /// Headers the PUT must carry verbatim (names as given to the client).
-    pub signed_headers: BTreeMap<String, String>,
-    pub pre_md5: Option<String>,
-    pub pre_size: Option<i64>,
+    pub(crate) signed_headers: BTreeMap<String, String>,
+    pub(crate) pre_md5: Option<String>,
+    pub(crate) pre_size: Option<i64>,
     /// Last successful PUT.
-    pub upload: Option<Upload>,
-    pub committed: bool,
+    pub(crate) upload: Option<Upload>,
+    pub(crate) committed: bool,
 }
 
 /// The bytes of one successful PUT.
 #[derive(Clone)]
 pub(super) struct Upload {
-    pub len: u64,
-    pub md5: String,
+    pub(crate) len: u64,
+    pub(crate) md5: String,
     /// Kept only up to the in-memory cap.
-    pub content: Option<Bytes>,
+    pub(crate) content: Option<Bytes>,
 }
 
 /// A committed file with the dentry fields the public record leaves out.
 pub(super) struct FileRecord {
-    pub file: StoredFile,
-    pub content: Option<Bytes>,
-    pub version: i64,
-    pub creator: String,
-    pub created_ms: i64,
-    pub modified_ms: i64,
-    pub uuid: String,
+    pub(crate) file: StoredFile,
+    pub(crate) content: Option<Bytes>,
+    pub(crate) version: i64,
+    pub(crate) creator: String,
+    pub(crate) created_ms: i64,
+    pub(crate) modified_ms: i64,
+    pub(crate) uuid: String,
 }
 
 /// Committed files in commit order, found by id and by name in constant time: DingPan's own
@@ -85,32 +85,31 @@ pub(super) struct Files {
 
 impl Files {
     /// All of them, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &FileRecord> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &FileRecord> {
         self.records.iter()
     }
 
-    /// The file with this id.
-    pub fn by_id(&self, file_id: &str) -> Option<&FileRecord> {
+    pub(crate) fn by_id(&self, file_id: &str) -> Option<&FileRecord> {
         self.by_id.get(file_id).map(|&index| &self.records[index])
     }
 
     /// The position of the file named `name`.
-    pub fn position_of_name(&self, name: &str) -> Option<usize> {
+    pub(crate) fn position_of_name(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
 
     /// The file at `index` (from [`Files::position_of_name`] or [`Files::push`]).
-    pub fn get(&self, index: usize) -> &FileRecord {
+    pub(crate) fn get(&self, index: usize) -> &FileRecord {
         &self.records[index]
     }
 
     /// The file at `index`, to overwrite its content (its id and name stay).
-    pub fn get_mut(&mut self, index: usize) -> &mut FileRecord {
+    pub(crate) fn get_mut(&mut self, index: usize) -> &mut FileRecord {
         &mut self.records[index]
     }
 
     /// Adds a file; its name must be free (see [`Files::free_name`]).
-    pub fn push(&mut self, record: FileRecord) -> usize {
+    pub(crate) fn push(&mut self, record: FileRecord) -> usize {
         let index = self.records.len();
         self.by_id.insert(record.file.file_id.clone(), index);
         self.by_name.insert(record.file.name.clone(), index);
@@ -119,7 +118,7 @@ impl Files {
     }
 
     /// AUTO_RENAME: `a.pdf` → `a(1).pdf`, `a(2).pdf`, … first free.
-    pub fn free_name(&mut self, name: &str) -> String {
+    pub(crate) fn free_name(&mut self, name: &str) -> String {
         let (stem, suffix) = match name.rfind('.') {
             Some(dot) if dot > 0 => (&name[..dot], &name[dot..]),
             _ => (name, ""),
@@ -137,20 +136,20 @@ impl Files {
 
 /// One form component as GetProcessInstance returns it.
 pub(super) struct Component {
-    pub id: String,
-    pub name: String,
-    pub value: String,
-    pub component_type: String,
-    pub biz_alias: Option<String>,
-    pub ext_value: Option<String>,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) component_type: String,
+    pub(crate) biz_alias: Option<String>,
+    pub(crate) ext_value: Option<String>,
 }
 
 /// A created instance with the fields only GetProcessInstance shows.
 pub(super) struct InstanceRecord {
-    pub instance: Instance,
-    pub components: Vec<Component>,
-    pub title: String,
-    pub business_id: String,
+    pub(crate) instance: Instance,
+    pub(crate) components: Vec<Component>,
+    pub(crate) title: String,
+    pub(crate) business_id: String,
 }
 
 /// A fixed one-second window of calls to one endpoint.
@@ -162,18 +161,18 @@ struct Window {
 /// Everything mutable.
 #[derive(Default)]
 pub(super) struct State {
-    pub requests: Vec<Received>,
+    pub(crate) requests: Vec<Received>,
     current_token: Option<String>,
     tokens: HashMap<String, Instant>,
     added_users: HashSet<String>,
     /// unionId → end of its upload grant.
     grants: HashMap<String, Instant>,
     /// uploadKey → ticket.
-    pub tickets: HashMap<String, Ticket>,
+    pub(crate) tickets: HashMap<String, Ticket>,
     /// OSS object key → uploadKey.
-    pub objects: HashMap<String, String>,
-    pub files: Files,
-    pub instances: Vec<InstanceRecord>,
+    pub(crate) objects: HashMap<String, String>,
+    pub(crate) files: Files,
+    pub(crate) instances: Vec<InstanceRecord>,
     faults: HashMap<Endpoint, VecDeque<Fault>>,
     windows: HashMap<Endpoint, Window>,
     issued_dentries: u64,
@@ -217,6 +216,7 @@ impl State {
         !user_id.is_empty() && (!user_id.starts_with("ghost") || self.added_users.contains(user_id))
     }
 
+    #[cfg(test)]
     pub(super) fn add_user(&mut self, user_id: &str) {
         self.added_users.insert(user_id.to_owned());
     }

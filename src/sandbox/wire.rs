@@ -71,137 +71,137 @@ fn percent_decode(input: &str) -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct TokenRequest {
-    pub app_key: String,
-    pub app_secret: String,
+    pub(crate) app_key: String,
+    pub(crate) app_secret: String,
 }
 
 /// `POST /topapi/v2/user/get`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UserGetRequest {
-    pub userid: String,
-    pub language: Option<String>,
+    pub(crate) userid: String,
+    pub(crate) language: Option<String>,
 }
 
 /// `POST /v1.0/workflow/processInstances/spaces/infos/query`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct SpaceRequest {
-    pub user_id: String,
-    pub agent_id: Option<i64>,
+    pub(crate) user_id: String,
+    pub(crate) agent_id: Option<i64>,
 }
 
 /// `POST /v1.0/storage/spaces/{spaceId}/files/uploadInfos/query`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct UploadInfoRequest {
-    pub protocol: String,
-    pub multipart: bool,
-    pub option: Option<UploadOption>,
+    pub(crate) protocol: String,
+    pub(crate) multipart: bool,
+    pub(crate) option: Option<UploadOption>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct UploadOption {
-    pub storage_driver: Option<String>,
-    pub pre_check_param: Option<PreCheckParam>,
-    pub prefer_region: Option<String>,
+    pub(crate) storage_driver: Option<String>,
+    pub(crate) pre_check_param: Option<PreCheckParam>,
+    pub(crate) prefer_region: Option<String>,
     #[expect(
         dead_code,
         reason = "type-checked only; the sandbox has no intranet endpoints"
     )]
-    pub prefer_intranet: Option<bool>,
+    prefer_intranet: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct PreCheckParam {
-    pub md5: Option<String>,
-    pub size: Option<i64>,
-    pub parent_id: Option<String>,
-    pub name: Option<String>,
+    pub(crate) md5: Option<String>,
+    pub(crate) size: Option<i64>,
+    pub(crate) parent_id: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// `POST /v1.0/storage/spaces/{spaceId}/files/commit`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CommitRequest {
-    pub upload_key: String,
-    pub name: String,
-    pub parent_id: String,
-    pub option: Option<CommitOption>,
+    pub(crate) upload_key: String,
+    pub(crate) name: String,
+    pub(crate) parent_id: String,
+    pub(crate) option: Option<CommitOption>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CommitOption {
-    pub size: Option<i64>,
-    pub conflict_strategy: Option<String>,
-    pub app_properties: Option<Vec<AppProperty>>,
+    pub(crate) size: Option<i64>,
+    pub(crate) conflict_strategy: Option<String>,
+    pub(crate) app_properties: Option<Vec<AppProperty>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct AppProperty {
-    pub name: String,
+    pub(crate) name: String,
     #[expect(dead_code, reason = "type-checked only; app properties are not stored")]
-    pub value: String,
-    pub visibility: Option<String>,
+    value: String,
+    pub(crate) visibility: Option<String>,
 }
 
 /// `POST /v1.0/workflow/processInstances`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CreateInstanceRequest {
-    pub originator_user_id: String,
-    pub process_code: String,
-    pub dept_id: Option<i64>,
-    pub microapp_agent_id: Option<i64>,
-    pub form_component_values: Vec<FormComponentValue>,
-    pub approvers: Option<Vec<Approver>>,
-    pub cc_list: Option<Vec<String>>,
-    pub cc_position: Option<String>,
-    pub target_select_actioners: Option<Vec<TargetSelectActioner>>,
+    pub(crate) originator_user_id: String,
+    pub(crate) process_code: String,
+    pub(crate) dept_id: Option<i64>,
+    pub(crate) microapp_agent_id: Option<i64>,
+    pub(crate) form_component_values: Vec<FormComponentValue>,
+    pub(crate) approvers: Option<Vec<Approver>>,
+    pub(crate) cc_list: Option<Vec<String>>,
+    pub(crate) cc_position: Option<String>,
+    pub(crate) target_select_actioners: Option<Vec<TargetSelectActioner>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct FormComponentValue {
-    pub name: String,
-    pub value: String,
-    pub id: Option<String>,
-    pub biz_alias: Option<String>,
-    pub ext_value: Option<String>,
-    pub component_type: Option<String>,
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) id: Option<String>,
+    pub(crate) biz_alias: Option<String>,
+    pub(crate) ext_value: Option<String>,
+    pub(crate) component_type: Option<String>,
     #[expect(dead_code, reason = "type-checked only; table rows are not validated")]
-    pub details: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    details: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct Approver {
-    pub action_type: String,
-    pub user_ids: Vec<String>,
+    pub(crate) action_type: String,
+    pub(crate) user_ids: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct TargetSelectActioner {
-    pub actioner_key: String,
-    pub actioner_user_ids: Vec<String>,
+    pub(crate) actioner_key: String,
+    pub(crate) actioner_user_ids: Vec<String>,
 }
 
 /// `POST /v1.0/workflow/processes/instanceIds/query`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct ListIdsRequest {
-    pub process_code: String,
-    pub start_time: i64,
-    pub end_time: Option<i64>,
-    pub next_token: i64,
-    pub max_results: i64,
-    pub user_ids: Option<Vec<String>>,
-    pub statuses: Option<Vec<String>>,
+    pub(crate) process_code: String,
+    pub(crate) start_time: i64,
+    pub(crate) end_time: Option<i64>,
+    pub(crate) next_token: i64,
+    pub(crate) max_results: i64,
+    pub(crate) user_ids: Option<Vec<String>>,
+    pub(crate) statuses: Option<Vec<String>>,
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::Worker;
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves until `stop` is cancelled.
-pub async fn serve(
+pub(crate) async fn serve(
     worker: Worker,
     listener: TcpListener,
     stop: CancellationToken,

@@ -15,7 +15,7 @@ use crate::dingtalk::CallCount;
 use crate::queue::Depth;
 
 /// Every metric name starts with this.
-pub const METRICS_PREFIX: &str = "approval_worker";
+const METRICS_PREFIX: &str = "approval_worker";
 /// Step duration buckets: 10 ms doubling to ~5.5 min, which covers a token fetch and a
 /// 500 MiB upload alike.
 const STEP_BUCKET_START_SECS: f64 = 0.01;
@@ -26,7 +26,7 @@ type Labels = Vec<(&'static str, String)>;
 
 /// The pool's live metrics.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     step_seconds: Family<Labels, Histogram>,
     retries: Family<Labels, Counter>,
@@ -37,25 +37,24 @@ pub struct Metrics {
 
 /// What a scrape reads at that moment.
 #[derive(Debug, Clone, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Jobs per status, all queues.
-    pub by_status: Vec<(String, i64)>,
+    pub(crate) by_status: Vec<(String, i64)>,
     /// The served queue's depth.
-    pub depth: Depth,
+    pub(crate) depth: Depth,
     /// Now (unix ms), for ages.
-    pub now_ms: i64,
+    pub(crate) now_ms: i64,
     /// Jobs this process runs right now.
-    pub in_flight: usize,
-    /// The pool's concurrency.
-    pub concurrency: u32,
+    pub(crate) in_flight: usize,
+    pub(crate) concurrency: u32,
     /// DingTalk calls of this process, per endpoint and result.
-    pub calls: Vec<CallCount>,
+    pub(crate) calls: Vec<CallCount>,
     /// Counted calls of this app this month (all processes, flushed or not).
-    pub month_calls: u64,
+    pub(crate) month_calls: u64,
     /// The configured monthly budget.
-    pub budget: Option<u64>,
+    pub(crate) budget: Option<u64>,
     /// Seconds since the claim loop last completed a database round trip.
-    pub claim_loop_idle_secs: Option<f64>,
+    pub(crate) claim_loop_idle_secs: Option<f64>,
 }
 
 impl Default for Metrics {
@@ -66,7 +65,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Empty metrics, registered under [`METRICS_PREFIX`].
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix(METRICS_PREFIX);
         let step_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(
@@ -104,7 +103,7 @@ impl Metrics {
     }
 
     /// Records one finished step: its duration, and the bytes of a successful upload.
-    pub fn step(&self, name: &str, step: &Step, ok: bool, duration_ms: i64) {
+    pub(crate) fn step(&self, name: &str, step: &Step, ok: bool, duration_ms: i64) {
         let outcome = if ok { "ok" } else { "error" };
         self.step_seconds
             .get_or_create(&vec![
@@ -119,19 +118,14 @@ impl Metrics {
     }
 
     /// Records an attempt that failed at `step` and waits for a retry.
-    pub fn retry(&self, step: &str) {
+    pub(crate) fn retry(&self, step: &str) {
         self.retries
             .get_or_create(&vec![("step", step.to_string())])
             .inc();
     }
 
-    /// Steps finished so far.
-    pub fn steps_finished(&self) -> u64 {
-        self.steps.load(Ordering::Relaxed)
-    }
-
     /// The OpenMetrics text exposition of everything, with `snapshot` as the gauges.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
+    pub(crate) fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::new();
         let scraped = scrape_registry(snapshot);
         // Writing into a String cannot fail.

@@ -25,11 +25,10 @@ use crate::config::Config;
 use crate::dingtalk::DingTalk;
 use crate::queue::{Fence, JobId, Queue, QueueError, now_ms};
 
-pub use http::serve;
-pub use metrics::{METRICS_PREFIX, Metrics, Snapshot};
-pub use notify::{Notifier, status_line};
-pub use pool::FORCED_STOP_BUDGET;
-pub use quota::{CallQuota, FLUSH_INTERVAL};
+pub(crate) use http::serve;
+use metrics::{Metrics, Snapshot};
+use notify::Notifier;
+use quota::{CallQuota, FLUSH_INTERVAL};
 
 /// The claim loop counts as stalled after this many status intervals without a database
 /// round trip.
@@ -43,29 +42,29 @@ const HEALTH_DB_TIMEOUT: Duration = Duration::from_millis(800);
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// The queue served.
-    pub queue: String,
+    queue: String,
     /// Jobs run at once.
-    pub concurrency: u32,
+    concurrency: u32,
     /// Idle polling period.
-    pub poll_interval: Duration,
+    poll_interval: Duration,
     /// Lease length.
     pub lease: Duration,
     /// Attempts before a job fails, unless the job sets its own.
-    pub max_attempts: u32,
+    max_attempts: u32,
     /// Backoff ceiling of the first retry.
     pub backoff_base: Duration,
     /// Largest retry delay.
     pub backoff_max: Duration,
     /// How long a drain may take.
-    pub shutdown_grace: Duration,
+    shutdown_grace: Duration,
     /// Default DDAttachment label.
-    pub attachment_field: String,
+    pub(crate) attachment_field: String,
     /// Attachment confinement and size limit.
-    pub upload: UploadLimits,
+    pub(crate) upload: UploadLimits,
     /// The DingTalk app, whose calls count against the monthly quota.
-    pub app_key: String,
+    app_key: String,
     /// Counted DingTalk calls per month after which the pool stops claiming.
-    pub monthly_call_budget: Option<u64>,
+    monthly_call_budget: Option<u64>,
 }
 
 impl WorkerSettings {
@@ -145,20 +144,20 @@ struct Inner {
 
 /// What `/healthz` reports.
 #[derive(Debug, Clone)]
-pub struct Health {
+struct Health {
     /// Startup (migrations, lease recovery) is done.
-    pub ready: bool,
+    ready: bool,
     /// A round trip to the database just now.
-    pub database: Result<(), String>,
+    database: Result<(), String>,
     /// The claim loop completed a database round trip recently.
-    pub claim_loop_alive: bool,
+    claim_loop_alive: bool,
     /// Seconds since it last did.
-    pub claim_loop_idle_secs: Option<f64>,
+    claim_loop_idle_secs: Option<f64>,
 }
 
 impl Health {
     /// Healthy: ready, database reachable, claim loop alive.
-    pub fn healthy(&self) -> bool {
+    fn healthy(&self) -> bool {
         self.ready && self.database.is_ok() && self.claim_loop_alive
     }
 }
@@ -211,13 +210,8 @@ impl Worker {
     }
 
     /// Speaks sd_notify from now on if systemd started the process (`NOTIFY_SOCKET`).
-    pub fn speak_sd_notify(&self) {
+    pub(crate) fn speak_sd_notify(&self) {
         let _ = self.inner.notifier.set(Notifier::from_env());
-    }
-
-    /// The pool's metrics.
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
     }
 
     fn notifier(&self) -> &Notifier {
@@ -229,7 +223,7 @@ impl Worker {
     }
 
     /// The OpenMetrics text of the pool, with gauges read from the database now.
-    pub async fn render_metrics(&self) -> Result<String, QueueError> {
+    async fn render_metrics(&self) -> Result<String, QueueError> {
         let inner = &self.inner;
         let now = now_ms();
         let by_status = inner.queue.status_counts().await?;
@@ -250,7 +244,7 @@ impl Worker {
     }
 
     /// Database reachable, claim loop alive.
-    pub async fn health(&self) -> Health {
+    async fn health(&self) -> Health {
         let idle = self.idle();
         let stalled_after = self.notifier().status_interval() * STALLED_AFTER_INTERVALS;
         Health {
@@ -283,18 +277,13 @@ impl Worker {
         *self.alive_at() = Some(Instant::now());
     }
 
-    /// This process's lease owner id.
-    pub fn owner(&self) -> &str {
-        &self.inner.owner
-    }
-
     /// The DingTalk client the pool uses (shared token cache and rate limiter).
-    pub fn dingtalk(&self) -> &crate::dingtalk::DingTalk {
+    pub(crate) fn dingtalk(&self) -> &crate::dingtalk::DingTalk {
         &self.inner.dingtalk
     }
 
     /// Asks the claim loop to look for work now (e.g. after an in-process enqueue).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.inner.wake.notify_one();
     }
 

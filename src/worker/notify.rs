@@ -8,22 +8,22 @@ use sd_notify::NotifyState;
 use crate::queue::Depth;
 
 /// How often the claim loop reports its status when systemd's watchdog does not ask for more.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// Shortest status interval, however short the watchdog.
 const MIN_STATUS_INTERVAL: Duration = Duration::from_millis(50);
 /// Extra stop time asked for beyond the drain's own deadline, for releasing leases and exiting.
-pub const STOP_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// Sends notifications, or nothing when not started by systemd (or not asked to).
 #[derive(Debug, Clone, Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     enabled: bool,
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
     /// Speaks sd_notify if `NOTIFY_SOCKET` is set; pings the watchdog if `WATCHDOG_USEC` asks.
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         Notifier {
             enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
             watchdog: sd_notify::watchdog_enabled(),
@@ -31,13 +31,13 @@ impl Notifier {
     }
 
     /// Sends nothing.
-    pub fn disabled() -> Notifier {
+    pub(crate) fn disabled() -> Notifier {
         Notifier::default()
     }
 
     /// How often the claim loop should report: half the watchdog period (systemd's advice),
     /// and at least every `STATUS_INTERVAL` (5 s).
-    pub fn status_interval(&self) -> Duration {
+    pub(crate) fn status_interval(&self) -> Duration {
         self.watchdog
             .filter(|_| self.enabled)
             .map_or(STATUS_INTERVAL, |period| (period / 2).min(STATUS_INTERVAL))
@@ -45,12 +45,12 @@ impl Notifier {
     }
 
     /// Migrations and lease recovery are done: the pool claims from now on.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
     /// A status line, with a watchdog ping when the database just answered.
-    pub fn status(&self, status: &str, alive: bool) {
+    pub(crate) fn status(&self, status: &str, alive: bool) {
         if alive && self.watchdog.is_some() {
             self.send(&[NotifyState::Watchdog, NotifyState::Status(status)]);
         } else {
@@ -59,7 +59,7 @@ impl Notifier {
     }
 
     /// Shutdown began; `extend` asks for that much more stop time while a drain progresses.
-    pub fn stopping(&self, status: &str, extend: Option<Duration>) {
+    pub(crate) fn stopping(&self, status: &str, extend: Option<Duration>) {
         match extend {
             Some(extend) => self.send(&[
                 NotifyState::Stopping,
@@ -71,7 +71,7 @@ impl Notifier {
     }
 
     /// The drain made progress and needs up to `extend` more.
-    pub fn extend(&self, status: &str, extend: Duration) {
+    pub(crate) fn extend(&self, status: &str, extend: Duration) {
         self.send(&[
             NotifyState::Status(status),
             NotifyState::ExtendTimeoutUsec(usec(extend)),
@@ -93,7 +93,7 @@ fn usec(duration: Duration) -> u32 {
 }
 
 /// The one-line status systemd shows: what runs, what waits, and the quota.
-pub fn status_line(
+pub(crate) fn status_line(
     in_flight: usize,
     concurrency: u32,
     depth: &Depth,

@@ -60,7 +60,6 @@ pub(super) enum Action {
     GoBack {
         /// The step to redo.
         to: Step,
-        /// Why.
         reason: Reason,
     },
     /// Stop the job as cancelled.
@@ -69,7 +68,6 @@ pub(super) enum Action {
     Fail(Reason),
     /// Queue the job again, not before `delay`.
     RetryLater {
-        /// Why.
         reason: Reason,
         /// How long to wait.
         delay: Duration,

@@ -15,7 +15,7 @@ use super::{Worker, WorkerError, maintain, runner};
 use crate::queue::{Fence, QueueError, Unstored, now_ms};
 
 /// How long a stop forced by a second signal may still spend on the database.
-pub const FORCED_STOP_BUDGET: Duration = Duration::from_secs(1);
+const FORCED_STOP_BUDGET: Duration = Duration::from_secs(1);
 /// How often the database's files are checked for being deleted or replaced.
 const FILE_CHECK: Duration = Duration::from_millis(100);
 

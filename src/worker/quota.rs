@@ -9,7 +9,7 @@ use crate::queue::{CallDelta, Queue, QueueError, quota_month};
 
 /// How often call tallies are written: a handful of upserts in one transaction, not one write
 /// per call. A crash loses at most this much counting.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Tallies written so far and the month's total as last read.
 #[derive(Debug, Default)]
@@ -24,7 +24,7 @@ struct Flushed {
 
 /// Quota bookkeeping for one app.
 #[derive(Debug)]
-pub struct CallQuota {
+pub(crate) struct CallQuota {
     app_key: String,
     budget: Option<u64>,
     /// One flush at a time, so no tally is added twice.
@@ -35,7 +35,7 @@ pub struct CallQuota {
 
 impl CallQuota {
     /// Bookkeeping for `app_key` with an optional monthly budget.
-    pub fn new(app_key: String, budget: Option<u64>) -> CallQuota {
+    pub(crate) fn new(app_key: String, budget: Option<u64>) -> CallQuota {
         CallQuota {
             app_key,
             budget,
@@ -45,12 +45,12 @@ impl CallQuota {
     }
 
     /// The configured budget.
-    pub fn budget(&self) -> Option<u64> {
+    pub(crate) fn budget(&self) -> Option<u64> {
         self.budget
     }
 
     /// Adds the calls made since the last flush and reads the month's total back.
-    pub async fn flush(
+    pub(crate) async fn flush(
         &self,
         queue: &Queue,
         dingtalk: &DingTalk,
@@ -88,7 +88,7 @@ impl CallQuota {
 
     /// Counted calls this month: the database's total at the last flush plus this process's
     /// calls since.
-    pub fn used(&self, dingtalk: &DingTalk) -> u64 {
+    pub(crate) fn used(&self, dingtalk: &DingTalk) -> u64 {
         let (total, base) = self.seen().clone();
         let unflushed: u64 = sent_per_endpoint(&dingtalk.call_counts())
             .iter()
@@ -106,12 +106,12 @@ impl CallQuota {
     }
 
     /// `(used, budget)` when a budget is configured.
-    pub fn usage(&self, dingtalk: &DingTalk) -> Option<(u64, u64)> {
+    pub(crate) fn usage(&self, dingtalk: &DingTalk) -> Option<(u64, u64)> {
         self.budget.map(|budget| (self.used(dingtalk), budget))
     }
 
     /// `(used, budget)` when the budget is used up.
-    pub fn exhausted(&self, dingtalk: &DingTalk) -> Option<(u64, u64)> {
+    pub(crate) fn exhausted(&self, dingtalk: &DingTalk) -> Option<(u64, u64)> {
         self.usage(dingtalk).filter(|(used, budget)| used >= budget)
     }
 }

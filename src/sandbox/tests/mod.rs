@@ -14,9 +14,9 @@ use super::{Sandbox, SandboxOptions};
 
 /// A started sandbox plus a client, with one helper per step of the job flow.
 pub(super) struct Harness {
-    pub sandbox: Sandbox,
-    pub http: reqwest::Client,
-    pub base: String,
+    sandbox: Sandbox,
+    http: reqwest::Client,
+    base: String,
 }
 
 /// The originator every test uses unless it says otherwise.
@@ -24,8 +24,8 @@ pub(super) const USER: &str = "manager4220";
 
 /// What a JSON call answered.
 pub(super) struct Answer {
-    pub status: u16,
-    pub body: Value,
+    pub(crate) status: u16,
+    pub(crate) body: Value,
 }
 
 impl Harness {
