@@ -1,86 +1,70 @@
 //! The SQL of fenced transitions: one named statement per kind of change, and the fenced
 //! insert of their events. The group-commit writer runs each statement once per batch for
-//! all the batch's changes of its kind, their rows bound as one JSON array (`json_each`), so
-//! the statement text is the same whatever the batch holds and stays prepared.
+//! all the batch's changes of its kind, one `VALUES` row per change.
 //!
 //! Every statement changes a job only under its fence: `id`, `attempt` and
-//! `status = 'running'`. It returns the rows it changed (see [`Returned`]); a fence it did
-//! not change lost its lease.
+//! `status = 'running'`. It returns the rows it changed, each named `'changed'`; a fence it
+//! did not change lost its lease. Row counts are padded to a power of two with rows whose
+//! id no job has (see [`PADDING_ID`]), so a handful of statement texts covers every batch
+//! and they stay prepared: through sqlx, preparing costs more than the padding rows.
 
-use serde::Serialize;
-
-use super::transition::{Change, EventRecord};
+use super::JobId;
+use super::transition::{Batch, Change, EventRecord};
 use super::writer::TransitionRequest;
-use super::{JobId, JobStatus};
+
+/// The id of a padding row: no job has it, so it joins nothing.
+const PADDING_ID: JobId = -1;
 
 /// The events of a batch, inserted before the changes and only for jobs still running under
 /// the event's fence: so exactly the events of the changes that will be made go in.
-/// Rows: `[job_id, at, kind, step, attempt, duration_ms, error, http_status]`.
-const EVENTS_SQL: &str = "INSERT INTO job_events \
-         (job_id, at, kind, step, attempt, duration_ms, error, http_status) \
+const EVENTS_SQL: &str = "WITH e (job_id, at, kind, step, attempt, duration_ms, error, http_status) \
+         AS (VALUES {rows}) \
+     INSERT INTO job_events (job_id, at, kind, step, attempt, duration_ms, error, http_status) \
      SELECT e.job_id, e.at, e.kind, e.step, e.attempt, e.duration_ms, e.error, e.http_status \
-     FROM (SELECT value ->> 0 AS job_id, value ->> 1 AS at, value ->> 2 AS kind, \
-                  value ->> 3 AS step, value ->> 4 AS attempt, value ->> 5 AS duration_ms, \
-                  value ->> 6 AS error, value ->> 7 AS http_status \
-           FROM json_each(?)) AS e \
-     JOIN jobs ON jobs.id = e.job_id AND jobs.attempt = e.attempt AND jobs.status = 'running';";
+     FROM e JOIN jobs ON jobs.id = e.job_id AND jobs.attempt = e.attempt \
+         AND jobs.status = 'running';";
 
-/// The job stores its next step; it keeps its lease. Rows: `[id, attempt, now, step,
-/// checkpoint]`.
-const CHECKPOINT_SQL: &str = "UPDATE jobs \
-     SET step = c.step, checkpoint = c.checkpoint, updated_at = c.now \
-     FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS now, \
-                  value ->> 3 AS step, value ->> 4 AS checkpoint \
-           FROM json_each(?)) AS c \
-     WHERE jobs.id = c.id AND jobs.attempt = c.attempt AND jobs.status = 'running' \
+/// The job stores its next step; it keeps its lease.
+const CHECKPOINT_SQL: &str = "WITH c (id, attempt, now, step, checkpoint) AS (VALUES {rows}) \
+     UPDATE jobs SET step = c.step, checkpoint = c.checkpoint, updated_at = c.now \
+     FROM c WHERE jobs.id = c.id AND jobs.attempt = c.attempt AND jobs.status = 'running' \
      RETURNING 'changed', jobs.id, jobs.cancel_requested;";
 
 /// The job waits in the queue until `run_at`, at the step it reached (or the one stored).
-/// Rows: `[id, attempt, now, step, run_at, last_error]`.
-const RETRY_LATER_SQL: &str = "UPDATE jobs \
-     SET status = 'queued', step = COALESCE(r.step, jobs.step), run_at = r.run_at, \
+const RETRY_LATER_SQL: &str = "WITH r (id, attempt, now, step, run_at, last_error) \
+         AS (VALUES {rows}) \
+     UPDATE jobs SET status = 'queued', step = COALESCE(r.step, jobs.step), run_at = r.run_at, \
          last_error = r.last_error, lease_owner = NULL, lease_expires_at = NULL, \
          updated_at = r.now \
-     FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS now, \
-                  value ->> 3 AS step, value ->> 4 AS run_at, value ->> 5 AS last_error \
-           FROM json_each(?)) AS r \
-     WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status = 'running' \
+     FROM r WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status = 'running' \
      RETURNING 'changed', jobs.id, jobs.cancel_requested;";
 
-/// The approval instance exists: the job ends `succeeded` with its result. Rows: `[id,
-/// attempt, now, step, checkpoint, result]`.
-const SUCCEED_SQL: &str = "UPDATE jobs \
-     SET status = 'succeeded', step = s.step, checkpoint = s.checkpoint, result = s.result, \
-         last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+/// The approval instance exists: the job ends `succeeded` with its result.
+const SUCCEED_SQL: &str = "WITH s (id, attempt, now, step, checkpoint, result) \
+         AS (VALUES {rows}) \
+     UPDATE jobs SET status = 'succeeded', step = s.step, checkpoint = s.checkpoint, \
+         result = s.result, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, \
          updated_at = s.now, finished_at = s.now \
-     FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS now, \
-                  value ->> 3 AS step, value ->> 4 AS checkpoint, value ->> 5 AS result \
-           FROM json_each(?)) AS s \
-     WHERE jobs.id = s.id AND jobs.attempt = s.attempt AND jobs.status = 'running' \
+     FROM s WHERE jobs.id = s.id AND jobs.attempt = s.attempt AND jobs.status = 'running' \
      RETURNING 'changed', jobs.id, jobs.cancel_requested;";
 
 /// The job ends `failed` or `cancelled` at the step it reached; a NULL `last_error` keeps the
-/// one it had. Rows: `[id, attempt, now, status, step, last_error]`.
-const FINISH_SQL: &str = "UPDATE jobs \
-     SET status = f.status, step = COALESCE(f.step, jobs.step), \
+/// one it had.
+const FINISH_SQL: &str = "WITH f (id, attempt, now, status, step, last_error) \
+         AS (VALUES {rows}) \
+     UPDATE jobs SET status = f.status, step = COALESCE(f.step, jobs.step), \
          last_error = COALESCE(f.last_error, jobs.last_error), \
          lease_owner = NULL, lease_expires_at = NULL, updated_at = f.now, finished_at = f.now \
-     FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS now, \
-                  value ->> 3 AS status, value ->> 4 AS step, value ->> 5 AS last_error \
-           FROM json_each(?)) AS f \
-     WHERE jobs.id = f.id AND jobs.attempt = f.attempt AND jobs.status = 'running' \
+     FROM f WHERE jobs.id = f.id AND jobs.attempt = f.attempt AND jobs.status = 'running' \
      RETURNING 'changed', jobs.id, jobs.cancel_requested;";
 
 /// The job goes back to the queue at once, at the step it reached, and this attempt is not
-/// charged (the worker stopped, not the job). Rows: `[id, attempt, now, step]`.
-const RELEASE_SQL: &str = "UPDATE jobs \
-     SET status = 'queued', step = COALESCE(r.step, jobs.step), run_at = r.now, \
+/// charged (the worker stopped, not the job).
+const RELEASE_SQL: &str = "WITH r (id, attempt, now, step) AS (VALUES {rows}) \
+     UPDATE jobs SET status = 'queued', step = COALESCE(r.step, jobs.step), run_at = r.now, \
          uncharged_attempts = jobs.uncharged_attempts + 1, \
          lease_owner = NULL, lease_expires_at = NULL, updated_at = r.now \
-     FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS now, \
-                  value ->> 3 AS step \
-           FROM json_each(?)) AS r \
-     WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status = 'running' \
+     FROM r WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status = 'running' \
      RETURNING 'changed', jobs.id, jobs.cancel_requested;";
 
 /// The kinds of change, each with its statement.
@@ -112,109 +96,135 @@ impl Kind {
         }
     }
 
-    fn sql(self) -> &'static str {
+    /// The statement and the values of one of its rows.
+    fn sql(self) -> (&'static str, usize) {
         match self {
-            Kind::Checkpoint => CHECKPOINT_SQL,
-            Kind::RetryLater => RETRY_LATER_SQL,
-            Kind::Succeed => SUCCEED_SQL,
-            Kind::Finish => FINISH_SQL,
-            Kind::Release => RELEASE_SQL,
+            Kind::Checkpoint => (CHECKPOINT_SQL, 5),
+            Kind::RetryLater => (RETRY_LATER_SQL, 6),
+            Kind::Succeed => (SUCCEED_SQL, 6),
+            Kind::Finish => (FINISH_SQL, 6),
+            Kind::Release => (RELEASE_SQL, 4),
         }
     }
 }
 
-/// One row of a change's statement, in the order its `value ->> N` columns read.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Row<'a> {
-    Checkpoint(JobId, i64, i64, &'a str, &'a str),
-    RetryLater(JobId, i64, i64, Option<&'a str>, i64, &'a str),
-    Succeed(JobId, i64, i64, &'a str, &'a str, &'a str),
-    Finish(JobId, i64, i64, &'a str, Option<&'a str>, Option<&'a str>),
-    Release(JobId, i64, i64, Option<&'a str>),
+/// Values per event row.
+const EVENT_VALUES: usize = 8;
+
+/// The statements of `transitions`, events first, as one SQL text to append to the batch;
+/// bind them with [`bind`].
+pub(super) fn statements_sql(transitions: &[&TransitionRequest]) -> String {
+    let mut sql = String::new();
+    if transitions.is_empty() {
+        return sql;
+    }
+    let events: usize = transitions.iter().map(|r| r.events.len()).sum();
+    sql.push_str(&EVENTS_SQL.replace("{rows}", &placeholders(padded(events), EVENT_VALUES)));
+    for kind in Kind::ALL {
+        let rows = of_kind(transitions, kind).count();
+        if rows > 0 {
+            let (statement, values) = kind.sql();
+            sql.push_str(&statement.replace("{rows}", &placeholders(padded(rows), values)));
+        }
+    }
+    sql
 }
 
-fn row(request: &TransitionRequest) -> Row<'_> {
-    let (id, attempt, now) = (request.fence.id, request.fence.attempt, request.now_ms);
+/// Binds the values of [`statements_sql`], padding rows included, in its order.
+pub(super) fn bind<'q>(mut query: Batch<'q>, transitions: &[&'q TransitionRequest]) -> Batch<'q> {
+    if transitions.is_empty() {
+        return query;
+    }
+    let events: Vec<&EventRecord> = transitions.iter().flat_map(|r| &r.events).collect();
+    for event in &events {
+        query = query
+            .bind(event.job_id)
+            .bind(event.at)
+            .bind(event.kind.as_str())
+            .bind(event.step.as_deref())
+            .bind(event.attempt)
+            .bind(event.duration_ms)
+            .bind(event.error.as_deref())
+            .bind(event.http_status);
+    }
+    query = pad(query, events.len(), EVENT_VALUES);
+    for kind in Kind::ALL {
+        let mut rows = 0;
+        for request in of_kind(transitions, kind) {
+            query = bind_row(query, request);
+            rows += 1;
+        }
+        if rows > 0 {
+            query = pad(query, rows, kind.sql().1);
+        }
+    }
+    query
+}
+
+/// One change's row, in the order of its statement's columns.
+fn bind_row<'q>(query: Batch<'q>, request: &'q TransitionRequest) -> Batch<'q> {
+    let query = query
+        .bind(request.fence.id)
+        .bind(request.fence.attempt)
+        .bind(request.now_ms);
     let reached = request.reached;
     match &request.change {
         Change::Checkpoint { step, checkpoint } => {
-            Row::Checkpoint(id, attempt, now, step, checkpoint)
+            query.bind(step.as_str()).bind(checkpoint.as_str())
         }
         Change::RetryLater {
             run_at_ms,
             last_error,
-        } => Row::RetryLater(id, attempt, now, reached, *run_at_ms, last_error),
+        } => query
+            .bind(reached)
+            .bind(*run_at_ms)
+            .bind(last_error.as_str()),
         Change::Succeed {
             step,
             result,
             checkpoint,
-        } => Row::Succeed(id, attempt, now, step, checkpoint, result),
-        Change::Finish { status, last_error } => Row::Finish(
-            id,
-            attempt,
-            now,
-            JobStatus::as_str(*status),
-            reached,
-            last_error.as_deref(),
-        ),
-        Change::Release => Row::Release(id, attempt, now, reached),
+        } => query
+            .bind(step.as_str())
+            .bind(checkpoint.as_str())
+            .bind(result.as_str()),
+        Change::Finish { status, last_error } => query
+            .bind(status.as_str())
+            .bind(reached)
+            .bind(last_error.as_deref()),
+        Change::Release => query.bind(reached),
     }
 }
 
-/// An event row as [`EVENTS_SQL`] reads it.
-#[derive(Serialize)]
-struct EventRow<'a>(
-    JobId,
-    i64,
-    &'a str,
-    Option<&'a str>,
-    i64,
-    Option<i64>,
-    Option<&'a str>,
-    Option<u16>,
-);
-
-impl<'a> From<&'a EventRecord> for EventRow<'a> {
-    fn from(e: &'a EventRecord) -> Self {
-        EventRow(
-            e.job_id,
-            e.at,
-            e.kind.as_str(),
-            e.step.as_deref(),
-            e.attempt,
-            e.duration_ms,
-            e.error.as_deref(),
-            e.http_status,
-        )
-    }
-}
-
-/// The statements for `transitions` (events first), each with its one JSON parameter, to be
-/// appended to the writer's batch.
-pub(super) fn statements(transitions: &[&TransitionRequest]) -> Vec<(&'static str, String)> {
-    if transitions.is_empty() {
-        return Vec::new();
-    }
-    let events: Vec<EventRow<'_>> = transitions
+fn of_kind<'a, 'q>(
+    transitions: &'a [&'q TransitionRequest],
+    kind: Kind,
+) -> impl Iterator<Item = &'q TransitionRequest> + 'a {
+    transitions
         .iter()
-        .flat_map(|request| request.events.iter().map(EventRow::from))
-        .collect();
-    let mut statements = vec![(EVENTS_SQL, json(&events))];
-    for kind in Kind::ALL {
-        let rows: Vec<Row<'_>> = transitions
-            .iter()
-            .filter(|request| Kind::of(&request.change) == kind)
-            .map(|request| row(request))
-            .collect();
-        if !rows.is_empty() {
-            statements.push((kind.sql(), json(&rows)));
+        .copied()
+        .filter(move |request| Kind::of(&request.change) == kind)
+}
+
+/// Binds padding rows after `rows` real ones: the padding id, then NULLs.
+fn pad(mut query: Batch<'_>, rows: usize, values: usize) -> Batch<'_> {
+    for _ in rows..padded(rows) {
+        query = query.bind(PADDING_ID);
+        for _ in 1..values {
+            query = query.bind(None::<i64>);
         }
     }
-    statements
+    query
 }
 
-fn json<T: Serialize>(rows: &[T]) -> String {
-    // Tuples of numbers, strings and options: serializing them cannot fail.
-    serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
+fn padded(count: usize) -> usize {
+    if count == 0 {
+        0
+    } else {
+        count.next_power_of_two()
+    }
+}
+
+fn placeholders(rows: usize, values: usize) -> String {
+    let row = format!("({})", vec!["?"; values].join(","));
+    vec![row; rows].join(",")
 }

@@ -286,10 +286,7 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
         sql.push_str(claim::CLAIM_SQL);
         sql.push_str(claim::CLAIM_EVENTS_SQL);
     }
-    let changes = transition_sql::statements(&transitions);
-    for (statement, _) in &changes {
-        sql.push_str(statement);
-    }
+    sql.push_str(&transition_sql::statements_sql(&transitions));
     sql.push_str("COMMIT;");
 
     let mut query = enqueue::bind_inserts(sqlx::query(&sql), &rows, explicit_first_id.unwrap_or(1));
@@ -299,9 +296,7 @@ async fn apply_on(conn: &mut SqliteConnection, ops: &[Op]) -> Result<Vec<Outcome
     for (index, request) in claims.iter().enumerate() {
         query = request.bind(query, index);
     }
-    for (_, rows) in &changes {
-        query = query.bind(rows.as_str());
-    }
+    query = transition_sql::bind(query, &transitions);
 
     let mut base_id = None;
     let mut created = HashSet::new();
