@@ -12,6 +12,7 @@ mod kill;
 mod notify;
 mod ops;
 mod pipeline;
+mod postgres;
 mod processes;
 mod producers;
 mod queue;

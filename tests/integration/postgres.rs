@@ -1,0 +1,314 @@
+//! PostgreSQL: a throwaway cluster per test, started from the machine's PostgreSQL binaries,
+//! and the producer contract of the PostgreSQL schema checked through `psql`, as another
+//! service would use it.
+//!
+//! Where PostgreSQL is not installed these tests are skipped with one line naming the
+//! package; with `APPROVAL_WORKER_REQUIRE_POSTGRES` set (`.ci/run` sets it) a missing
+//! PostgreSQL fails them instead.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The schema's migrations, in the order they apply.
+fn migrations() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A PostgreSQL cluster in a temporary directory, on a free port of 127.0.0.1, stopped and
+/// removed when dropped.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// The server refuses to run as root: as root, its commands run as `postgres`.
+    as_user: Option<&'static str>,
+}
+
+impl Cluster {
+    /// Starts a cluster, or returns `None` (having said why) where PostgreSQL is missing and
+    /// not required.
+    pub fn start() -> Option<Cluster> {
+        let Some(bin) = server_binaries() else {
+            let why = "PostgreSQL tests skipped: no initdb found (install Debian's `postgresql` \
+                       package; .ci/run does)";
+            assert!(
+                std::env::var_os("APPROVAL_WORKER_REQUIRE_POSTGRES").is_none(),
+                "{why}, and APPROVAL_WORKER_REQUIRE_POSTGRES is set"
+            );
+            eprintln!("{why}");
+            return None;
+        };
+        let as_user = is_root().then_some("postgres");
+        let dir = tempfile::tempdir().unwrap();
+        if as_user.is_some() {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success(), "chown of the cluster directory");
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Cluster {
+            bin,
+            dir,
+            port,
+            as_user,
+        };
+        let data = cluster.data();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-A",
+                "trust",
+                "-U",
+                "approval",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
+        let options = format!(
+            "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir = cluster.dir.path().display()
+        );
+        let log = cluster.dir.path().join("server.log");
+        cluster.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &data,
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+        Some(cluster)
+    }
+
+    /// The connection URL of the cluster's default database.
+    pub fn url(&self) -> String {
+        format!("postgres://approval@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Runs one of the server's programs (as `postgres` when this process is root).
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let program = self.bin.join(program);
+        let mut command = match self.as_user {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let output = command
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    /// Runs `sql` through `psql` as a producer would; returns its output whether or not the
+    /// server accepted it.
+    pub fn psql(&self, sql: &str) -> Output {
+        Command::new("psql")
+            .arg(self.url())
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql is installed with PostgreSQL")
+    }
+
+    /// [`Cluster::psql`] that must succeed; returns its output.
+    pub fn psql_ok(&self, sql: &str) -> String {
+        let output = self.psql(sql);
+        assert!(
+            output.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Applies the PostgreSQL schema with `psql`.
+    pub fn apply_schema(&self) {
+        for file in migrations() {
+            let output = Command::new("psql")
+                .arg(self.url())
+                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}: {}",
+                file.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let program = self.bin.join("pg_ctl");
+        let mut command = match self.as_user {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", user, "--"]).arg(&program);
+                command
+            }
+            None => Command::new(&program),
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// The directory of `initdb` and `pg_ctl`: on the PATH, else the newest of Debian's
+/// `/usr/lib/postgresql/<version>/bin`.
+fn server_binaries() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).find(|dir| dir.join("initdb").is_file()));
+    if let Some(dir) = on_path {
+        // Debian links the programs into /usr/local/bin or wraps them; pg_ctl sits beside.
+        let resolved = std::fs::canonicalize(dir.join("initdb")).ok()?;
+        return resolved.parent().map(Path::to_path_buf);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file())
+        .collect();
+    versions.sort_by_key(|bin| {
+        bin.parent()
+            .and_then(|version| version.file_name())
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    versions.pop()
+}
+
+#[test]
+fn producers_insert_jobs_with_plain_sql_and_the_schema_refuses_rows_the_worker_cannot_read() {
+    let Some(pg) = Cluster::start() else { return };
+    pg.apply_schema();
+
+    let id = pg.psql_ok(
+        r#"INSERT INTO jobs (payload) VALUES ('{"process_code":"PROC-1","originator_user_id":"u1"}') RETURNING id"#,
+    );
+    let row = pg.psql_ok(&format!(
+        "SELECT queue, priority, status, step, attempt, cancel_requested, \
+                abs(run_at - (extract(epoch FROM now()) * 1000)::bigint) < 60000, \
+                created_at = updated_at, payload ->> 'process_code' \
+         FROM jobs WHERE id = {id}"
+    ));
+    assert_eq!(row, "default|0|queued|space|0|f|t|t|PROC-1");
+
+    let keyed = "INSERT INTO jobs (payload, idempotency_key) VALUES ('{}', 'order-7') \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+    assert!(
+        !pg.psql_ok(keyed).is_empty(),
+        "the first insert of a key adds a job"
+    );
+    assert!(pg.psql_ok(keyed).is_empty(), "a repeat adds nothing");
+
+    let refused = [
+        (
+            "payload that is not JSON",
+            r#"INSERT INTO jobs (payload) VALUES ('{"a":')"#,
+        ),
+        ("no payload", "INSERT INTO jobs (queue) VALUES ('q')"),
+        (
+            "priority that is not an integer",
+            "INSERT INTO jobs (payload, priority) VALUES ('{}', 'high')",
+        ),
+        (
+            "max_attempts of zero",
+            "INSERT INTO jobs (payload, max_attempts) VALUES ('{}', 0)",
+        ),
+        (
+            "unknown status",
+            "INSERT INTO jobs (payload, status) VALUES ('{}', 'paused')",
+        ),
+        (
+            "payload with bytes that are not UTF-8",
+            r"INSERT INTO jobs (payload) VALUES (convert_from('\x7b2261223a22ff227d', 'UTF8')::jsonb)",
+        ),
+    ];
+    for (what, sql) in refused {
+        let output = pg.psql(sql);
+        assert!(!output.status.success(), "{what} was accepted");
+    }
+    assert_eq!(pg.psql_ok("SELECT count(*) FROM jobs"), "2");
+}
+
+#[test]
+fn an_insert_notifies_the_workers_listening_on_its_queue() {
+    let Some(pg) = Cluster::start() else { return };
+    pg.apply_schema();
+    // One session listens and inserts: PostgreSQL delivers its own notifications too, at
+    // commit, and psql prints them after the statement.
+    let output = Command::new("psql")
+        .arg(pg.url())
+        .args(["-X", "-v", "ON_ERROR_STOP=1"])
+        .args(["-c", "LISTEN approval_worker_jobs"])
+        .args([
+            "-c",
+            "INSERT INTO jobs (payload, queue) VALUES ('{}', 'invoices'), ('{}', 'invoices')",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let notes: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("Asynchronous notification"))
+        .collect();
+    assert_eq!(
+        notes.len(),
+        1,
+        "one notification per queue and commit: {stdout}"
+    );
+    assert!(notes[0].contains("\"invoices\""), "{}", notes[0]);
+}
