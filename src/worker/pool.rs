@@ -17,7 +17,7 @@ use crate::queue::{Fence, QueueError, Unstored, now_ms};
 /// How long a stop forced by a second signal may still spend on the database.
 const FORCED_STOP_BUDGET: Duration = Duration::from_secs(1);
 /// How often the database's files are checked for being deleted or replaced.
-const FILE_CHECK: Duration = Duration::from_millis(100);
+const FILE_CHECK: Duration = Duration::from_millis(500);
 
 impl Worker {
     /// Runs until `shutdown` is cancelled, then drains: no new claims, in-flight jobs stop at
