@@ -166,6 +166,56 @@ mod tests {
         assert_eq!(t.expose(), "token-3");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_renewed_a_tenth_of_its_lifetime_before_it_expires() {
+        let cache = TokenCache::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let lifetime = Duration::from_secs(1);
+        let first = cache
+            .get(|| counting_fetch(&calls, lifetime))
+            .await
+            .unwrap();
+        // The fetch itself took 20 ms of the paused clock; the token was cached after it.
+        tokio::time::advance(Duration::from_millis(890)).await;
+        let still = cache
+            .get(|| counting_fetch(&calls, lifetime))
+            .await
+            .unwrap();
+        assert_eq!((first.expose(), still.expose()), ("token-1", "token-1"));
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let renewed = cache
+            .get(|| counting_fetch(&calls, lifetime))
+            .await
+            .unwrap();
+        assert_eq!(
+            renewed.expose(),
+            "token-2",
+            "renewed before DingTalk's expiry"
+        );
+        // DingTalk's two hours: renewed five minutes early, not twelve.
+        let cache = TokenCache::new();
+        let hours = Duration::from_secs(7200);
+        cache.get(|| counting_fetch(&calls, hours)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(7200 - 301)).await;
+        assert_eq!(
+            cache
+                .get(|| counting_fetch(&calls, hours))
+                .await
+                .unwrap()
+                .expose(),
+            "token-3"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            cache
+                .get(|| counting_fetch(&calls, hours))
+                .await
+                .unwrap()
+                .expose(),
+            "token-4"
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch() {
         let cache = Arc::new(TokenCache::new());

@@ -188,6 +188,12 @@ impl Sandbox {
         self.shared.lock().inject(endpoint, fault, times);
     }
 
+    /// Moves the sandbox's clock ahead by `by`: tokens, grants and upload tickets expire and
+    /// QPS windows pass as if that much time had gone by, without a test waiting for it.
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.lock().advance_clock(by);
+    }
+
     /// Every issued access token becomes invalid now.
     pub fn expire_tokens(&self) {
         self.shared.lock().expire_tokens();

@@ -1,7 +1,6 @@
 //! The OSS side: `PUT /oss/{objectKey}` with header-signature (V1) checks, streamed hashing.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -88,7 +87,7 @@ fn check(shared: &Shared, parts: &Parts) -> Result<String, Refusal> {
         )
         .into());
     }
-    if Instant::now() >= ticket.expires_at {
+    if state.now() >= ticket.expires_at {
         return Err(error::oss(403, "AccessDenied", "Request has expired.").into());
     }
     Ok(ticket.upload_key.clone())

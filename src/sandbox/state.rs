@@ -177,15 +177,27 @@ pub(super) struct State {
     windows: HashMap<Endpoint, Window>,
     issued_dentries: u64,
     issued_instances: u64,
+    /// How far tests moved the sandbox's clock ahead of the real one (see [`State::now`]).
+    clock_ahead: Duration,
 }
 
 /// First dentry id handed out; real ids are 12-digit decimals.
 const FIRST_DENTRY_ID: u64 = 120_349_587_612;
 
 impl State {
+    /// The sandbox's clock: the real one plus what tests advanced it by, so a test sees
+    /// tokens, grants and tickets expire, and QPS windows pass, without waiting for them.
+    pub(crate) fn now(&self) -> Instant {
+        Instant::now() + self.clock_ahead
+    }
+
+    pub(super) fn advance_clock(&mut self, by: Duration) {
+        self.clock_ahead += by;
+    }
+
     /// Like DingTalk: while a token is valid the same one comes back, with its life renewed.
     pub(super) fn issue_token(&mut self, ttl: Duration) -> String {
-        let now = Instant::now();
+        let now = self.now();
         let until = now + ttl;
         if let Some(token) = &self.current_token
             && let Some(expiry) = self.tokens.get_mut(token)
@@ -203,7 +215,7 @@ impl State {
     pub(super) fn token_valid(&self, token: &str) -> bool {
         self.tokens
             .get(token)
-            .is_some_and(|expiry| *expiry > Instant::now())
+            .is_some_and(|expiry| *expiry > self.now())
     }
 
     pub(super) fn expire_tokens(&mut self) {
@@ -222,17 +234,17 @@ impl State {
     }
 
     pub(super) fn grant_upload(&mut self, union_id: String, ttl: Duration) {
-        self.grants.insert(union_id, Instant::now() + ttl);
+        self.grants.insert(union_id, self.now() + ttl);
     }
 
     pub(super) fn may_upload(&self, union_id: &str) -> bool {
         self.grants
             .get(union_id)
-            .is_some_and(|until| *until > Instant::now())
+            .is_some_and(|until| *until > self.now())
     }
 
     pub(super) fn expire_tickets(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         for ticket in self.tickets.values_mut() {
             ticket.expires_at = now;
         }
@@ -249,7 +261,7 @@ impl State {
 
     /// Counts this call; true when it is over `limit` in the current one-second window.
     pub(super) fn over_qps(&mut self, endpoint: Endpoint, limit: u32) -> bool {
-        let now = Instant::now();
+        let now = self.now();
         let window = self.windows.entry(endpoint).or_insert(Window {
             started: now,
             calls: 0,

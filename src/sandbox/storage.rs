@@ -1,7 +1,6 @@
 //! Storage v1.0 endpoints: upload tickets (uploadInfos/query) and file commit.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -152,7 +151,7 @@ pub(super) fn upload_info(shared: &Shared, call: &Call) -> Response {
     let ticket = Ticket {
         upload_key: upload_key.clone(),
         union_id,
-        expires_at: Instant::now() + ttl,
+        expires_at: state.now() + ttl,
         signed_headers: signed_headers.clone(),
         pre_md5: pre_check
             .and_then(|p| p.md5.as_deref())

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use approval_worker::approval::Step;
 use approval_worker::queue::{JobId, NewJob, now_ms};
-use approval_worker::sandbox::{Endpoint, Fault, SandboxOptions};
+use approval_worker::sandbox::{Endpoint, Fault};
 use serde_json::{Value, json};
 
 use crate::helpers::{Harness, bytes, event_kinds, md5_hex, result_of};
@@ -194,32 +194,6 @@ async fn an_expired_token_is_refreshed_and_the_job_still_succeeds() {
     assert_eq!(job.status, "succeeded", "{job:?}");
     assert_eq!(h.received(Endpoint::Token).len(), 2);
     assert_eq!(h.sandbox.instances().len(), 2);
-}
-
-#[tokio::test]
-async fn a_short_lived_token_is_renewed_before_it_expires() {
-    let options = SandboxOptions {
-        token_ttl: std::time::Duration::from_secs(1),
-        ..SandboxOptions::default()
-    };
-    let mut h = Harness::with_sandbox(options).await;
-    let first = h.file("first.pdf", &bytes(100, 1));
-    let id = h.enqueue(&h.payload(&[&first])).await;
-    h.start();
-    assert_eq!(h.finished(id).await.status, "succeeded");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let second = h.file("second.pdf", &bytes(100, 2));
-    let id = h.enqueue(&h.payload(&[&second])).await;
-    assert_eq!(h.finished(id).await.status, "succeeded");
-    h.stop().await;
-    let refused = h
-        .sandbox
-        .requests()
-        .iter()
-        .filter(|r| r.status == 400 || r.status == 401)
-        .count();
-    assert_eq!(refused, 0, "no call should have carried an expired token");
-    assert_eq!(h.received(Endpoint::Token).len(), 2);
 }
 
 #[tokio::test]
