@@ -113,8 +113,8 @@ impl Cluster {
         self.dir.path().join("data").display().to_string()
     }
 
-    /// Runs one of the server's programs (as `postgres` when this process is root).
-    fn run(&self, program: &str, args: &[&str]) -> Output {
+    /// One of the server's programs, to run as `postgres` when this process is root.
+    fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
         let mut command = match self.as_user {
             Some(user) => {
@@ -124,15 +124,16 @@ impl Cluster {
             }
             None => Command::new(&program),
         };
-        let output = command
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap();
+        command.current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs one of the server's programs, which must succeed.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let output = self.command(program).args(args).output().unwrap();
         assert!(
             output.status.success(),
-            "{} {args:?}: {}{}",
-            program.display(),
+            "{program} {args:?}: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -182,16 +183,8 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.data();
-        let program = self.bin.join("pg_ctl");
-        let mut command = match self.as_user {
-            Some(user) => {
-                let mut command = Command::new("runuser");
-                command.args(["-u", user, "--"]).arg(&program);
-                command
-            }
-            None => Command::new(&program),
-        };
-        let _ = command
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "stop"])
             .output();
     }
