@@ -333,7 +333,7 @@ impl Queue {
 /// then the time they took: 0005 rebuilds two tables, which takes a while on a large
 /// database. A new database's schema is only created (logged at debug).
 async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
-    let migrator = sqlx::migrate!("./migrations");
+    let migrator = sqlx::migrate!("./migrations/sqlite");
     let has_history: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema \
          WHERE type = 'table' AND name = '_sqlx_migrations')",
