@@ -161,7 +161,10 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     };
     let mut rows = queue.list(&filter).await.context("listing jobs")?;
     rows.reverse();
-    print!("{}", jobs_table(&rows));
+    print!(
+        "{}",
+        jobs_table(&rows, i64::from(config.worker.max_attempts), now_ms())
+    );
     let succeeded = rows.iter().filter(|job| job.status == "succeeded").count();
     println!(
         "\n{succeeded}/{} jobs succeeded in {:.1} s; the sandbox holds {} approval instances and {} committed files.",

@@ -26,12 +26,15 @@ pub(crate) const SHOW_EXAMPLES: &str = "Examples:
 /// Examples shown by `retry --help`.
 pub(crate) const RETRY_EXAMPLES: &str = "Examples:
   approval-worker retry 42      # a failed or cancelled job, from its checkpoint
+  approval-worker retry 42 43 57
+  approval-worker jobs --status failed --since 2h --json | jq -r '.[].id' | xargs approval-worker retry
 
 A job whose create may have been sent reconciles before creating, so a retry never makes a
 second approval.";
 /// Examples shown by `cancel --help`.
 pub(crate) const CANCEL_EXAMPLES: &str = "Examples:
-  approval-worker cancel 42     # queued: at once; running: at its next checkpoint";
+  approval-worker cancel 42     # queued: at once; running: at its next checkpoint
+  approval-worker cancel 42 43 57";
 
 /// `jobs` arguments.
 #[derive(Debug, Args)]
@@ -63,12 +66,13 @@ pub(crate) struct ShowArgs {
     json: bool,
 }
 
-/// Arguments of commands that take one job id.
+/// Arguments of commands that act on jobs by id.
 #[derive(Debug, Args)]
 pub(crate) struct IdArgs {
-    /// The job id.
-    id: JobId,
-    /// Print the outcome as JSON.
+    /// The job ids (one or more).
+    #[arg(required = true, num_args = 1..)]
+    ids: Vec<JobId>,
+    /// Print each job's outcome as a JSON object, one per line.
     #[arg(long)]
     json: bool,
 }
@@ -110,8 +114,10 @@ pub(crate) fn instance_id(job: &JobRow) -> Option<String> {
     result.get("instance_id")?.as_str().map(str::to_string)
 }
 
-/// Renders jobs as the human table used by `jobs` and `demo`.
-pub(crate) fn jobs_table(jobs: &[JobRow]) -> String {
+/// Renders jobs as the human table used by `jobs` and `demo`: the attempt as charged
+/// attempts of the limit (`max_attempts` where the job sets none), and for a queued job
+/// waiting for a later retry, when it runs next.
+pub(crate) fn jobs_table(jobs: &[JobRow], max_attempts: i64, now_ms: i64) -> String {
     let rows: Vec<Vec<String>> = jobs
         .iter()
         .map(|job| {
@@ -119,11 +125,18 @@ pub(crate) fn jobs_table(jobs: &[JobRow]) -> String {
                 "succeeded" => instance_id(job).unwrap_or_default(),
                 _ => job.last_error.clone().unwrap_or_default(),
             };
+            let status = match job.status.as_str() {
+                "queued" if job.run_at > now_ms => {
+                    format!("queued, next in {}", human_delay(job.run_at - now_ms))
+                }
+                status => status.to_owned(),
+            };
+            let charged = job.attempt - job.uncharged_attempts;
             vec![
                 job.id.to_string(),
-                job.status.clone(),
+                status,
                 job.step.clone(),
-                job.attempt.to_string(),
+                format!("{charged} of {}", job.max_attempts.unwrap_or(max_attempts)),
                 time(job.updated_at),
                 truncate(&outcome, 100),
             ]
@@ -140,6 +153,17 @@ pub(crate) fn jobs_table(jobs: &[JobRow]) -> String {
         ],
         &rows,
     )
+}
+
+/// A delay as people say it: `45s`, `4m 10s`, `2h 5m`, `3d 4h`.
+fn human_delay(ms: i64) -> String {
+    let secs = (ms + 999) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -163,17 +187,34 @@ pub(crate) async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError
         status: args.status,
         queue: args.queue,
         since_ms: args.since.map(|since| ms_before(now_ms(), since)),
-        limit: args.limit,
+        // One more than shown, to tell whether the list was cut.
+        limit: args.limit.saturating_add(1),
     };
-    let jobs = queue.list(&filter).await?;
+    let mut jobs = queue.list(&filter).await?;
     queue.close().await;
+    let cut = jobs.len() > usize::try_from(args.limit).unwrap_or(usize::MAX);
+    jobs.truncate(usize::try_from(args.limit).unwrap_or(usize::MAX));
+    let more = format!(
+        "the newest {} are shown; more jobs match (--limit, or narrow with --status, --queue, \
+         --since)",
+        args.limit
+    );
     if args.json {
         let list: Vec<Value> = jobs.iter().map(job_json).collect();
         println!("{}", Value::Array(list));
+        if cut {
+            eprintln!("{more}");
+        }
     } else if jobs.is_empty() {
         println!("no jobs");
     } else {
-        print!("{}", jobs_table(&jobs));
+        print!(
+            "{}",
+            jobs_table(&jobs, i64::from(config.worker.max_attempts), now_ms())
+        );
+        if cut {
+            println!("{more}");
+        }
     }
     Ok(())
 }
@@ -239,39 +280,89 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
 
 pub(crate) async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
-    queue.retry(args.id, now_ms()).await?;
-    queue.close().await;
-    if args.json {
-        println!("{}", json!({"id": args.id, "status": JobStatus::Queued}));
-    } else {
-        println!("job {} queued again at its checkpoint", args.id);
+    let mut refused = Vec::new();
+    for &id in &args.ids {
+        match queue.retry(id, now_ms()).await {
+            Ok(()) if args.json => println!("{}", json!({"id": id, "status": JobStatus::Queued})),
+            Ok(()) => println!("job {id} queued again at its checkpoint"),
+            Err(e) => refused.push((id, CliError::from(e))),
+        }
     }
-    Ok(())
+    queue.close().await;
+    each_refusal("retried", args.ids.len(), refused)
 }
 
 pub(crate) async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
-    let status = queue.cancel(args.id, CREATE_STEP, now_ms()).await?;
+    let mut refused = Vec::new();
+    for &id in &args.ids {
+        match queue.cancel(id, CREATE_STEP, now_ms()).await {
+            Ok(status) => print_cancelled(id, status, args.json),
+            Err(e) => refused.push((id, CliError::from(e))),
+        }
+    }
     queue.close().await;
-    if args.json {
+    each_refusal("cancelled", args.ids.len(), refused)
+}
+
+fn print_cancelled(id: JobId, status: JobStatus, json: bool) {
+    if json {
         let stopping = matches!(status, JobStatus::Running | JobStatus::Queued);
         println!(
             "{}",
-            json!({"id": args.id, "status": status, "cancel_requested": stopping})
+            json!({"id": id, "status": status, "cancel_requested": stopping})
         );
-        return Ok(());
+        return;
     }
     match status {
         JobStatus::Running => println!(
-            "job {} is running: it stops at its next checkpoint (always before its create)",
-            args.id
+            "job {id} is running: it stops at its next checkpoint (always before its create)"
         ),
         JobStatus::Queued => println!(
-            "job {} may already have sent its create: the worker reconciles first, then \
-             adopts the approval instance if it exists or cancels the job",
-            args.id
+            "job {id} may already have sent its create: the worker reconciles first, then \
+             adopts the approval instance if it exists or cancels the job"
         ),
-        _ => println!("job {} cancelled", args.id),
+        _ => println!("job {id} cancelled"),
     }
-    Ok(())
+}
+
+/// Reports the jobs an action refused, each with its reason, after acting on the others: the
+/// command's error is the only refusal's, or a count naming the worst exit code.
+fn each_refusal(
+    done: &str,
+    asked: usize,
+    mut refused: Vec<(JobId, CliError)>,
+) -> Result<(), CliError> {
+    match refused.len() {
+        0 => Ok(()),
+        1 if asked == 1 => Err(refused.remove(0).1),
+        count => {
+            let runtime = refused
+                .iter()
+                .any(|(_, e)| matches!(e, CliError::Runtime(_) | CliError::Config(_)));
+            for (id, e) in &refused {
+                eprintln!("job {id}: {e}");
+            }
+            let message = format!("{count} of {asked} jobs were not {done}");
+            Err(if runtime {
+                CliError::Runtime(anyhow::anyhow!(message))
+            } else {
+                CliError::Usage(message)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_delay;
+
+    #[test]
+    fn delays_read_as_people_say_them_rounded_up_to_the_second() {
+        assert_eq!(human_delay(1), "1s");
+        assert_eq!(human_delay(45_000), "45s");
+        assert_eq!(human_delay(250_000), "4m 10s");
+        assert_eq!(human_delay(7_500_000), "2h 5m");
+        assert_eq!(human_delay(4 * 86_400_000 + 3_600_000), "4d 1h");
+    }
 }

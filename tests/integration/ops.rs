@@ -193,6 +193,75 @@ async fn cancel_and_retry_move_a_job_and_refuse_wrong_statuses_with_exit_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_and_cancel_take_several_ids_act_on_each_and_name_the_ones_refused() {
+    let (harness, config, _) = with_jobs(3, None).await;
+    harness
+        .sql("UPDATE jobs SET status = 'failed', finished_at = 1 WHERE id IN (1, 2)")
+        .await;
+
+    let cancelled = run(&harness, &config, &["cancel", "2", "3", "--json"]);
+    assert_eq!(cancelled.status.code(), Some(2), "{}", stderr(&cancelled));
+    let lines: Vec<Value> = stdout(&cancelled)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [json!({"id": 3, "status": "cancelled", "cancel_requested": false})]
+    );
+    assert!(
+        stderr(&cancelled).contains("job 2: job 2 is failed")
+            && stderr(&cancelled).contains("1 of 2 jobs were not cancelled"),
+        "{}",
+        stderr(&cancelled)
+    );
+
+    let retried = run(&harness, &config, &["retry", "1", "2", "3"]);
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    assert_eq!(stdout(&retried).lines().count(), 3);
+    for id in 1..=3 {
+        assert_eq!(harness.queue.get(id).await.unwrap().status, "queued");
+    }
+    let unknown = run(&harness, &config, &["retry", "1", "99"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("job 99: no job with id 99"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_says_when_the_list_was_cut_and_shows_attempts_and_the_next_run() {
+    let (harness, config, _) = with_jobs(3, None).await;
+    harness
+        .sql(&format!(
+            "UPDATE jobs SET attempt = 3, uncharged_attempts = 1, max_attempts = 5, \
+             run_at = {} WHERE id = 3",
+            now_ms() + 4 * 60_000 + 10_000
+        ))
+        .await;
+    let table = stdout(&run(&harness, &config, &["jobs", "--limit", "2"]));
+    assert!(table.contains("queued, next in 4m 1"), "{table}");
+    assert!(table.contains("2 of 5"), "{table}");
+    assert!(
+        table.contains("0 of 12"),
+        "the worker's limit for a job without its own: {table}"
+    );
+    assert!(
+        table
+            .trim_end()
+            .ends_with("more jobs match (--limit, or narrow with --status, --queue, --since)"),
+        "{table}"
+    );
+    let all = run(&harness, &config, &["jobs"]);
+    assert!(
+        !stdout(&all).contains("more jobs match"),
+        "{}",
+        stdout(&all)
+    );
+    let json = run(&harness, &config, &["jobs", "--limit", "2", "--json"]);
+    assert_eq!(ids(&serde_json::from_str(&stdout(&json)).unwrap()), [3, 2]);
+    assert!(stderr(&json).contains("more jobs match"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_counts_jobs_by_status_and_step_and_shows_calls_this_month() {
     let (harness, config, _) = with_jobs(3, None).await;
     harness
