@@ -72,6 +72,18 @@ pub enum QueueError {
         /// The attempt whose write was refused.
         attempt: i64,
     },
+    /// The file is another program's SQLite database: it has tables but no history of this
+    /// program's migrations, so nothing is added to it.
+    #[error(
+        "{path} is not an approval-worker database: it holds other tables ({tables}) and no \
+         approval-worker schema; point [database] path at a file of its own"
+    )]
+    NotOurs {
+        /// The file.
+        path: String,
+        /// Some of the tables it holds.
+        tables: String,
+    },
     /// No job has this id.
     #[error("no job with id {0}")]
     NotFound(JobId),
@@ -255,7 +267,7 @@ impl Queue {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        migrate(&pool).await?;
+        migrate(&pool, path).await?;
         let commits = Arc::new(AtomicU64::new(0));
         let writer = writer::Writer::spawn(pool.clone(), Arc::clone(&commits));
         Ok(Queue {
@@ -332,7 +344,7 @@ impl Queue {
 /// Applies the migrations the database lacks. On an existing database each one is logged,
 /// then the time they took: 0005 rebuilds two tables, which takes a while on a large
 /// database. A new database's schema is only created (logged at debug).
-async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), QueueError> {
     let migrator = sqlx::migrate!("./migrations/sqlite");
     let has_history: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema \
@@ -341,6 +353,19 @@ async fn migrate(pool: &SqlitePool) -> Result<(), QueueError> {
     .fetch_one(pool)
     .await?;
     if !has_history {
+        // An empty file is ours to fill; another program's tables are not ours to add to.
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_schema \
+             WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 5",
+        )
+        .fetch_all(pool)
+        .await?;
+        if !tables.is_empty() {
+            return Err(QueueError::NotOurs {
+                path: path.display().to_string(),
+                tables: tables.join(", "),
+            });
+        }
         migrator.run(pool).await?;
         tracing::debug!("created the database schema");
         return Ok(());

@@ -191,3 +191,32 @@ async fn upgrading_from_the_fourth_migration_keeps_every_row_and_every_rule() {
         "every index is back, named after the renamed tables"
     );
 }
+
+#[tokio::test]
+async fn another_programs_database_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crm.db");
+    let pool = SqlitePoolOptions::new()
+        .connect_with(connect_options(&path))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = Queue::open(&path).await;
+    let Err(super::QueueError::NotOurs { tables, .. }) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert_eq!(tables, "customers");
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(names, ["customers"], "nothing was added");
+    // An empty file, as a new database is, is taken.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    Queue::open(&empty).await.unwrap();
+}
