@@ -8,6 +8,7 @@ use super::CliError;
 use super::run::dingtalk_client;
 use crate::config::Config;
 use crate::dingtalk::{DingTalk, DingTalkError};
+use crate::queue::{DatabaseFile, inspect_database};
 
 /// Examples shown by `check --help`.
 pub(crate) const EXAMPLES: &str = "Examples:
@@ -41,7 +42,7 @@ pub(crate) async fn check(config: &Config, source: &str, args: CheckArgs) -> Res
         ok: true,
         detail: format!("{source}: valid"),
     }];
-    findings.extend(check_paths(config));
+    findings.extend(check_paths(config).await);
     let secret = config.validate_for_run();
     let client = match secret {
         Ok(secret) => {
@@ -83,33 +84,60 @@ fn secret_source(config: &Config) -> String {
     }
 }
 
-fn check_paths(config: &Config) -> Vec<Finding> {
+async fn check_paths(config: &Config) -> Vec<Finding> {
     let mut findings = Vec::new();
     let db = &config.database.path;
     let parent = db
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    findings.push(if db.exists() {
-        Finding {
-            what: "database".into(),
-            ok: true,
-            detail: format!("{} exists", db.display()),
-        }
-    } else {
-        Finding {
-            what: "database".into(),
-            ok: parent.is_dir(),
-            detail: format!(
-                "{} does not exist yet; `migrate` or `run` creates it{}",
-                db.display(),
-                if parent.is_dir() {
-                    ""
-                } else {
-                    " (but its directory is missing)"
-                }
+    let (ok, detail) = match inspect_database(db).await {
+        DatabaseFile::Missing if parent.is_dir() => (
+            true,
+            format!(
+                "{} does not exist yet; `migrate` or `run` creates it",
+                db.display()
             ),
-        }
+        ),
+        DatabaseFile::Missing => (
+            false,
+            format!(
+                "{} does not exist, and neither does its directory",
+                db.display()
+            ),
+        ),
+        DatabaseFile::Ours {
+            version,
+            latest,
+            jobs,
+        } if version < latest => (
+            true,
+            format!(
+                "{}: schema {version}, {} migration(s) to apply (`migrate`); {jobs} jobs",
+                db.display(),
+                latest - version
+            ),
+        ),
+        DatabaseFile::Ours { version, jobs, .. } => (
+            true,
+            format!("{}: schema {version} (current), {jobs} jobs", db.display()),
+        ),
+        DatabaseFile::Foreign(tables) => (
+            false,
+            format!(
+                "{} is not an approval-worker database: it holds other tables ({tables})",
+                db.display()
+            ),
+        ),
+        DatabaseFile::Unreadable(reason) => (
+            false,
+            format!("{} cannot be read as a database: {reason}", db.display()),
+        ),
+    };
+    findings.push(Finding {
+        what: "database".into(),
+        ok,
+        detail,
     });
     if config.upload.allowed_dirs.is_empty() {
         findings.push(Finding {

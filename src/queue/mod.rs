@@ -8,6 +8,7 @@
 mod admin;
 mod claim;
 mod enqueue;
+mod inspect;
 pub(crate) mod measure;
 mod monitor;
 mod quota;
@@ -35,6 +36,7 @@ pub use crate::clock::now_ms;
 pub use admin::{EventRow, JobFilter, JobRow};
 pub use claim::ClaimedJob;
 pub use enqueue::{Enqueued, NewJob};
+pub(crate) use inspect::{DatabaseFile, inspect_database};
 pub(crate) use monitor::Depth;
 pub use quota::{CallDelta, MonthlyCalls, quota_month};
 pub use transition::{Failure, StepDone, Unstored};
@@ -341,11 +343,16 @@ impl Queue {
     }
 }
 
+/// The SQLite schema's migrations, embedded in the binary.
+fn migrator() -> sqlx::migrate::Migrator {
+    sqlx::migrate!("./migrations/sqlite")
+}
+
 /// Applies the migrations the database lacks. On an existing database each one is logged,
 /// then the time they took: 0005 rebuilds two tables, which takes a while on a large
 /// database. A new database's schema is only created (logged at debug).
 async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), QueueError> {
-    let migrator = sqlx::migrate!("./migrations/sqlite");
+    let migrator = migrator();
     let has_history: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM sqlite_schema \
          WHERE type = 'table' AND name = '_sqlx_migrations')",

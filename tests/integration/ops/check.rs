@@ -36,6 +36,37 @@ async fn check_fetches_a_token_and_resolves_the_space_of_a_user() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_tells_our_database_from_a_garbage_file_and_another_programs_database() {
+    let harness = Harness::new().await;
+    let config = harness.config_file("worker.toml", "");
+    let ours = stdout(&run(&harness, &config, &["check"]));
+    assert!(
+        ours.contains("ok    database") && ours.contains("(current), 0 jobs"),
+        "{ours}"
+    );
+
+    let garbage = harness.dir().join("garbage.db");
+    std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
+    let garbage_config = harness.config_file(
+        "garbage.toml",
+        &format!("[database]\npath = {:?}\n", garbage.display().to_string()),
+    );
+    let out = run(&harness, &garbage_config, &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("FAIL  database")
+            && stdout(&out).contains("cannot be read as a database"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        std::fs::read(&garbage).unwrap(),
+        vec![b'x'; 8192],
+        "left as it was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_names_what_failed_and_the_permission_the_call_needs() {
     let harness = Harness::new().await;
     let config = harness.config_file("worker.toml", "");
