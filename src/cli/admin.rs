@@ -10,7 +10,7 @@ use super::duration::{human, ms_before, parse_duration};
 use super::table::{render, time};
 use super::{CliError, open_existing_queue};
 use crate::config::Config;
-use crate::queue::{MonthlyCalls, now_ms, quota_month};
+use crate::queue::{JobStatus, MonthlyCalls, now_ms, quota_month};
 
 /// Examples shown by `stats --help`.
 pub(crate) const STATS_EXAMPLES: &str = "Examples:
@@ -19,7 +19,10 @@ pub(crate) const STATS_EXAMPLES: &str = "Examples:
 /// Examples shown by `prune --help`.
 pub(crate) const PRUNE_EXAMPLES: &str = "Examples:
   approval-worker prune --older-than 30d
-  approval-worker prune --older-than 2w --json";
+  approval-worker prune --older-than 7d --status succeeded --dry-run
+  approval-worker prune --older-than 2w --json
+
+The job with the highest id is always kept, so new jobs never reuse an id.";
 /// Examples shown by `backup --help`.
 pub(crate) const BACKUP_EXAMPLES: &str = "Examples:
   approval-worker backup /var/backups/approval-worker-$(date +%F).db
@@ -40,9 +43,26 @@ pub(crate) struct PruneArgs {
     /// Delete jobs that finished (succeeded, failed, cancelled) longer ago than this, e.g. 30d.
     #[arg(long, value_name = "AGE", value_parser = parse_duration)]
     older_than: Duration,
+    /// Only jobs that ended so (comma-separated: succeeded, failed, cancelled) [default: all
+    /// three].
+    #[arg(long, value_delimiter = ',', value_parser = finished_status)]
+    status: Vec<JobStatus>,
+    /// Count what would be deleted, deleting nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A status a job ends in.
+fn finished_status(text: &str) -> Result<JobStatus, String> {
+    match text.parse::<JobStatus>()? {
+        status @ (JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled) => Ok(status),
+        other => Err(format!(
+            "{other} jobs have not finished; prune takes succeeded, failed or cancelled"
+        )),
+    }
 }
 
 /// `backup` arguments.
@@ -151,13 +171,37 @@ fn print_calls(month: &str, calls: &[MonthlyCalls], counted: i64, budget: Option
 pub(crate) async fn prune(config: &Config, args: PruneArgs) -> Result<(), CliError> {
     let queue = open_existing_queue(config).await?;
     let before = ms_before(now_ms(), args.older_than);
-    let pruned = queue.prune(before).await?;
-    queue.close().await;
-    if args.json {
-        println!("{}", json!({"pruned": pruned, "finished_before": before}));
+    let statuses = if args.status.is_empty() {
+        vec![
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
     } else {
+        args.status
+    };
+    let pruned = queue.prune(before, &statuses, args.dry_run).await?;
+    queue.close().await;
+    let ended: Vec<&str> = statuses.iter().map(|status| status.as_str()).collect();
+    if args.json {
         println!(
-            "pruned {pruned} jobs (and their history) that finished before {} UTC",
+            "{}",
+            json!({"pruned": if args.dry_run { 0 } else { pruned }, "matched": pruned,
+                   "dry_run": args.dry_run, "statuses": ended, "finished_before": before})
+        );
+    } else {
+        let verb = if args.dry_run {
+            "would prune"
+        } else {
+            "pruned"
+        };
+        let which = if ended.len() == 3 {
+            String::new()
+        } else {
+            format!("{} ", ended.join("/"))
+        };
+        println!(
+            "{verb} {pruned} {which}jobs (and their history) that finished before {} UTC",
             time(before)
         );
     }

@@ -299,15 +299,52 @@ impl Queue {
         })
     }
 
-    /// Deletes finished jobs (and their events) that finished before `before_ms`.
-    pub(crate) async fn prune(&self, before_ms: i64) -> Result<u64, QueueError> {
-        let done = sqlx::query(
-            "DELETE FROM jobs WHERE (status = 'succeeded' OR status = 'failed' OR status = 'cancelled') \
-             AND finished_at < ?1",
-        )
-        .bind(before_ms)
-        .execute(&self.pool)
-        .await?;
+    /// Deletes jobs with one of `statuses` (finished ones: succeeded, failed, cancelled)
+    /// that finished before `before_ms`, with their events; with `dry_run` only counts them.
+    /// The job with the highest id is kept whatever its age: new jobs are numbered after the
+    /// highest id, so deleting it would hand its id, already known to logs and other systems,
+    /// to the next job.
+    pub(crate) async fn prune(
+        &self,
+        before_ms: i64,
+        statuses: &[JobStatus],
+        dry_run: bool,
+    ) -> Result<u64, QueueError> {
+        let statuses: Vec<&str> = statuses
+            .iter()
+            .map(|status| status.as_str())
+            .filter(|status| FINISHED.contains(status))
+            .collect();
+        let statuses = serde_json::to_string(&statuses).unwrap_or_else(|_| "[]".to_owned());
+        if dry_run {
+            let count: i64 = sqlx::query_scalar(PRUNE_COUNT_SQL)
+                .bind(before_ms)
+                .bind(&statuses)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(u64::try_from(count).unwrap_or(0));
+        }
+        let done = sqlx::query(PRUNE_SQL)
+            .bind(before_ms)
+            .bind(&statuses)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 }
+
+/// The statuses a job ends in.
+const FINISHED: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// Which jobs `prune` takes: `?1` finished before, `?2` the statuses as a JSON array. The
+/// first term is `jobs_finished`'s own condition, so SQLite walks that index.
+macro_rules! prunable {
+    () => {
+        "(status = 'succeeded' OR status = 'failed' OR status = 'cancelled') \
+         AND status IN (SELECT value FROM json_each(?2)) AND finished_at < ?1 \
+         AND id < (SELECT MAX(id) FROM jobs)"
+    };
+}
+
+const PRUNE_SQL: &str = concat!("DELETE FROM jobs WHERE ", prunable!());
+const PRUNE_COUNT_SQL: &str = concat!("SELECT COUNT(*) FROM jobs WHERE ", prunable!());

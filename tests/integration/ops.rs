@@ -352,6 +352,73 @@ async fn prune_deletes_finished_jobs_older_than_the_age_with_their_history() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_by_status_with_a_dry_run_first_never_frees_the_newest_id() {
+    let (harness, config, _) = with_jobs(3, None).await;
+    harness
+        .sql(&format!(
+            "UPDATE jobs SET status = CASE id WHEN 1 THEN 'failed' ELSE 'succeeded' END, \
+             finished_at = {}",
+            now_ms() - 31 * DAY_MS
+        ))
+        .await;
+
+    let dry = run_json(
+        &harness,
+        &config,
+        &[
+            "prune",
+            "--older-than",
+            "30d",
+            "--status",
+            "failed",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(
+        (dry["matched"].as_i64(), dry["pruned"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        harness.all_jobs().await.len(),
+        3,
+        "a dry run deletes nothing"
+    );
+
+    let out = run(
+        &harness,
+        &config,
+        &["prune", "--older-than", "30d", "--status", "succeeded"],
+    );
+    assert!(
+        stdout(&out).starts_with("pruned 1 succeeded jobs"),
+        "{}",
+        stdout(&out)
+    );
+    let left: Vec<i64> = harness.all_jobs().await.iter().map(|j| j.id).collect();
+    assert_eq!(left, [1, 3], "job 3 holds the highest id and is kept");
+    let next = harness
+        .enqueue_job(NewJob {
+            payload: json!({"process_code": "P"}).to_string(),
+            ..NewJob::default()
+        })
+        .await;
+    assert_eq!(next, 4, "no id is handed out twice");
+
+    let running = run(
+        &harness,
+        &config,
+        &["prune", "--older-than", "1d", "--status", "running"],
+    );
+    assert_eq!(running.status.code(), Some(2));
+    assert!(
+        stderr(&running).contains("running jobs have not finished"),
+        "{}",
+        stderr(&running)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_writes_a_private_consistent_copy_and_never_overwrites() {
     let (harness, config, _) = with_jobs(3, None).await;
     let target = harness.dir().join("backup.db");
