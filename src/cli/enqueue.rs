@@ -20,8 +20,11 @@ pub(crate) const EXAMPLES: &str = "Examples:
   producer | approval-worker enqueue --payload -      # one JSON object per line
   approval-worker enqueue --payload job.json --wait    # follow it to its instance id
 
+  approval-worker enqueue --payload job.json --wait --timeout 10m
+
 With --wait the exit code tells the outcome: 0 when every job succeeded, 1 when one failed or
-was cancelled. Interrupting the wait leaves the jobs queued.";
+was cancelled, 3 when --timeout ran out first (the jobs go on; `show ID` follows up).
+Interrupting the wait leaves the jobs queued.";
 
 /// `enqueue` arguments.
 #[derive(Debug, Args)]
@@ -72,6 +75,10 @@ pub(crate) struct EnqueueArgs {
     /// uploads, then the instance id or the error.
     #[arg(long)]
     wait: bool,
+    /// With --wait: stop waiting after this long (e.g. 90s, 10m), exit 3 if a job is still
+    /// unfinished; the jobs go on.
+    #[arg(long, value_name = "AGE", requires = "wait", value_parser = super::duration::parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// Print the outcome as JSON (with --wait: the finished jobs).
     #[arg(long)]
     json: bool,
@@ -132,7 +139,7 @@ pub(crate) async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), Cl
             }
         }
         let ids: Vec<_> = outcomes.iter().map(|outcome| outcome.id).collect();
-        let followed = super::follow::follow(&queue, &ids, args.json).await;
+        let followed = super::follow::follow(&queue, &ids, args.json, args.timeout).await;
         queue.close().await;
         return followed;
     }

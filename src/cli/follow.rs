@@ -30,9 +30,16 @@ struct Followed {
     finished: Option<JobRow>,
 }
 
-/// Follows `ids` until all finish; prints each step as it completes (or, with `json`, only
-/// the finished jobs as a JSON array). Fails when any job did not succeed.
-pub(crate) async fn follow(queue: &Queue, ids: &[JobId], json: bool) -> Result<(), CliError> {
+/// Follows `ids` until all finish, or `timeout` passes; prints each step as it completes
+/// (or, with `json`, only the finished jobs as a JSON array). Fails when any job did not
+/// succeed, or with [`CliError::Timeout`] when one is still unfinished at the timeout.
+pub(crate) async fn follow(
+    queue: &Queue,
+    ids: &[JobId],
+    json: bool,
+    timeout: Option<Duration>,
+) -> Result<(), CliError> {
+    let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
     let prefix = ids.len() > 1;
     let mut jobs: Vec<Followed> = ids
         .iter()
@@ -85,12 +92,20 @@ pub(crate) async fn follow(queue: &Queue, ids: &[JobId], json: bool) -> Result<(
             }
         }
         if jobs.iter().any(|job| job.finished.is_none()) {
+            if deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
+                break;
+            }
             tokio::time::sleep(FOLLOW_POLL).await;
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let unfinished: Vec<String> = jobs
+        .iter()
+        .filter(|job| job.finished.is_none())
+        .map(|job| job.id.to_string())
+        .collect();
     let finished: Vec<JobRow> = jobs.into_iter().filter_map(|job| job.finished).collect();
     if json {
         println!("{}", Value::Array(finished.iter().map(job_json).collect()));
@@ -100,6 +115,19 @@ pub(crate) async fn follow(queue: &Queue, ids: &[JobId], json: bool) -> Result<(
         .filter(|job| job.status != "succeeded")
         .map(|job| format!("job {} {}", job.id, job.status))
         .collect();
+    if !unfinished.is_empty() {
+        let waited = timeout.map(super::duration::human).unwrap_or_default();
+        return Err(CliError::Timeout(format!(
+            "still unfinished after {waited}: job {} (they go on; `approval-worker show ID` \
+             tells where they are){}",
+            unfinished.join(", "),
+            if unsuccessful.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", unsuccessful.join(", "))
+            }
+        )));
+    }
     if unsuccessful.is_empty() {
         Ok(())
     } else {

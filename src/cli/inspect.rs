@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::duration::{ms_before, parse_duration};
+use super::duration::{human, ms_before, parse_duration};
 use super::table::{render, time};
 use super::{CliError, open_existing_queue};
 use crate::approval::CREATE_STEP;
@@ -127,7 +127,12 @@ pub(crate) fn jobs_table(jobs: &[JobRow], max_attempts: i64, now_ms: i64) -> Str
             };
             let status = match job.status.as_str() {
                 "queued" if job.run_at > now_ms => {
-                    format!("queued, next in {}", human_delay(job.run_at - now_ms))
+                    format!(
+                        "queued, next in {}",
+                        human(Duration::from_millis(
+                            u64::try_from(job.run_at - now_ms).unwrap_or(0)
+                        ))
+                    )
                 }
                 status => status.to_owned(),
             };
@@ -153,17 +158,6 @@ pub(crate) fn jobs_table(jobs: &[JobRow], max_attempts: i64, now_ms: i64) -> Str
         ],
         &rows,
     )
-}
-
-/// A delay as people say it: `45s`, `4m 10s`, `2h 5m`, `3d 4h`.
-fn human_delay(ms: i64) -> String {
-    let secs = (ms + 999) / 1000;
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
@@ -350,19 +344,5 @@ fn each_refusal(
                 CliError::Usage(message)
             })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_delay;
-
-    #[test]
-    fn delays_read_as_people_say_them_rounded_up_to_the_second() {
-        assert_eq!(human_delay(1), "1s");
-        assert_eq!(human_delay(45_000), "45s");
-        assert_eq!(human_delay(250_000), "4m 10s");
-        assert_eq!(human_delay(7_500_000), "2h 5m");
-        assert_eq!(human_delay(4 * 86_400_000 + 3_600_000), "4d 1h");
     }
 }

@@ -25,6 +25,8 @@ const EXIT_CONFIG: u8 = 78;
 const EXIT_USAGE: u8 = 2;
 /// Exit code for a runtime failure.
 pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code for `enqueue --wait --timeout` running out before every job finished.
+const EXIT_TIMEOUT: u8 = 3;
 
 /// Examples shown by the top-level `--help`.
 const EXAMPLES: &str = "Examples:
@@ -144,6 +146,9 @@ pub enum CliError {
     /// Anything else: exit 1.
     #[error(transparent)]
     Runtime(#[from] anyhow::Error),
+    /// A wait ran out before what it waited for happened (the work goes on): exit 3.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl From<QueueError> for CliError {
@@ -164,6 +169,7 @@ impl CliError {
             CliError::Config(_) => EXIT_CONFIG,
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Runtime(_) => EXIT_RUNTIME,
+            CliError::Timeout(_) => EXIT_TIMEOUT,
         }
     }
 }

@@ -238,7 +238,7 @@ async fn jobs_says_when_the_list_was_cut_and_shows_attempts_and_the_next_run() {
         ))
         .await;
     let table = stdout(&run(&harness, &config, &["jobs", "--limit", "2"]));
-    assert!(table.contains("queued, next in 4m 1"), "{table}");
+    assert!(table.contains("queued, next in 4 min"), "{table}");
     assert!(table.contains("2 of 5"), "{table}");
     assert!(
         table.contains("0 of 12"),

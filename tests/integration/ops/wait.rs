@@ -118,3 +118,33 @@ async fn enqueue_wait_exits_1_with_the_error_when_the_job_fails() {
     assert!(stderr(&out).contains("job 1 failed"), "{}", stderr(&out));
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_with_a_timeout_ends_with_exit_3_and_leaves_the_job_queued() {
+    let harness = Harness::new().await;
+    let config = harness.config_file("worker.toml", "");
+    let a = harness.file("a.pdf", &bytes(100, 1));
+    let payload = harness.config.database.path.with_file_name("job.json");
+    std::fs::write(&payload, harness.payload(&[&a]).to_string()).unwrap();
+    let payload = payload.to_str().unwrap();
+    // No worker runs: the job cannot finish within the timeout.
+    let out = run(
+        &harness,
+        &config,
+        &["enqueue", "--payload", payload, "--wait", "--timeout", "1s"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("still unfinished after 1 s: job 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(harness.queue.get(1).await.unwrap().status, "queued");
+
+    let alone = run(
+        &harness,
+        &config,
+        &["enqueue", "--payload", payload, "--timeout", "1s"],
+    );
+    assert_eq!(alone.status.code(), Some(2), "--timeout needs --wait");
+}
