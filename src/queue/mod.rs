@@ -8,6 +8,7 @@
 mod admin;
 mod claim;
 mod enqueue;
+mod files;
 mod inspect;
 pub(crate) mod measure;
 mod monitor;
@@ -31,6 +32,8 @@ use std::time::Duration;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+
+use files::DbFiles;
 
 pub use crate::clock::now_ms;
 pub use admin::{EventRow, JobFilter, JobRow};
@@ -178,67 +181,6 @@ pub struct Queue {
     last_claim_full: Arc<AtomicBool>,
 }
 
-/// The database file and its WAL, watched for other processes' commits and for being
-/// replaced under the open connection.
-#[derive(Debug)]
-struct DbFiles {
-    database: std::path::PathBuf,
-    wal: std::path::PathBuf,
-    /// The files the connection has open, as `(device, inode)`, read once it is open.
-    opened: [Option<FileId>; 2],
-}
-
-/// Which file a path names: its device and inode.
-type FileId = (u64, u64);
-
-fn file_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-impl DbFiles {
-    /// The files of the database at `path`, which the connection has just opened.
-    fn opened(path: &Path) -> DbFiles {
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = std::path::PathBuf::from(wal);
-        DbFiles {
-            opened: [file_id(path), file_id(&wal)],
-            database: path.to_owned(),
-            wal,
-        }
-    }
-
-    /// Why the files at the database's paths are no longer the ones the connection writes,
-    /// if they are not: deleted, or replaced by other files. What this process commits
-    /// then lands in files nobody else will read, and other processes see none of it.
-    fn replaced(&self) -> Option<String> {
-        let paths = [&self.database, &self.wal];
-        paths
-            .into_iter()
-            .zip(self.opened)
-            .find_map(|(path, opened)| {
-                let opened = opened?;
-                match file_id(path) {
-                    Some(now) if now == opened => None,
-                    Some(_) => Some(format!("{} was replaced by another file", path.display())),
-                    None => Some(format!("{} was deleted", path.display())),
-                }
-            })
-    }
-
-    /// Sizes and mtimes: every commit appends to (or rewrites) the WAL, and checkpoints
-    /// write the database file.
-    fn fingerprint(&self) -> [Option<(u64, std::time::SystemTime)>; 2] {
-        let stat = |path: &Path| {
-            std::fs::metadata(path)
-                .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?)))
-        };
-        [stat(&self.wal), stat(&self.database)]
-    }
-}
-
 /// How [`Queue::open_with`] sets up the connection beyond the fixed pragmas.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OpenOptions {
@@ -276,7 +218,7 @@ impl Queue {
             pool,
             writer,
             commits,
-            files: Arc::new(DbFiles::opened(path)),
+            files: Arc::new(DbFiles::new(path)),
             last_claim_full: Arc::new(AtomicBool::new(false)),
         })
     }
