@@ -186,8 +186,9 @@ pub(crate) async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError
     };
     let mut jobs = queue.list(&filter).await?;
     queue.close().await;
-    let cut = jobs.len() > usize::try_from(args.limit).unwrap_or(usize::MAX);
-    jobs.truncate(usize::try_from(args.limit).unwrap_or(usize::MAX));
+    let shown = usize::try_from(args.limit).unwrap_or(usize::MAX);
+    let cut = jobs.len() > shown;
+    jobs.truncate(shown);
     let more = format!(
         "the newest {} are shown; more jobs match (--limit, or narrow with --status, --queue, \
          --since)",

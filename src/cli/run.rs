@@ -73,7 +73,7 @@ async fn serve(
         }
         None => None,
     };
-    let outcome = worker.run(shutdown, force.clone()).await;
+    let outcome = worker.run(shutdown, force).await;
     stop_http.cancel();
     if let Some(http) = http {
         match http.await {

@@ -81,7 +81,7 @@ type EventRow = (
 async fn upgrading_from_the_fourth_migration_keeps_every_row_and_every_rule() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
-    let all = sqlx::migrate!("./migrations/sqlite");
+    let all = super::migrator();
     let fourth = Migrator {
         migrations: Cow::Owned(all.migrations[..4].to_vec()),
         ..Migrator::DEFAULT

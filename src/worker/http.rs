@@ -45,7 +45,10 @@ async fn metrics(State(worker): State<Worker>) -> Response {
             .into_response(),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "database unavailable: no answer within 5 s\n",
+            format!(
+                "database unavailable: no answer within {} s\n",
+                METRICS_DB_TIMEOUT.as_secs()
+            ),
         )
             .into_response(),
     }

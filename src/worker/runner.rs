@@ -108,11 +108,8 @@ pub(super) async fn run(
             let _entered = span.enter();
             tracing::error!(panic = %message, "the job's runner panicked; retrying it later");
             slot.free();
-            let delays = policy::Delays {
-                backoff: worker.inner.settings.backoff_base,
-                submit_settle: worker.inner.approval.submit_settle(),
-            };
-            let action = policy::after_panic(&message, standing(worker, &job), delays);
+            let standing = standing(worker, &job);
+            let action = policy::after_panic(&message, standing, delays(worker, standing));
             finish(
                 worker,
                 job.fence(),
@@ -224,16 +221,7 @@ async fn drive(
         inner
             .metrics
             .step(label, &step, outcome.is_ok(), duration_ms);
-        let delays = policy::Delays {
-            backoff: approval::backoff(
-                standing.charged,
-                settings.backoff_base,
-                settings.backoff_max,
-                rand::random::<f64>(),
-            ),
-            submit_settle: inner.approval.submit_settle(),
-        };
-        match policy::after_step(&step, outcome, standing, delays) {
+        match policy::after_step(&step, outcome, standing, delays(worker, standing)) {
             Action::Advance { next, store: false } => {
                 tracing::debug!(step = label, next = next.name(), duration_ms, "step done");
                 if !matches!(next, Step::Done { .. }) {
@@ -334,6 +322,21 @@ fn standing(worker: &Worker, claimed: &ClaimedJob) -> Standing {
             .unwrap_or_else(|| i64::from(worker.inner.settings.max_attempts)),
         cancel_requested: claimed.cancel_requested,
         stale_redos: 0,
+    }
+}
+
+/// The delays a retry of this attempt is built from: the queue's jittered backoff for the
+/// attempts charged so far, and the settle time of an unanswered create.
+fn delays(worker: &Worker, standing: Standing) -> policy::Delays {
+    let settings = &worker.inner.settings;
+    policy::Delays {
+        backoff: approval::backoff(
+            standing.charged,
+            settings.backoff_base,
+            settings.backoff_max,
+            rand::random::<f64>(),
+        ),
+        submit_settle: worker.inner.approval.submit_settle(),
     }
 }
 
