@@ -13,6 +13,10 @@ pub(crate) const CONFIG_ENV: &str = "APPROVAL_WORKER_CONFIG";
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "worker.toml";
 /// Environment variable overriding `[database] path`.
 const DATABASE_PATH_ENV: &str = "APPROVAL_WORKER_DATABASE";
+/// Environment variable overriding `[database] url`.
+const DATABASE_URL_ENV: &str = "APPROVAL_WORKER_DATABASE_URL";
+const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+const MAX_MAX_CONNECTIONS: u32 = 1_000;
 /// Where systemd puts `LoadCredential=` files; a relative `app_secret_file` is resolved in it.
 const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
@@ -103,14 +107,32 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// The SQLite file (created owner-only if missing).
+    /// The SQLite file (created owner-only if missing). Not used when `url` is set.
     pub path: PathBuf,
+    /// A PostgreSQL database, `postgres://user@host/database`, instead of the SQLite file.
+    pub url: Option<String>,
+    /// File holding the PostgreSQL password (when it is not in the URL or `PGPASSWORD`). A
+    /// relative name is looked up in `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL connections this process opens at most.
+    pub max_connections: u32,
+    /// Whether workers `LISTEN` for new jobs on PostgreSQL (turn off behind PgBouncer in
+    /// transaction mode: they then find new jobs by polling).
+    pub listen: bool,
+    /// Whether `path` was given (in the file or the environment), not defaulted.
+    #[serde(skip)]
+    path_given: bool,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             path: PathBuf::from(DEFAULT_DATABASE_PATH),
+            url: None,
+            password_file: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            listen: true,
+            path_given: false,
         }
     }
 }
@@ -265,6 +287,10 @@ impl Config {
         };
         if let Some(db) = std::env::var_os(DATABASE_PATH_ENV) {
             config.database.path = PathBuf::from(db);
+            config.database.path_given = true;
+        }
+        if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
+            config.database.url = Some(url);
         }
         config.validate(&path)?;
         Ok(config)
@@ -272,10 +298,17 @@ impl Config {
 
     /// Parses TOML text (no validation).
     fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
-        })
+        })?;
+        // The text parsed as a config, so it parses as a table.
+        let table: toml::Table = toml::from_str(text).unwrap_or_default();
+        config.database.path_given = table
+            .get("database")
+            .and_then(|database| database.get("path"))
+            .is_some();
+        Ok(config)
     }
 
     /// Checks values that parse but cannot work; reports every problem at once.
@@ -289,6 +322,28 @@ impl Config {
         check(
             !self.database.path.as_os_str().is_empty(),
             "[database] path: must not be empty",
+        );
+        if let Some(url) = &self.database.url {
+            check(
+                !self.database.path_given,
+                "[database] path and url: give one, not both (path is a SQLite file, url a \
+                 PostgreSQL database; APPROVAL_WORKER_DATABASE and APPROVAL_WORKER_DATABASE_URL \
+                 set them too)",
+            );
+            check(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                &format!(
+                    "[database] url: {} is not a postgres:// URL",
+                    crate::queue::redacted_url(url)
+                ),
+            );
+        }
+        check(
+            (1..=MAX_MAX_CONNECTIONS).contains(&self.database.max_connections),
+            &format!(
+                "[database] max_connections: must be in 1..={MAX_MAX_CONNECTIONS}, not {}",
+                self.database.max_connections
+            ),
         );
         for (key, url) in [
             ("api_base", &self.dingtalk.api_base),
@@ -421,6 +476,40 @@ impl Config {
         self.app_secret()
     }
 
+    /// Where the queue lives: the PostgreSQL database when `url` is set (its password read
+    /// from `password_file` if one is named), else the SQLite file.
+    pub(crate) fn queue_location(&self) -> Result<crate::queue::Location, ConfigError> {
+        let database = &self.database;
+        let Some(url) = &database.url else {
+            return Ok(crate::queue::Location::Sqlite(database.path.clone()));
+        };
+        let password = match &database.password_file {
+            None => None,
+            Some(file) => {
+                let credentials = std::env::var_os(CREDENTIALS_DIRECTORY_ENV);
+                let file = resolve_credential(
+                    "[database] password_file",
+                    file,
+                    credentials.as_deref().map(Path::new),
+                )?;
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError::Secret(format!(
+                        "[database] password_file: cannot read {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                // A trailing newline is the editor's, not the password's.
+                Some(text.trim_end_matches(['\r', '\n']).to_owned())
+            }
+        };
+        Ok(crate::queue::Location::Postgres(crate::queue::PgOptions {
+            url: url.clone(),
+            password,
+            max_connections: database.max_connections,
+            listen: database.listen,
+        }))
+    }
+
     /// The app secret, from `app_secret_file` or the `app_secret_env` variable.
     fn app_secret(&self) -> Result<Secret, ConfigError> {
         if let Some(file) = self.app_secret_path()? {
@@ -456,19 +545,36 @@ impl Config {
             return Ok(None);
         };
         let credentials = std::env::var_os(CREDENTIALS_DIRECTORY_ENV);
-        resolve_secret_file(file, credentials.as_deref().map(Path::new)).map(Some)
+        resolve_credential(
+            "[dingtalk] app_secret_file",
+            file,
+            credentials.as_deref().map(Path::new),
+        )
+        .map(Some)
     }
 
     /// Problems that do not stop the program but an operator should fix, one line each:
     /// a secret file open to its group or others. `check` and `run` print them.
     pub(crate) fn warnings(&self) -> Vec<String> {
         let secret_file = self.app_secret_path().ok().flatten();
-        secret_file
+        let mut warnings: Vec<String> = secret_file
             .as_deref()
             .and_then(crate::secret::file_mode_warning)
             .map(|warning| format!("[dingtalk] app_secret_file: {warning}"))
             .into_iter()
-            .collect()
+            .collect();
+        let credentials = std::env::var_os(CREDENTIALS_DIRECTORY_ENV);
+        let password_file = self.database.password_file.as_deref().and_then(|file| {
+            let dir = credentials.as_deref().map(Path::new);
+            resolve_credential("[database] password_file", file, dir).ok()
+        });
+        if let Some(warning) = password_file
+            .as_deref()
+            .and_then(crate::secret::file_mode_warning)
+        {
+            warnings.push(format!("[database] password_file: {warning}"));
+        }
+        warnings
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -480,14 +586,18 @@ impl Config {
     }
 }
 
-fn resolve_secret_file(file: &Path, credentials: Option<&Path>) -> Result<PathBuf, ConfigError> {
+fn resolve_credential(
+    key: &str,
+    file: &Path,
+    credentials: Option<&Path>,
+) -> Result<PathBuf, ConfigError> {
     if file.is_absolute() {
         return Ok(file.to_path_buf());
     }
     match credentials.filter(|dir| !dir.as_os_str().is_empty()) {
         Some(dir) => Ok(dir.join(file)),
         None => Err(ConfigError::Secret(format!(
-            "[dingtalk] app_secret_file: {} is relative, which names a systemd credential, \
+            "{key}: {} is relative, which names a systemd credential, \
              but ${CREDENTIALS_DIRECTORY_ENV} is not set (use LoadCredential= or an absolute path)",
             file.display()
         ))),

@@ -6,14 +6,25 @@ use super::*;
 fn a_relative_secret_file_is_a_systemd_credential() {
     let dir = Path::new("/run/credentials/approval-worker.service");
     assert_eq!(
-        resolve_secret_file(Path::new("app_secret"), Some(dir)).unwrap(),
+        resolve_credential(
+            "[dingtalk] app_secret_file",
+            Path::new("app_secret"),
+            Some(dir)
+        )
+        .unwrap(),
         dir.join("app_secret")
     );
     assert_eq!(
-        resolve_secret_file(Path::new("/etc/secret"), Some(dir)).unwrap(),
+        resolve_credential(
+            "[dingtalk] app_secret_file",
+            Path::new("/etc/secret"),
+            Some(dir)
+        )
+        .unwrap(),
         Path::new("/etc/secret")
     );
-    let err = resolve_secret_file(Path::new("app_secret"), None).unwrap_err();
+    let err = resolve_credential("[dingtalk] app_secret_file", Path::new("app_secret"), None)
+        .unwrap_err();
     assert!(err.to_string().contains("CREDENTIALS_DIRECTORY"), "{err}");
 }
 
@@ -153,4 +164,37 @@ fn a_secret_file_readable_by_others_is_a_warning_and_an_owner_only_one_is_not() 
 fn the_secret_never_shows_in_debug_output() {
     let secret = Secret::new("s3cr3t-value");
     assert!(!format!("{secret:?}").contains("s3cr3t"));
+}
+
+#[test]
+fn a_database_is_a_sqlite_path_or_a_postgres_url_never_both() {
+    let both = problems("[database]\npath = \"q.db\"\nurl = \"postgres://u:secret@h/d\"\n");
+    assert_eq!(both.len(), 1, "{both:?}");
+    assert!(both[0].contains("give one, not both"), "{both:?}");
+    let wrong = problems("[database]\nurl = \"mysql://u:secret@h/d\"\nmax_connections = 0\n");
+    assert_eq!(wrong.len(), 2, "{wrong:?}");
+    assert!(
+        wrong[0].contains("mysql://u@h/d is not a postgres:// URL"),
+        "{wrong:?}"
+    );
+    assert!(
+        !wrong.concat().contains("secret"),
+        "the password is never shown"
+    );
+    assert!(wrong[1].contains("max_connections"), "{wrong:?}");
+
+    let config = Config::parse(
+        "[database]\nurl = \"postgres://approval@db/approvals\"\nlisten = false\n",
+        Path::new("w.toml"),
+    )
+    .unwrap();
+    config.validate(Path::new("w.toml")).unwrap();
+    match config.queue_location().unwrap() {
+        crate::queue::Location::Postgres(options) => {
+            assert_eq!(options.url, "postgres://approval@db/approvals");
+            assert!(!options.listen);
+            assert_eq!(options.max_connections, 10);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -52,7 +52,7 @@ CREATE TABLE job_events (
     attempt     bigint,
     duration_ms bigint,
     error       text,
-    http_status integer
+    http_status bigint
 );
 
 -- The claim walks this index in its ORDER BY (priority DESC, run_at, id) within a queue.
@@ -78,9 +78,10 @@ CREATE TABLE dingtalk_calls (
     PRIMARY KEY (app_key, month, endpoint)
 );
 
--- A new row wakes the workers listening on its queue's channel at once, whoever inserted it.
+-- A new row wakes the workers listening on the channel at once, whoever inserted it, and so
+-- does a job put back in the queue (released, rescued, retried). The payload is the queue.
 -- Notifications are delivered at commit, and identical ones in one transaction are sent once.
-CREATE FUNCTION jobs_notify_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('approval_worker_jobs', NEW.queue);
     RETURN NULL;
@@ -88,4 +89,8 @@ END;
 $$;
 
 CREATE TRIGGER jobs_notify_insert AFTER INSERT ON jobs
-    FOR EACH ROW EXECUTE FUNCTION jobs_notify_insert();
+    FOR EACH ROW EXECUTE FUNCTION jobs_notify();
+
+CREATE TRIGGER jobs_notify_requeue AFTER UPDATE OF status ON jobs
+    FOR EACH ROW WHEN (NEW.status = 'queued' AND OLD.status <> 'queued')
+    EXECUTE FUNCTION jobs_notify();

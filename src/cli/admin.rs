@@ -225,7 +225,7 @@ pub(crate) async fn backup(config: &Config, args: BackupArgs) -> Result<(), CliE
     } else {
         println!(
             "backed up {} to {} ({bytes} bytes)",
-            config.database.path.display(),
+            queue.describe(),
             args.path.display()
         );
     }

@@ -8,7 +8,7 @@ use super::CliError;
 use super::run::dingtalk_client;
 use crate::config::Config;
 use crate::dingtalk::{DingTalk, DingTalkError};
-use crate::queue::{DatabaseFile, inspect_database};
+use crate::queue::{DatabaseFile, Location, inspect, redacted_url};
 
 /// Examples shown by `check --help`.
 pub(crate) const EXAMPLES: &str = "Examples:
@@ -86,59 +86,14 @@ fn secret_source(config: &Config) -> String {
 
 async fn check_paths(config: &Config) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let db = &config.database.path;
-    let parent = db
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let (ok, detail) = match inspect_database(db).await {
-        DatabaseFile::Missing if parent.is_dir() => (
-            true,
-            format!(
-                "{} does not exist yet; `migrate` or `run` creates it",
-                db.display()
-            ),
-        ),
-        DatabaseFile::Missing => (
-            false,
-            format!(
-                "{} does not exist, and neither does its directory",
-                db.display()
-            ),
-        ),
-        DatabaseFile::Ours {
-            version,
-            latest,
-            jobs,
-        } if version < latest => (
-            true,
-            format!(
-                "{}: schema {version}, {} migration(s) to apply (`migrate`); {jobs} jobs",
-                db.display(),
-                latest - version
-            ),
-        ),
-        DatabaseFile::Ours { version, jobs, .. } => (
-            true,
-            format!("{}: schema {version} (current), {jobs} jobs", db.display()),
-        ),
-        DatabaseFile::Foreign(tables) => (
-            false,
-            format!(
-                "{} is not an approval-worker database: it holds other tables ({tables})",
-                db.display()
-            ),
-        ),
-        DatabaseFile::Unreadable(reason) => (
-            false,
-            format!("{} cannot be read as a database: {reason}", db.display()),
-        ),
-    };
-    findings.push(Finding {
-        what: "database".into(),
-        ok,
-        detail,
-    });
+    match config.queue_location() {
+        Ok(location) => findings.push(check_database(&location).await),
+        Err(e) => findings.push(Finding {
+            what: "database".into(),
+            ok: false,
+            detail: e.to_string(),
+        }),
+    }
     if config.upload.allowed_dirs.is_empty() {
         findings.push(Finding {
             what: "attachments".into(),
@@ -159,6 +114,76 @@ async fn check_paths(config: &Config) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// What the configured database holds, read without creating or migrating anything.
+async fn check_database(location: &Location) -> Finding {
+    let (name, missing_parent) = match location {
+        Location::Sqlite(path) => {
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            (path.display().to_string(), !parent.is_dir())
+        }
+        Location::Postgres(options) => (redacted_url(&options.url), false),
+    };
+    let (state, server) = inspect(location).await;
+    let server = server
+        .map(|version| format!(" on {version}"))
+        .unwrap_or_default();
+    let (ok, detail) = match state {
+        DatabaseFile::Missing if !missing_parent => (
+            true,
+            format!("{name} does not exist yet; `migrate` or `run` creates it"),
+        ),
+        DatabaseFile::Missing => (
+            false,
+            format!("{name} does not exist, and neither does its directory"),
+        ),
+        DatabaseFile::Ours { version: 0, .. } => (
+            true,
+            format!("{name}{server}: empty; `migrate` or `run` creates the schema"),
+        ),
+        DatabaseFile::Ours {
+            version,
+            latest,
+            jobs,
+        } if version < latest => (
+            true,
+            format!(
+                "{name}{server}: schema {version}, {} migration(s) to apply (`migrate`); \
+                 {jobs} jobs",
+                latest - version
+            ),
+        ),
+        DatabaseFile::Ours {
+            version, latest, ..
+        } if version > latest => (
+            false,
+            format!(
+                "{name}{server}: schema {version} is newer than this approval-worker knows \
+                 ({latest}); run the newer binary"
+            ),
+        ),
+        DatabaseFile::Ours { version, jobs, .. } => (
+            true,
+            format!("{name}{server}: schema {version} (current), {jobs} jobs"),
+        ),
+        DatabaseFile::Foreign(tables) => (
+            false,
+            format!("{name} is not an approval-worker database: it holds other tables ({tables})"),
+        ),
+        DatabaseFile::Unreadable(reason) => (
+            false,
+            format!("{name} cannot be read as a database: {reason}"),
+        ),
+    };
+    Finding {
+        what: "database".into(),
+        ok,
+        detail,
+    }
 }
 
 async fn check_dingtalk(client: &DingTalk, config: &Config, user: Option<&str>) -> Vec<Finding> {

@@ -17,7 +17,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub use crate::config::LogFormat;
 use crate::config::{Config, ConfigError};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Location, Queue, QueueError};
 
 /// Exit code for a configuration error (EX_CONFIG); systemd's `RestartPreventExitStatus=78`.
 const EXIT_CONFIG: u8 = 78;
@@ -231,30 +231,54 @@ fn completions(shell: clap_complete::Shell) {
     let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
 }
 
-/// Opens the queue, creating the database if there is none yet (`migrate`, `enqueue`, `run`):
-/// a new one is announced, so a mistyped path does not go unnoticed.
+/// Opens the queue, creating the database (SQLite) or its schema (PostgreSQL) if there is
+/// none yet (`migrate`, `enqueue`, `run`): a new SQLite file is announced, so a mistyped path
+/// does not go unnoticed.
 async fn open_queue(config: &Config) -> Result<Queue, CliError> {
-    let path = &config.database.path;
-    let existed = path.exists();
-    let queue = Queue::open(path)
-        .await
-        .map_err(|e| CliError::Runtime(anyhow::anyhow!("database {}: {e}", path.display())))?;
+    let location = config.queue_location()?;
+    let existed = match &location {
+        Location::Sqlite(path) => path.exists(),
+        Location::Postgres(_) => true,
+    };
+    let queue = Queue::connect(&location).await.map_err(|e| {
+        CliError::Runtime(anyhow::anyhow!(
+            "database {}: {e}",
+            location_name(&location)
+        ))
+    })?;
     if !existed {
-        tracing::info!(path = %path.display(), "created a new database");
+        tracing::info!(path = %queue.describe(), "created a new database");
     }
     Ok(queue)
 }
 
-/// Opens the queue for a command about existing jobs, refusing to create a database: an
-/// empty one made at a mistyped path, or beside a running worker whose file was deleted,
-/// would only hide where the jobs are.
+/// The database at `location`, for messages (a PostgreSQL URL without its password).
+fn location_name(location: &Location) -> String {
+    match location {
+        Location::Sqlite(path) => path.display().to_string(),
+        Location::Postgres(options) => crate::queue::redacted_url(&options.url),
+    }
+}
+
+/// Opens the queue for a command about existing jobs, refusing to create one: an empty
+/// queue made at a mistyped path or database, or beside a running worker whose file was
+/// deleted, would only hide where the jobs are.
 async fn open_existing_queue(config: &Config) -> Result<Queue, CliError> {
-    let path = &config.database.path;
-    if !path.exists() {
+    let location = config.queue_location()?;
+    let exists = crate::queue::exists(&location).await.map_err(|e| {
+        CliError::Runtime(anyhow::anyhow!(
+            "database {}: {e}",
+            location_name(&location)
+        ))
+    })?;
+    if !exists {
+        let hint = match &location {
+            Location::Sqlite(_) => "check [database] path (or APPROVAL_WORKER_DATABASE)",
+            Location::Postgres(_) => "check [database] url (or APPROVAL_WORKER_DATABASE_URL)",
+        };
         return Err(CliError::Runtime(anyhow::anyhow!(
-            "no database at {}: check [database] path (or APPROVAL_WORKER_DATABASE); \
-             `approval-worker migrate` creates a new one",
-            path.display()
+            "no approval-worker queue at {}: {hint}; `approval-worker migrate` creates one",
+            location_name(&location)
         )));
     }
     open_queue(config).await
@@ -263,9 +287,6 @@ async fn open_existing_queue(config: &Config) -> Result<Queue, CliError> {
 async fn migrate(config: &Config) -> Result<(), CliError> {
     let queue = open_queue(config).await?;
     queue.close().await;
-    println!(
-        "database {} is at the latest schema",
-        config.database.path.display()
-    );
+    println!("database {} is at the latest schema", queue.describe());
     Ok(())
 }

@@ -1,17 +1,12 @@
-//! What a database file is, for `check`, read without changing it (no schema is created and
-//! no migration applied).
+//! What the configured database holds, read without changing it (no schema is created and
+//! no migration applied), for `check`.
 
-use std::path::Path;
+use super::{Location, QueueError};
 
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Connection, SqliteConnection};
-
-use super::BUSY_TIMEOUT_SECS;
-
-/// What a file at the configured database path holds.
+/// What the configured database holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum DatabaseFile {
-    /// There is no file: `migrate` or `run` creates it.
+    /// There is no SQLite file: `migrate` or `run` creates it.
     Missing,
     /// An approval-worker database.
     Ours {
@@ -22,113 +17,26 @@ pub(crate) enum DatabaseFile {
         /// Jobs it holds.
         jobs: i64,
     },
-    /// Another program's SQLite database (up to five of its tables).
+    /// Another program's database (up to five of its tables).
     Foreign(String),
-    /// Not a database SQLite can read, or one it cannot open; the reason.
+    /// Not a database that can be read, or one that cannot be reached; the reason.
     Unreadable(String),
 }
 
-/// Looks at the file at `path`.
-pub(crate) async fn inspect_database(path: &Path) -> DatabaseFile {
-    if !path.exists() {
-        return DatabaseFile::Missing;
-    }
-    match read(path).await {
-        Ok(file) => file,
-        Err(e) => DatabaseFile::Unreadable(e.to_string()),
+/// What the database at `location` holds, and for PostgreSQL the server's version.
+pub(crate) async fn inspect(location: &Location) -> (DatabaseFile, Option<String>) {
+    match location {
+        Location::Sqlite(path) => (super::sqlite::inspect_database(path).await, None),
+        Location::Postgres(options) => super::postgres::inspect(options).await,
     }
 }
 
-async fn read(path: &Path) -> Result<DatabaseFile, sqlx::Error> {
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(false)
-        .busy_timeout(std::time::Duration::from_secs(BUSY_TIMEOUT_SECS));
-    let mut conn = SqliteConnection::connect_with(&options).await?;
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_schema \
-         WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-    )
-    .fetch_all(&mut conn)
-    .await?;
-    let file = if !tables.iter().any(|name| name == "_sqlx_migrations") {
-        if tables.is_empty() {
-            DatabaseFile::Ours {
-                version: 0,
-                latest: latest_version(),
-                jobs: 0,
-            }
-        } else {
-            DatabaseFile::Foreign(tables.into_iter().take(5).collect::<Vec<_>>().join(", "))
-        }
-    } else {
-        let version: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&mut conn)
-                .await?;
-        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&mut conn)
-            .await?;
-        DatabaseFile::Ours {
-            version: version.unwrap_or(0),
-            latest: latest_version(),
-            jobs,
-        }
-    };
-    conn.close().await?;
-    Ok(file)
-}
-
-fn latest_version() -> i64 {
-    super::migrator()
-        .iter()
-        .map(|migration| migration.version)
-        .max()
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::queue::Queue;
-
-    #[tokio::test]
-    async fn a_file_is_told_apart_as_missing_ours_another_programs_or_not_a_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("q.db");
-        assert_eq!(inspect_database(&path).await, DatabaseFile::Missing);
-        Queue::open(&path).await.unwrap();
-        let DatabaseFile::Ours {
-            version,
-            latest,
-            jobs,
-        } = inspect_database(&path).await
-        else {
-            panic!("expected our database");
-        };
-        assert_eq!((version, jobs), (latest, 0));
-        assert!(latest >= 5);
-
-        let garbage = dir.path().join("garbage.db");
-        std::fs::write(&garbage, vec![b'x'; 8192]).unwrap();
-        assert!(matches!(
-            inspect_database(&garbage).await,
-            DatabaseFile::Unreadable(reason) if reason.contains("not a database")
-        ));
-
-        let crm = dir.path().join("crm.db");
-        let options = SqliteConnectOptions::new()
-            .filename(&crm)
-            .create_if_missing(true);
-        let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
-        sqlx::query("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        assert_eq!(
-            inspect_database(&crm).await,
-            DatabaseFile::Foreign("customers".into())
-        );
+/// Whether the database at `location` holds this program's schema (a SQLite file that
+/// exists, a PostgreSQL database with its migration history), so commands about existing
+/// jobs can refuse to create an empty queue at a mistyped location.
+pub(crate) async fn exists(location: &Location) -> Result<bool, QueueError> {
+    match location {
+        Location::Sqlite(path) => Ok(path.exists()),
+        Location::Postgres(options) => super::postgres::has_schema(options).await,
     }
 }

@@ -1,51 +1,57 @@
-//! The job queue in SQLite: the only module that speaks SQL.
+//! The job queue: the only module that speaks SQL. [`Queue`] is the one interface the worker
+//! and the command line use; behind it sits one store per database, each with its own SQL
+//! and migrations: `sqlite` (one file, one host, the embedded default) and `postgres` (one
+//! database, many hosts).
 //!
 //! Every write after a claim is fenced on `(id, attempt, status = 'running')` and checks that
 //! exactly one row changed; a write that changes nothing means another claim owns the job now
 //! and surfaces as [`QueueError::LeaseLost`]. Time is always bound from Rust (`now_ms`), never
 //! read inside SQL, so tests control it.
 
+/// Runs `$body` with `$store` bound to whichever store `$queue` holds. Every operation both
+/// stores offer goes through here, so each store must offer it with the same signature.
+macro_rules! on_store {
+    ($queue:expr, $store:ident => $body:expr) => {
+        match &$queue.store {
+            $crate::queue::Store::Sqlite($store) => $body,
+            $crate::queue::Store::Postgres($store) => $body,
+        }
+    };
+}
+
 mod admin;
 mod claim;
 mod enqueue;
-mod files;
 mod inspect;
-pub(crate) mod measure;
-mod monitor;
+mod measured;
+mod postgres;
 mod quota;
-#[cfg(test)]
-mod schema_tests;
-#[cfg(test)]
-mod test_support;
+mod sqlite;
 mod text;
 mod transition;
-mod transition_sql;
-mod tx;
-mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-
-use files::DbFiles;
 
 pub use crate::clock::now_ms;
+pub(crate) use admin::{Depth, Stats};
 pub use admin::{EventRow, JobFilter, JobRow};
 pub use claim::ClaimedJob;
 pub use enqueue::{Enqueued, NewJob};
-pub(crate) use inspect::{DatabaseFile, inspect_database};
-pub(crate) use monitor::Depth;
+pub(crate) use inspect::{DatabaseFile, exists, inspect};
+pub(crate) use measured::EventTiming;
+pub use postgres::PgOptions;
+pub(crate) use postgres::redacted as redacted_url;
 pub use quota::{CallDelta, MonthlyCalls, quota_month};
+pub(crate) use sqlite::measure;
+pub(crate) use sqlite::{BUSY_TIMEOUT_SECS, OpenOptions, SqliteStore};
 pub use transition::{Failure, StepDone, Unstored};
 
-/// How long a writer waits for another process's write lock before giving up.
-pub(crate) const BUSY_TIMEOUT_SECS: u64 = 10;
+use postgres::PgStore;
+
 /// The queue name a job gets when its producer names none.
 pub(crate) const DEFAULT_QUEUE: &str = "default";
 
@@ -55,7 +61,7 @@ pub type JobId = i64;
 /// Errors at the queue boundary.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    /// SQLite refused or failed a statement.
+    /// The database refused or failed a statement, or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// A migration could not be applied.
@@ -77,18 +83,34 @@ pub enum QueueError {
         /// The attempt whose write was refused.
         attempt: i64,
     },
-    /// The file is another program's SQLite database: it has tables but no history of this
-    /// program's migrations, so nothing is added to it.
+    /// The database is another program's: it has tables but no history of this program's
+    /// migrations, so nothing is added to it.
     #[error(
         "{path} is not an approval-worker database: it holds other tables ({tables}) and no \
-         approval-worker schema; point [database] path at a file of its own"
+         approval-worker schema; give the queue a database of its own"
     )]
     NotOurs {
-        /// The file.
+        /// The file or the database (its URL without the password).
         path: String,
         /// Some of the tables it holds.
         tables: String,
     },
+    /// The database was migrated by a newer approval-worker than this one.
+    #[error(
+        "{path} has schema version {found}, newer than this approval-worker knows ({known}): \
+         run the newer binary, or restore a backup taken before it migrated"
+    )]
+    SchemaNewer {
+        /// The file or the database (its URL without the password).
+        path: String,
+        /// The newest migration applied to it.
+        found: i64,
+        /// The newest migration this binary has.
+        known: i64,
+    },
+    /// The operation needs the other store (a SQLite file's online backup, say).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// No job has this id.
     #[error("no job with id {0}")]
     NotFound(JobId),
@@ -125,6 +147,13 @@ impl JobStatus {
     const ALL: [JobStatus; 5] = [
         JobStatus::Queued,
         JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The statuses a job ends in.
+    const FINISHED: [JobStatus; 3] = [
         JobStatus::Succeeded,
         JobStatus::Failed,
         JobStatus::Cancelled,
@@ -169,213 +198,289 @@ pub struct Fence {
     attempt: i64,
 }
 
-/// The queue: a pool of connections to one SQLite file, and the group-commit writer that
-/// every fenced transition goes through.
-#[derive(Clone, Debug)]
-pub struct Queue {
-    pool: SqlitePool,
-    writer: writer::Writer,
-    commits: Arc<AtomicU64>,
-    files: Arc<DbFiles>,
-    /// Whether the last claim got every job it asked for (see [`Queue::claim`]).
-    last_claim_full: Arc<AtomicBool>,
+/// Where the queue lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A SQLite file, created if missing.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PgOptions),
 }
 
-/// How [`Queue::open_with`] sets up the connection beyond the fixed pragmas.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct OpenOptions {
-    /// `PRAGMA wal_autocheckpoint` in pages; `None` keeps SQLite's default (1000), `Some(0)`
-    /// turns automatic checkpoints off (the benchmark does, to measure the WAL it writes).
-    pub(crate) wal_autocheckpoint_pages: Option<u32>,
+/// The job queue, on whichever store it lives.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    store: Store,
+}
+
+#[derive(Clone, Debug)]
+enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Queue {
-    /// Opens (creating if needed, owner-only) the database file and applies pending migrations.
+    /// Opens (creating if needed, owner-only) a SQLite queue and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Queue, QueueError> {
         Queue::open_with(path, &OpenOptions::default()).await
     }
 
     /// [`Queue::open`] with extra connection settings.
     pub(crate) async fn open_with(path: &Path, open: &OpenOptions) -> Result<Queue, QueueError> {
-        create_private_file(path)?;
-        let mut options = connect_options(path);
-        if let Some(pages) = open.wal_autocheckpoint_pages {
-            options = options.pragma("wal_autocheckpoint", pages.to_string());
-        }
-        // One connection: SQLite has a single writer anyway, and in-process writers queueing
-        // on the pool is far cheaper than them sleeping in SQLite's busy handler.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            // The default pings the connection on every acquire: a thread hand-off per
-            // statement for nothing, as a local SQLite connection cannot go stale.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
-        migrate(&pool, path).await?;
-        let commits = Arc::new(AtomicU64::new(0));
-        let writer = writer::Writer::spawn(pool.clone(), Arc::clone(&commits));
-        Ok(Queue {
-            pool,
-            writer,
-            commits,
-            files: Arc::new(DbFiles::new(path)),
-            last_claim_full: Arc::new(AtomicBool::new(false)),
-        })
+        let store = Store::Sqlite(SqliteStore::open(path, open).await?);
+        Ok(Queue { store })
     }
 
-    /// Why this queue's database files are no longer the ones at its path (deleted or
-    /// replaced since it opened them), or `None` while they are. Two `stat` calls.
+    /// Opens the queue at `location` and applies pending migrations.
+    pub async fn connect(location: &Location) -> Result<Queue, QueueError> {
+        match location {
+            Location::Sqlite(path) => Queue::open(path).await,
+            Location::Postgres(options) => Ok(Queue {
+                store: Store::Postgres(PgStore::open(options).await?),
+            }),
+        }
+    }
+
+    /// The SQLite store, for what only a SQLite file has (pragmas, its WAL, the benchmark's
+    /// measurements); `None` on PostgreSQL.
+    pub(crate) fn sqlite(&self) -> Option<&SqliteStore> {
+        match &self.store {
+            Store::Sqlite(store) => Some(store),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// Which database this is, for messages: the SQLite file, or the PostgreSQL URL without
+    /// its password.
+    pub(crate) fn describe(&self) -> String {
+        on_store!(self, store => store.describe())
+    }
+
+    /// Adds one job.
+    pub async fn enqueue(&self, job: &NewJob, now_ms: i64) -> Result<Enqueued, QueueError> {
+        let mut out = self.enqueue_many(std::slice::from_ref(job), now_ms).await?;
+        // enqueue_many returns exactly one outcome per input job.
+        Ok(out.remove(0))
+    }
+
+    /// Adds many jobs in one transaction: all are durable when this returns, or none. A job
+    /// whose idempotency key is already taken (in the table or earlier in `jobs`) is not
+    /// added; its outcome names the job holding the key.
+    pub async fn enqueue_many(
+        &self,
+        jobs: &[NewJob],
+        now_ms: i64,
+    ) -> Result<Vec<Enqueued>, QueueError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_store!(self, store => store.enqueue_many(jobs, now_ms).await)
+    }
+
+    /// Leases up to `limit` due jobs of `queue` to `owner` until `now_ms + lease_ms`, highest
+    /// priority first, then oldest `run_at`, and records a `claimed` event for each.
+    pub async fn claim(
+        &self,
+        queue: &str,
+        owner: &str,
+        limit: u32,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<ClaimedJob>, QueueError> {
+        on_store!(self, store => store.claim(queue, owner, limit, lease_ms, now_ms).await)
+    }
+
+    /// Waits until new work may have arrived (another process inserted or released a job),
+    /// or `max_wait` passes. What was seen before is taken when this is called, not when the
+    /// future is first polled, so nothing arriving in between is missed.
+    pub fn wait_for_change(&self, max_wait: Duration) -> impl Future<Output = ()> + Send + use<> {
+        use futures_util::future::Either;
+        match &self.store {
+            Store::Sqlite(store) => Either::Left(store.wait_for_change(max_wait)),
+            Store::Postgres(store) => Either::Right(store.wait_for_change(max_wait)),
+        }
+    }
+
+    /// Extends the leases of `fences`, the claims this process is still driving, to
+    /// `now_ms + lease_ms`; returns how many. A job whose runner stopped (it gave up on a
+    /// write, or panicked) is not among them, so its lease runs out and it is rescued.
+    pub async fn heartbeat(
+        &self,
+        owner: &str,
+        fences: &[Fence],
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<u64, QueueError> {
+        if fences.is_empty() {
+            return Ok(0);
+        }
+        on_store!(self, store => store.heartbeat(owner, fences, lease_ms, now_ms).await)
+    }
+
+    /// Puts running jobs whose lease expired before `now_ms` back in the queue at their
+    /// checkpoint, without charging the attempt (the worker died, not the job). Safe to run
+    /// from several processes at once: each job is rescued by one of them.
+    pub async fn rescue(&self, now_ms: i64) -> Result<Vec<JobId>, QueueError> {
+        on_store!(self, store => store.rescue(now_ms).await)
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, QueueError> {
+        on_store!(self, store => store.list(filter).await)
+    }
+
+    /// One job.
+    pub async fn get(&self, id: JobId) -> Result<JobRow, QueueError> {
+        on_store!(self, store => store.get(id).await)
+    }
+
+    /// A job's history, oldest first.
+    pub async fn events(&self, id: JobId) -> Result<Vec<EventRow>, QueueError> {
+        on_store!(self, store => store.events(id).await)
+    }
+
+    /// Re-queues a failed or cancelled job at its checkpoint with a fresh set of attempts.
+    pub async fn retry(&self, id: JobId, now_ms: i64) -> Result<(), QueueError> {
+        on_store!(self, store => store.retry(id, now_ms).await)
+    }
+
+    /// Cancels a queued job at once, or asks a running one to stop at its next checkpoint.
+    /// A queued job stored at `create_step` (a create may have been sent) is flagged and stays
+    /// queued: the worker reconciles, then adopts the instance or cancels. Returns the status
+    /// afterwards.
+    pub async fn cancel(
+        &self,
+        id: JobId,
+        create_step: &str,
+        now_ms: i64,
+    ) -> Result<JobStatus, QueueError> {
+        on_store!(self, store => store.cancel(id, create_step, now_ms).await)
+    }
+
+    /// Counts for `stats`.
+    pub(crate) async fn stats(&self, now_ms: i64) -> Result<Stats, QueueError> {
+        on_store!(self, store => store.stats(now_ms).await)
+    }
+
+    /// Deletes jobs with one of `statuses` (finished ones: succeeded, failed, cancelled)
+    /// that finished before `before_ms`, with their events; with `dry_run` only counts them.
+    /// The job with the highest id is kept whatever its age, so that its id is never handed
+    /// out again.
+    pub(crate) async fn prune(
+        &self,
+        before_ms: i64,
+        statuses: &[JobStatus],
+        dry_run: bool,
+    ) -> Result<u64, QueueError> {
+        let statuses: Vec<&str> = statuses
+            .iter()
+            .filter(|status| JobStatus::FINISHED.contains(status))
+            .map(|status| status.as_str())
+            .collect();
+        on_store!(self, store => store.prune(before_ms, &statuses, dry_run).await)
+    }
+
+    /// Adds call tallies for `app_key` in `month` in one transaction and returns the app's
+    /// counted calls of that month afterwards (all processes sharing this database included).
+    pub async fn add_calls(
+        &self,
+        app_key: &str,
+        month: &str,
+        deltas: &[CallDelta],
+        now_ms: i64,
+    ) -> Result<u64, QueueError> {
+        on_store!(self, store => store.add_calls(app_key, month, deltas, now_ms).await)
+    }
+
+    /// The app's counted calls in `month`.
+    pub(crate) async fn counted_calls(
+        &self,
+        app_key: &str,
+        month: &str,
+    ) -> Result<u64, QueueError> {
+        on_store!(self, store => store.counted_calls(app_key, month).await)
+    }
+
+    /// Every app's and endpoint's calls in `month`.
+    pub async fn monthly_calls(&self, month: &str) -> Result<Vec<MonthlyCalls>, QueueError> {
+        on_store!(self, store => store.monthly_calls(month).await)
+    }
+
+    /// The depth of `queue` at `now_ms`.
+    pub(crate) async fn depth(&self, queue: &str, now_ms: i64) -> Result<Depth, QueueError> {
+        on_store!(self, store => store.depth(queue, now_ms).await)
+    }
+
+    /// Jobs per status, all queues (every status present, zero included).
+    pub(crate) async fn status_counts(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        let rows = on_store!(self, store => store.status_counts().await)?;
+        Ok(JobStatus::ALL
+            .iter()
+            .map(|status| {
+                let count = rows
+                    .iter()
+                    .find(|(name, _)| name == status.as_str())
+                    .map_or(0, |(_, count)| *count);
+                (status.as_str().to_string(), count)
+            })
+            .collect())
+    }
+
+    /// One round trip to the database.
+    pub(crate) async fn ping(&self) -> Result<(), QueueError> {
+        on_store!(self, store => store.ping().await)
+    }
+
+    /// The query plan the database chooses for the claim, one line per plan row.
+    pub async fn claim_plan(&self) -> Result<Vec<String>, QueueError> {
+        on_store!(self, store => store.claim_plan().await)
+    }
+
+    /// Writes a consistent copy of a SQLite queue to `target` while workers keep running;
+    /// returns its size. A PostgreSQL queue is backed up with `pg_dump`.
+    pub(crate) async fn backup(&self, target: &Path) -> Result<u64, QueueError> {
+        match &self.store {
+            Store::Sqlite(store) => store.backup(target).await,
+            Store::Postgres(_) => Err(QueueError::Unsupported(
+                "a PostgreSQL queue is backed up with pg_dump: \
+                 pg_dump --format=custom --file=approvals.dump DATABASE_URL",
+            )),
+        }
+    }
+
+    /// Why this queue's database files are no longer the ones it opened (deleted or replaced),
+    /// or `None` while they are. A PostgreSQL queue has no files of its own: always `None`.
     pub(crate) fn files_replaced(&self) -> Option<String> {
-        self.files.replaced()
+        self.sqlite().and_then(SqliteStore::files_replaced)
     }
 
     /// Transactions (and autocommit writes) this queue has committed since it was opened:
     /// the benchmark divides it by the jobs finished to report commits per job.
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        on_store!(self, store => store.commits())
     }
 
-    fn count_commit(&self) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Reads back the connection pragmas the queue relies on, as `(name, value)` pairs.
-    pub async fn pragmas(&self) -> Result<Vec<(String, String)>, QueueError> {
-        let mut out = Vec::new();
-        let mut conn = self.pool.acquire().await?;
-        for name in [
-            "journal_mode",
-            "synchronous",
-            "busy_timeout",
-            "foreign_keys",
-        ] {
-            let row = sqlx::query(&format!("PRAGMA {name}"))
-                .fetch_one(&mut *conn)
-                .await?;
-            let value = match row.try_get::<i64, _>(0) {
-                Ok(number) => number.to_string(),
-                Err(_) => row.try_get::<String, _>(0)?,
-            };
-            out.push((name.to_string(), value));
-        }
-        Ok(out)
-    }
-
-    /// The query plan SQLite chooses for the claim, one line per plan row.
-    pub async fn claim_plan(&self) -> Result<Vec<String>, QueueError> {
-        let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", claim::CLAIM_SQL))
-                .bind("owner")
-                .bind(0_i64)
-                .bind(0_i64)
-                .bind(DEFAULT_QUEUE)
-                .bind(0_i64)
-                .bind(DEFAULT_QUEUE)
-                .bind(0_i64)
-                .bind(1_i64)
-                .bind(0_i64)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().map(|row| row.3).collect())
-    }
-
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the connections (a SQLite queue checkpoints its WAL).
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_store!(self, store => store.close().await)
     }
 }
 
-/// The SQLite schema's migrations, embedded in the binary.
-fn migrator() -> sqlx::migrate::Migrator {
-    sqlx::migrate!("./migrations/sqlite")
-}
-
-/// Applies the migrations the database lacks. On an existing database each one is logged,
-/// then the time they took: 0005 rebuilds two tables, which takes a while on a large
-/// database. A new database's schema is only created (logged at debug).
-async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), QueueError> {
-    let migrator = migrator();
-    let has_history: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema \
-         WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(pool)
-    .await?;
-    if !has_history {
-        // An empty file is ours to fill; another program's tables are not ours to add to.
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_schema \
-             WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 5",
-        )
-        .fetch_all(pool)
-        .await?;
-        if !tables.is_empty() {
-            return Err(QueueError::NotOurs {
-                path: path.display().to_string(),
-                tables: tables.join(", "),
-            });
-        }
-        migrator.run(pool).await?;
-        tracing::debug!("created the database schema");
-        return Ok(());
-    }
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await?;
-    let pending: Vec<_> = migrator
-        .iter()
-        .filter(|migration| !applied.contains(&migration.version))
-        .collect();
-    for migration in &pending {
-        tracing::info!(
-            version = migration.version,
-            description = %migration.description,
-            "applying database migration"
-        );
-    }
-    let started = std::time::Instant::now();
-    migrator.run(pool).await?;
-    if !pending.is_empty() {
-        tracing::info!(
-            migrations = pending.len(),
-            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "database migrations applied"
-        );
-    }
-    Ok(())
-}
-
-/// The connection settings every queue connection uses (the benchmark's raw-commit ceiling
-/// uses them too, so it measures the same disk with the same durability).
-pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))
-        .foreign_keys(true)
-}
-
-/// Creates the database file with mode 0600 before SQLite does, so the data (and the WAL,
-/// which SQLite creates with the database's mode) is never readable by other users.
-fn create_private_file(path: &Path) -> Result<(), QueueError> {
-    let open_error = |source| QueueError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(open_error)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(open_error(e)),
+/// Refuses a database that has migrations this binary does not know: it was migrated by a
+/// newer approval-worker, whose rows this one may misread.
+fn check_schema_known(
+    migrator: &sqlx::migrate::Migrator,
+    applied: &[i64],
+    name: &str,
+) -> Result<(), QueueError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied.iter().copied().max() {
+        Some(found) if found > known => Err(QueueError::SchemaNewer {
+            path: name.to_owned(),
+            found,
+            known,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -1,9 +1,11 @@
 //! Reading TEXT columns that other programs wrote: SQLite stores whatever bytes a producer
 //! binds, `json_valid` accepts invalid UTF-8, and one such row must not make a listing or a
-//! claim fail. Invalid bytes are shown escaped (`\xNN`) instead.
+//! claim fail. Invalid bytes are shown escaped (`\xNN`) instead. PostgreSQL refuses such
+//! bytes on the way in, so there the same rows decode as plain text.
 
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::sqlite::{SqliteTypeInfo, SqliteValueRef};
-use sqlx::{Decode, Sqlite, Type, ValueRef};
+use sqlx::{Decode, Postgres, Sqlite, Type, ValueRef};
 
 /// `bytes` as text: valid UTF-8 as it is, every invalid byte as `\xNN`.
 pub(crate) fn escaped(bytes: &[u8]) -> String {
@@ -47,6 +49,25 @@ impl<'r> Decode<'r, Sqlite> for Lossy {
         }
         let bytes = <&[u8] as Decode<Sqlite>>::decode(value)?;
         Ok(Lossy(Some(decode(bytes).unwrap_or_else(|escaped| escaped))))
+    }
+}
+
+impl Type<Postgres> for Lossy {
+    fn type_info() -> PgTypeInfo {
+        <String as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <String as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Lossy {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        if value.is_null() {
+            return Ok(Lossy(None));
+        }
+        Ok(Lossy(Some(<String as Decode<Postgres>>::decode(value)?)))
     }
 }
 

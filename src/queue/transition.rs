@@ -1,15 +1,8 @@
 //! Fenced writes a claim makes: checkpoint, retry later, succeed, fail, release, cancel.
-//! Each changes the job row and records its event in one transaction (the group-commit
-//! writer's, shared with other jobs' writes that arrived meanwhile).
+//! Each is built here as one [`TransitionRequest`]: the change of the job row and the events
+//! recording it, which the store writes in one transaction or not at all.
 
-use sqlx::Sqlite;
-use sqlx::sqlite::SqliteArguments;
-
-use super::writer::TransitionRequest;
 use super::{Fence, JobId, JobStatus, Queue, QueueError};
-
-/// The writer's query; every statement in it uses positional `?` parameters.
-pub(super) type Batch<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// The kinds of `job_events` rows these writes record. `claimed`, `rescued` and `retried`
 /// rows are written by the claim, rescue and retry statements themselves (the schema's CHECK
@@ -136,8 +129,18 @@ impl EventRecord {
     }
 }
 
-/// What a fenced transition changes on the job row; each kind has its statement in
-/// `transition_sql`.
+/// A fenced change of one job plus the events recording it (steps done since the last
+/// write, then the change itself), inserted only if the change is.
+pub(super) struct TransitionRequest {
+    pub(super) fence: Fence,
+    pub(super) change: Change,
+    pub(super) events: Vec<EventRecord>,
+    /// The step a retry, failure, release or cancel stores (see `Unstored`).
+    pub(super) reached: Option<&'static str>,
+    pub(super) now_ms: i64,
+}
+
+/// What a fenced transition changes on the job row; each kind has a statement per store.
 pub(super) enum Change {
     /// The next step and its checkpoint (after a step, or back to an earlier one); the lease
     /// is kept. Answers `cancel_requested`.
@@ -180,15 +183,14 @@ impl Queue {
             })
             .collect();
         events.push(event);
-        self.writer
-            .transition(TransitionRequest {
-                fence,
-                change,
-                events,
-                reached: earlier.reached,
-                now_ms,
-            })
-            .await
+        let request = TransitionRequest {
+            fence,
+            change,
+            events,
+            reached: earlier.reached,
+            now_ms,
+        };
+        on_store!(self, store => store.transition(request).await)
     }
 
     /// Stores the next step once `done` finished (at `done.at_ms`, which is also the write's

@@ -252,7 +252,7 @@ fn commands_about_existing_jobs_refuse_a_missing_database_instead_of_creating_on
             text(&out.stderr)
         );
         assert!(
-            text(&out.stderr).contains("no database at typo/queue.db"),
+            text(&out.stderr).contains("no approval-worker queue at typo/queue.db"),
             "{args:?}: {}",
             text(&out.stderr)
         );

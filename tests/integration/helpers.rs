@@ -35,6 +35,16 @@ impl Harness {
         Harness::with_sandbox(SandboxOptions::default()).await
     }
 
+    /// A harness whose queue is a PostgreSQL database of its own, or `None` where
+    /// PostgreSQL is missing and not required.
+    pub async fn on_postgres() -> Option<Harness> {
+        let database = crate::postgres::Database::create()?;
+        let mut harness = Harness::new().await;
+        harness.config.database.url = Some(database.url.clone());
+        harness.queue = database.queue().await;
+        Some(harness)
+    }
+
     /// A harness with a customised sandbox.
     pub async fn with_sandbox(options: SandboxOptions) -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -187,6 +197,13 @@ impl Harness {
             .filter(|r| r.endpoint == endpoint)
             .collect()
     }
+}
+
+/// A SQLite queue in a temporary directory of its own.
+pub async fn fresh_sqlite_queue() -> (tempfile::TempDir, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
+    (dir, queue)
 }
 
 /// The kinds of a job's stored events, oldest first.
@@ -394,6 +411,7 @@ impl Harness {
             .arg("run")
             .env_remove("APPROVAL_WORKER_CONFIG")
             .env_remove("APPROVAL_WORKER_DATABASE")
+            .env_remove("APPROVAL_WORKER_DATABASE_URL")
             .env("DINGTALK_APP_SECRET", SandboxOptions::default().app_secret)
             .env("APPROVAL_WORKER_LOG", log_level)
             .stdin(std::process::Stdio::null())
@@ -499,14 +517,20 @@ impl Harness {
     /// Writes `name` in the temporary directory: a worker.toml pointing at this harness's
     /// sandbox, database and spool, with the sections of `extra` (TOML) merged over it.
     pub fn config_file(&self, name: &str, extra: &str) -> PathBuf {
+        let database = match &self.config.database.url {
+            Some(url) => format!("url = {url:?}"),
+            None => format!(
+                "path = {:?}",
+                self.config.database.path.display().to_string()
+            ),
+        };
         let mut config: toml::Table = toml::from_str(&format!(
-            "[database]\npath = {db:?}\n\
+            "[database]\n{database}\n\
              [dingtalk]\napp_key = {key:?}\nagent_id = {agent}\napi_base = {url:?}\n\
              oapi_base = {url:?}\nrate_limit_per_sec = 0\n\
              [upload]\nallowed_dirs = [{spool:?}]\n\
              [worker]\npoll_interval_ms = 20\nconcurrency = 4\nbackoff_base_secs = 1\n\
              backoff_max_secs = 1\n",
-            db = self.config.database.path.display().to_string(),
             key = self.config.dingtalk.app_key,
             agent = self.config.dingtalk.agent_id,
             url = self.sandbox.base_url(),
@@ -535,6 +559,7 @@ impl Harness {
             .current_dir(self.dir())
             .env_remove("APPROVAL_WORKER_CONFIG")
             .env_remove("APPROVAL_WORKER_DATABASE")
+            .env_remove("APPROVAL_WORKER_DATABASE_URL")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")

@@ -33,7 +33,7 @@ const FINAL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A fault the kill test may inject; the throttle page is left out because its five-minute
 /// ban would only make the test wait (its handling is covered in `faults`).
-fn random_fault(rng: &mut StdRng) -> (Endpoint, Fault) {
+pub fn random_fault(rng: &mut StdRng) -> (Endpoint, Fault) {
     let endpoints = Endpoint::all();
     let endpoint = endpoints[rng.random_range(0..endpoints.len())];
     let fault = match rng.random_range(0..8) {
@@ -51,7 +51,7 @@ fn random_fault(rng: &mut StdRng) -> (Endpoint, Fault) {
     (endpoint, fault)
 }
 
-fn kind(fault: &Fault) -> String {
+pub fn kind(fault: &Fault) -> String {
     let text = fault.to_string();
     text.split('(').next().unwrap_or_default().to_string()
 }
@@ -150,7 +150,7 @@ async fn sigkill_at_random_moments_loses_no_job_and_duplicates_no_approval() {
 }
 
 /// One job with one to three attachments of random sizes (up to 600 KiB).
-async fn enqueue_random(h: &Harness, rng: &mut StdRng, n: u32) -> i64 {
+pub async fn enqueue_random(h: &Harness, rng: &mut StdRng, n: u32) -> i64 {
     let count = rng.random_range(1..=3);
     let paths: Vec<PathBuf> = (0..count)
         .map(|k| {

@@ -4,6 +4,31 @@
 // Test code: a failed set-up step should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// Runs each named test of the contract once per store.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_dir, queue) = crate::helpers::fresh_sqlite_queue().await;
+                    super::$name(queue).await;
+                }
+            )*
+        }
+
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(database) = crate::postgres::Database::create() else { return };
+                    super::$name(database.queue().await).await;
+                }
+            )*
+        }
+    };
+}
+
 mod bad_input;
 mod cli;
 mod faults;
@@ -13,9 +38,11 @@ mod notify;
 mod ops;
 mod pipeline;
 mod postgres;
+mod postgres_workers;
 mod processes;
 mod producers;
 mod queue;
+mod queue_shared;
 mod recovery;
 mod security;
 mod stops;

@@ -8,7 +8,11 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use approval_worker::queue::{Location, PgOptions, Queue};
 
 /// The schema's migrations, in the order they apply.
 fn migrations() -> Vec<PathBuf> {
@@ -104,9 +108,58 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// One cluster for the whole test binary, started on first use, each test in its own
+    /// database ([`Database`]). A watchdog process stops it and removes its directory once
+    /// this process has exited, however it exits.
+    pub fn shared() -> Option<&'static Cluster> {
+        static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let cluster = Cluster::start()?;
+                cluster.watch_for_exit();
+                Some(cluster)
+            })
+            .as_ref()
+    }
+
+    /// Spawns the watchdog of [`Cluster::shared`].
+    fn watch_for_exit(&self) {
+        let stop = self.command_line("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; \
+             rm -rf '{dir}'",
+            pid = std::process::id(),
+            dir = self.dir.path().display()
+        );
+        // Never waited for: it outlives this process by design, and init reaps it.
+        #[allow(clippy::zombie_processes)]
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    }
+
     /// The connection URL of the cluster's default database.
     pub fn url(&self) -> String {
-        format!("postgres://approval@127.0.0.1:{}/postgres", self.port)
+        self.url_of("postgres")
+    }
+
+    /// The connection URL of `database` in this cluster.
+    pub fn url_of(&self, database: &str) -> String {
+        format!("postgres://approval@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A shell command line running one of the server's programs as [`Cluster::command`] does.
+    fn command_line(&self, program: &str, args: &[&str]) -> String {
+        let program = self.bin.join(program).display().to_string();
+        let runner = match self.as_user {
+            Some(user) => format!("runuser -u {user} -- "),
+            None => String::new(),
+        };
+        format!("{runner}{program} {}", args.join(" "))
     }
 
     fn data(&self) -> String {
@@ -187,6 +240,41 @@ impl Drop for Cluster {
             .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "stop"])
             .output();
+    }
+}
+
+/// A database of its own in the shared cluster, for one test.
+pub struct Database {
+    /// Its connection URL.
+    pub url: String,
+}
+
+impl Database {
+    /// Creates an empty database, or returns `None` where PostgreSQL is missing and not
+    /// required.
+    pub fn create() -> Option<Database> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let cluster = Cluster::shared()?;
+        let name = format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        cluster.psql_ok(&format!("CREATE DATABASE {name}"));
+        Some(Database {
+            url: cluster.url_of(&name),
+        })
+    }
+
+    /// Where the queue in this database is, as `[database] url` names it.
+    pub fn location(&self) -> Location {
+        Location::Postgres(PgOptions {
+            url: self.url.clone(),
+            password: None,
+            max_connections: 8,
+            listen: true,
+        })
+    }
+
+    /// Opens the queue in this database, migrating it.
+    pub async fn queue(&self) -> Queue {
+        Queue::connect(&self.location()).await.unwrap()
     }
 }
 
@@ -304,4 +392,63 @@ fn an_insert_notifies_the_workers_listening_on_its_queue() {
         "one notification per queue and commit: {stdout}"
     );
     assert!(notes[0].contains("\"invoices\""), "{}", notes[0]);
+}
+
+#[tokio::test]
+async fn the_claim_walks_its_index_without_sorting_on_a_million_due_jobs() {
+    let Some(database) = Database::create() else {
+        return;
+    };
+    let queue = database.queue().await;
+    let now = approval_worker::queue::now_ms();
+    let cluster = Cluster::shared().unwrap();
+    let name = database.url.rsplit('/').next().unwrap();
+    // A million due jobs in one statement, then fresh statistics, as autovacuum would have.
+    let fill = format!(
+        "INSERT INTO jobs (payload, run_at, created_at, updated_at) \
+         SELECT '{{}}', {now} - i, {now}, {now} FROM generate_series(1, 1000000) AS i; \
+         ANALYZE jobs"
+    );
+    let output = Command::new("psql")
+        .arg(cluster.url_of(name))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &fill])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan = queue.claim_plan().await.unwrap().join("\n");
+    assert!(plan.contains("Index Scan using jobs_claim"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+}
+
+#[tokio::test]
+async fn a_row_inserted_with_plain_sql_wakes_an_idle_worker_at_once() {
+    let Some(database) = Database::create() else {
+        return;
+    };
+    let queue = database.queue().await;
+    let cluster = Cluster::shared().unwrap();
+    let name = database.url.rsplit('/').next().unwrap().to_owned();
+    let waiting = queue.wait_for_change(std::time::Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    let insert = Command::new("psql")
+        .arg(cluster.url_of(&name))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(r#"INSERT INTO jobs (payload) VALUES ('{"process_code":"PROC-1"}')"#)
+        .output()
+        .unwrap();
+    assert!(insert.status.success());
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("the notification ends the wait long before its 30 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let claimed = queue
+        .claim("default", "w1", 4, 60_000, approval_worker::queue::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
 }

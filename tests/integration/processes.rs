@@ -119,7 +119,7 @@ async fn two_daemons_and_an_outside_writer_share_the_file_without_double_claims(
 
 /// Within one attempt: one claim, at most one ending, and no step done more often than the
 /// job has attachments (plus the redos its step_failed events explain).
-fn assert_no_double_claim(job: &JobRow, events: &[EventRow]) {
+pub fn assert_no_double_claim(job: &JobRow, events: &[EventRow]) {
     let attachments =
         serde_json::from_str::<serde_json::Value>(&job.payload).unwrap()["attachments"]
             .as_array()

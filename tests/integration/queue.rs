@@ -1,5 +1,6 @@
-//! The queue's contract: pragmas, the claim's plan, fencing, rescue, idempotency, cancel and
-//! retry — asserted on stored rows.
+//! The queue's contract, asserted on stored rows: the claim's order, fencing, rescue,
+//! idempotency, cancel and retry. Each test of the contract runs on both stores: once on a
+//! SQLite file (`on_sqlite`) and once on a PostgreSQL database of its own (`on_postgres`).
 
 use approval_worker::approval::CREATE_STEP;
 use approval_worker::queue::{
@@ -14,6 +15,19 @@ async fn fresh() -> (tempfile::TempDir, Queue) {
     let queue = Queue::open(&dir.path().join("q.db")).await.unwrap();
     (dir, queue)
 }
+
+contract!(
+    an_idle_claim_takes_no_write_and_a_claim_after_a_full_one_skips_the_count,
+    the_claim_takes_due_jobs_by_priority_then_age_and_leases_them,
+    a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_again,
+    every_transition_leaves_one_event,
+    a_release_requeues_at_the_checkpoint_without_charging_the_attempt,
+    cancel_stops_a_queued_job_at_once_and_flags_a_running_one,
+    retry_requeues_a_failed_job_with_a_fresh_set_of_attempts,
+    a_batch_enqueue_is_one_transaction_and_dedupes_keys_within_it,
+    a_write_records_the_unstored_steps_before_its_own_event_and_stores_the_step_reached,
+    unstored_steps_of_a_write_whose_fence_fails_are_not_recorded,
+);
 
 /// The `space` step, done at `at_ms` in 1 ms.
 fn space_done(at_ms: i64) -> StepDone {
@@ -40,17 +54,6 @@ fn job() -> NewJob {
     }
 }
 
-#[tokio::test]
-async fn the_connection_runs_in_wal_mode_with_the_configured_pragmas() {
-    let (_dir, queue) = fresh().await;
-    let pragmas = queue.pragmas().await.unwrap();
-    let get = |name: &str| pragmas.iter().find(|(n, _)| n == name).unwrap().1.clone();
-    assert_eq!(get("journal_mode"), "wal");
-    assert_eq!(get("synchronous"), "1", "NORMAL");
-    assert_eq!(get("busy_timeout"), "10000");
-    assert_eq!(get("foreign_keys"), "1");
-}
-
 #[cfg(unix)]
 #[tokio::test]
 async fn the_database_file_is_readable_by_its_owner_only() {
@@ -71,9 +74,7 @@ async fn the_claim_walks_its_index_without_sorting() {
     assert!(!plan.contains("TEMP B-TREE"), "{plan}");
 }
 
-#[tokio::test]
-async fn the_claim_takes_due_jobs_by_priority_then_age_and_leases_them() {
-    let (_dir, queue) = fresh().await;
+async fn the_claim_takes_due_jobs_by_priority_then_age_and_leases_them(queue: Queue) {
     let now = now_ms();
     let low = queue.enqueue(&job(), now).await.unwrap().id;
     let high = queue
@@ -109,9 +110,7 @@ async fn the_claim_takes_due_jobs_by_priority_then_age_and_leases_them() {
     assert_eq!(queue.get(later).await.unwrap().status, "queued");
 }
 
-#[tokio::test]
-async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_again() {
-    let (_dir, queue) = fresh().await;
+async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_again(queue: Queue) {
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
     let stale = claim_one(&queue, "w1", 1_000, now).await;
@@ -166,9 +165,7 @@ async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_agai
     assert_eq!(fresh_claim.charged_attempts(), 1);
 }
 
-#[tokio::test]
-async fn every_transition_leaves_one_event() {
-    let (_dir, queue) = fresh().await;
+async fn every_transition_leaves_one_event(queue: Queue) {
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
     let claim = claim_one(&queue, "w1", 30_000, now).await;
@@ -227,9 +224,7 @@ async fn every_transition_leaves_one_event() {
     assert_eq!(row.finished_at, Some(now + 20));
 }
 
-#[tokio::test]
-async fn a_release_requeues_at_the_checkpoint_without_charging_the_attempt() {
-    let (_dir, queue) = fresh().await;
+async fn a_release_requeues_at_the_checkpoint_without_charging_the_attempt(queue: Queue) {
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
     let claim = claim_one(&queue, "w1", 30_000, now).await;
@@ -249,13 +244,14 @@ async fn a_release_requeues_at_the_checkpoint_without_charging_the_attempt() {
         .unwrap();
     let again = claim_one(&queue, "w1", 30_000, now).await;
     assert_eq!(again.id, id);
-    assert_eq!(again.checkpoint.as_deref(), Some(r#"{"k":1}"#));
+    // The same JSON value (PostgreSQL's jsonb spells it its own way).
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(again.checkpoint.as_deref().unwrap()).unwrap();
+    assert_eq!(checkpoint, json!({"k": 1}));
     assert_eq!(again.charged_attempts(), 1);
 }
 
-#[tokio::test]
-async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
-    let (_dir, queue) = fresh().await;
+async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one(queue: Queue) {
     let now = now_ms();
     let queued = queue.enqueue(&job(), now + 1_000).await.unwrap().id;
     let running = queue.enqueue(&job(), now).await.unwrap().id;
@@ -299,9 +295,7 @@ async fn cancel_stops_a_queued_job_at_once_and_flags_a_running_one() {
     ));
 }
 
-#[tokio::test]
-async fn retry_requeues_a_failed_job_with_a_fresh_set_of_attempts() {
-    let (_dir, queue) = fresh().await;
+async fn retry_requeues_a_failed_job_with_a_fresh_set_of_attempts(queue: Queue) {
     let now = now_ms();
     let id = queue
         .enqueue(
@@ -330,9 +324,7 @@ async fn retry_requeues_a_failed_job_with_a_fresh_set_of_attempts() {
     assert_eq!(again.charged_attempts(), 1);
 }
 
-#[tokio::test]
-async fn a_batch_enqueue_is_one_transaction_and_dedupes_keys_within_it() {
-    let (_dir, queue) = fresh().await;
+async fn a_batch_enqueue_is_one_transaction_and_dedupes_keys_within_it(queue: Queue) {
     let keyed = NewJob {
         idempotency_key: Some("k".into()),
         ..job()
@@ -364,9 +356,9 @@ async fn a_batch_enqueue_is_one_transaction_and_dedupes_keys_within_it() {
     );
 }
 
-#[tokio::test]
-async fn a_write_records_the_unstored_steps_before_its_own_event_and_stores_the_step_reached() {
-    let (_dir, queue) = fresh().await;
+async fn a_write_records_the_unstored_steps_before_its_own_event_and_stores_the_step_reached(
+    queue: Queue,
+) {
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
     let claim = claim_one(&queue, "w1", 30_000, now).await;
@@ -411,9 +403,7 @@ async fn a_write_records_the_unstored_steps_before_its_own_event_and_stores_the_
     );
 }
 
-#[tokio::test]
-async fn unstored_steps_of_a_write_whose_fence_fails_are_not_recorded() {
-    let (_dir, queue) = fresh().await;
+async fn unstored_steps_of_a_write_whose_fence_fails_are_not_recorded(queue: Queue) {
     let now = now_ms();
     let id = queue.enqueue(&job(), now).await.unwrap().id;
     let stale = claim_one(&queue, "w1", 1_000, now).await;
@@ -441,9 +431,7 @@ async fn unstored_steps_of_a_write_whose_fence_fails_are_not_recorded() {
     assert_eq!(kinds, ["claimed", "rescued"]);
 }
 
-#[tokio::test]
-async fn an_idle_claim_takes_no_write_and_a_claim_after_a_full_one_skips_the_count() {
-    let (_dir, queue) = fresh().await;
+async fn an_idle_claim_takes_no_write_and_a_claim_after_a_full_one_skips_the_count(queue: Queue) {
     let now = now_ms();
     let claim = |limit| queue.claim("default", "w1", limit, 30_000, now);
     let before = queue.commits();
@@ -455,8 +443,8 @@ async fn an_idle_claim_takes_no_write_and_a_claim_after_a_full_one_skips_the_cou
     let waiting = queue.enqueue(&job(), now + 60_000).await.unwrap().id;
     let before = queue.commits();
     assert_eq!(claim(2).await.unwrap().len(), 2);
-    // After a full claim the next goes straight to the writer: with nothing due it is an
-    // empty transaction, and the job waiting in backoff is not taken early.
+    // After a full claim the next claims straight away: with nothing due it is an empty
+    // write, and the job waiting in backoff is not taken early.
     assert!(claim(2).await.unwrap().is_empty());
     assert_eq!(queue.commits() - before, 2);
     // After a short claim the next counts first again and writes nothing.

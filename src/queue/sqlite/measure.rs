@@ -5,9 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, FromRow, SqliteConnection};
+use sqlx::{Connection, SqliteConnection};
 
-use super::{Queue, QueueError, connect_options};
+use super::{QueueError, SqliteStore, connect_options};
+use crate::queue::EventTiming;
 
 /// Commits `commits` single-row inserts, one autocommit each, into a fresh table in a new
 /// file at `path`, through sqlx with the queue's connection settings. Returns the time taken.
@@ -54,22 +55,10 @@ impl PlainProducer {
     }
 }
 
-/// One row of `job_events`, as the benchmark reads them.
-#[derive(Debug, Clone, FromRow)]
-pub(crate) struct EventTiming {
-    pub(crate) job_id: i64,
-    /// Unix ms.
-    pub(crate) at: i64,
-    pub(crate) kind: String,
-    pub(crate) step: Option<String>,
-    /// How long the step ran.
-    pub(crate) duration_ms: Option<i64>,
-}
-
-impl Queue {
+impl SqliteStore {
     /// Inserts `count` queued jobs with `payload`, due at `run_at_ms`, in one
     /// `INSERT … SELECT` over a recursive CTE (a million rows take seconds, not minutes).
-    pub(crate) async fn fill(
+    pub(in crate::queue) async fn fill(
         &self,
         count: u64,
         payload: &str,
@@ -92,7 +81,7 @@ impl Queue {
     }
 
     /// Checkpoints the WAL into the database and truncates it to zero bytes.
-    pub(crate) async fn checkpoint_wal(&self) -> Result<(), QueueError> {
+    pub(in crate::queue) async fn checkpoint_wal(&self) -> Result<(), QueueError> {
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await?;
@@ -100,7 +89,7 @@ impl Queue {
     }
 
     /// Every event, oldest first.
-    pub(crate) async fn event_log(&self) -> Result<Vec<EventTiming>, QueueError> {
+    pub(in crate::queue) async fn event_log(&self) -> Result<Vec<EventTiming>, QueueError> {
         Ok(
             sqlx::query_as(
                 "SELECT job_id, at, kind, step, duration_ms FROM job_events ORDER BY id",
@@ -111,7 +100,7 @@ impl Queue {
     }
 
     /// `(created_at, first claimed at)` of every job claimed at least once.
-    pub(crate) async fn pickups(&self) -> Result<Vec<(i64, i64)>, QueueError> {
+    pub(in crate::queue) async fn pickups(&self) -> Result<Vec<(i64, i64)>, QueueError> {
         Ok(sqlx::query_as(
             "SELECT j.created_at, MIN(e.at) FROM jobs j \
              JOIN job_events e ON e.job_id = j.id AND e.kind = 'claimed' \
@@ -119,17 +108,5 @@ impl Queue {
         )
         .fetch_all(&self.pool)
         .await?)
-    }
-
-    /// How many jobs have one of `statuses`, from one read of the counts per status (each
-    /// status through its partial index, as the metrics count).
-    pub(crate) async fn count_statuses(&self, statuses: &[&str]) -> Result<i64, QueueError> {
-        Ok(self
-            .status_counts()
-            .await?
-            .into_iter()
-            .filter(|(name, _)| statuses.contains(&name.as_str()))
-            .map(|(_, jobs)| jobs)
-            .sum())
     }
 }

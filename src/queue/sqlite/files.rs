@@ -27,6 +27,11 @@ impl DbFiles {
         }
     }
 
+    /// The database file, as given.
+    pub(super) fn path(&self) -> &Path {
+        &self.database
+    }
+
     /// Why a file this process has open as the database or its WAL is no longer the one at
     /// that path, if one is not: deleted, or replaced by another file. What this process
     /// commits then lands in a file nobody else reads. The open files are those
@@ -119,7 +124,7 @@ mod tests {
 
 #[cfg(test)]
 mod queue_tests {
-    use crate::queue::test_support::job;
+    use crate::queue::sqlite::test_support::job;
     use crate::queue::{Queue, now_ms};
 
     #[tokio::test]
@@ -132,7 +137,14 @@ mod queue_tests {
         assert!(wal.exists());
         // The pool's only connection closes, as it does at the end of its lifetime: SQLite,
         // closing the last connection, checkpoints and deletes the WAL.
-        let conn = queue.pool.acquire().await.unwrap().detach();
+        let conn = queue
+            .sqlite()
+            .unwrap()
+            .pool
+            .acquire()
+            .await
+            .unwrap()
+            .detach();
         sqlx::Connection::close(conn).await.unwrap();
         assert!(!wal.exists(), "closing the last connection deletes the WAL");
         queue.enqueue(&job(), now_ms()).await.unwrap();

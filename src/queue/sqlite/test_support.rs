@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use super::{ClaimedJob, NewJob, Queue};
 use crate::queue::now_ms;
+use crate::queue::{ClaimedJob, NewJob, Queue};
 
 /// A job with a minimal payload.
 pub(super) fn job() -> NewJob {

@@ -8,9 +8,7 @@
 //! id no job has (see [`PADDING_ID`]), so a handful of statement texts covers every batch
 //! and they stay prepared: through sqlx, preparing costs more than the padding rows.
 
-use super::JobId;
-use super::transition::{Batch, Change, EventRecord};
-use super::writer::TransitionRequest;
+use super::{Batch, Change, EventRecord, JobId, TransitionRequest};
 
 /// The id of a padding row: no job has it, so it joins nothing.
 const PADDING_ID: JobId = -1;

@@ -3,22 +3,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-
-use super::{Queue, QueueError};
-
-/// How much work one queue holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct Depth {
-    /// Queued jobs, due or not.
-    pub(crate) queued: i64,
-    /// Queued jobs whose `run_at` has come: waiting for a worker.
-    pub(crate) due: i64,
-    /// The earliest `run_at` among due jobs (unix ms): how long the oldest has waited.
-    pub(crate) oldest_due_at: Option<i64>,
-    /// Running jobs (any process).
-    pub(crate) running: i64,
-}
+use super::{Depth, QueueError, SqliteStore};
 
 /// Jobs per status, each status through its partial index: queued through `jobs_due`,
 /// running through `jobs_lease`, finished through `jobs_finished`. SQLite uses a partial
@@ -29,9 +14,13 @@ const STATUS_COUNTS_SQL: &str = "SELECT 'queued', COUNT(*) FROM jobs WHERE statu
      UNION ALL SELECT status, COUNT(*) FROM jobs \
          WHERE (status = 'succeeded' OR status = 'failed' OR status = 'cancelled') GROUP BY status";
 
-impl Queue {
+impl SqliteStore {
     /// The depth of `queue` at `now_ms`; walks only the partial indexes of unfinished jobs.
-    pub(crate) async fn depth(&self, queue: &str, now_ms: i64) -> Result<Depth, QueueError> {
+    pub(in crate::queue) async fn depth(
+        &self,
+        queue: &str,
+        now_ms: i64,
+    ) -> Result<Depth, QueueError> {
         let (queued, due, oldest_due_at, running): (i64, i64, Option<i64>, i64) = sqlx::query_as(
             "SELECT COUNT(*), COALESCE(SUM(run_at <= ?2), 0), \
                      MIN(CASE WHEN run_at <= ?2 THEN run_at END), \
@@ -50,25 +39,15 @@ impl Queue {
         })
     }
 
-    /// Jobs per status, all queues (every status present, zero included).
-    pub(crate) async fn status_counts(&self) -> Result<Vec<(String, i64)>, QueueError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(STATUS_COUNTS_SQL)
+    /// Jobs per status, all queues; a finished status with no jobs may be missing.
+    pub(in crate::queue) async fn status_counts(&self) -> Result<Vec<(String, i64)>, QueueError> {
+        Ok(sqlx::query_as(STATUS_COUNTS_SQL)
             .fetch_all(&self.pool)
-            .await?;
-        Ok(super::JobStatus::ALL
-            .iter()
-            .map(|status| {
-                let count = rows
-                    .iter()
-                    .find(|(name, _)| name == status.as_str())
-                    .map_or(0, |(_, count)| *count);
-                (status.as_str().to_string(), count)
-            })
-            .collect())
+            .await?)
     }
 
     /// One round trip to the database.
-    pub(crate) async fn ping(&self) -> Result<(), QueueError> {
+    pub(in crate::queue) async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
@@ -76,7 +55,7 @@ impl Queue {
     /// Writes a consistent copy of the database to `target` while workers keep running
     /// (`VACUUM INTO`: one read transaction, so writers are not blocked in WAL mode). The
     /// target must not exist; it is created owner-only, like the database. Returns its size.
-    pub(crate) async fn backup(&self, target: &Path) -> Result<u64, QueueError> {
+    pub(in crate::queue) async fn backup(&self, target: &Path) -> Result<u64, QueueError> {
         let open_error = |source| QueueError::Open {
             path: target.display().to_string(),
             source,
@@ -105,7 +84,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::STATUS_COUNTS_SQL;
-    use crate::queue::test_support::{fresh_queue, job, queue_with_claimed};
+    use crate::queue::sqlite::test_support::{fresh_queue, job, queue_with_claimed};
     use crate::queue::{Unstored, now_ms};
 
     #[tokio::test]
@@ -113,7 +92,7 @@ mod tests {
         let (_dir, queue) = fresh_queue().await;
         let rows: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(&format!("EXPLAIN QUERY PLAN {STATUS_COUNTS_SQL}"))
-                .fetch_all(&queue.pool)
+                .fetch_all(&queue.sqlite().unwrap().pool)
                 .await
                 .unwrap();
         let scans: Vec<&str> = rows

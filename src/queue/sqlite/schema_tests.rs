@@ -6,8 +6,9 @@ use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqlitePoolOptions;
 
+use super::connect_options;
 use super::test_support::{fresh_queue, job};
-use super::{Queue, connect_options};
+use crate::queue::Queue;
 
 /// The writes a job makes row by row: its events, its claim and transitions (which set
 /// `status`, checked by the table), and its finish (which enters `jobs_finished`).
@@ -34,7 +35,11 @@ async fn temporary_btrees(pool: &sqlx::SqlitePool, sql: &str) -> usize {
 async fn a_job_s_row_by_row_writes_build_no_temporary_table_for_their_checks() {
     let (_dir, queue) = fresh_queue().await;
     for sql in PER_ROW_WRITES {
-        assert_eq!(temporary_btrees(&queue.pool, sql).await, 0, "{sql}");
+        assert_eq!(
+            temporary_btrees(&queue.sqlite().unwrap().pool, sql).await,
+            0,
+            "{sql}"
+        );
     }
 }
 
@@ -100,7 +105,7 @@ async fn upgrading_from_the_fourth_migration_keeps_every_row_and_every_rule() {
         "SELECT id, idempotency_key, payload, status, step, checkpoint, attempt, result, \
                 created_at, updated_at, finished_at FROM jobs ORDER BY id",
     )
-    .fetch_all(&queue.pool)
+    .fetch_all(&queue.sqlite().unwrap().pool)
     .await
     .unwrap();
     let first: JobRow = (
@@ -122,7 +127,7 @@ async fn upgrading_from_the_fourth_migration_keeps_every_row_and_every_rule() {
         "SELECT id, job_id, at, kind, step, attempt, duration_ms, error, http_status \
          FROM job_events ORDER BY id",
     )
-    .fetch_all(&queue.pool)
+    .fetch_all(&queue.sqlite().unwrap().pool)
     .await
     .unwrap();
     let ids: Vec<i64> = events.iter().map(|event| event.0).collect();
@@ -159,22 +164,24 @@ async fn upgrading_from_the_fourth_migration_keeps_every_row_and_every_rule() {
             "an event of no job",
         ),
     ] {
-        let refused = sqlx::query(sql).execute(&queue.pool).await;
+        let refused = sqlx::query(sql)
+            .execute(&queue.sqlite().unwrap().pool)
+            .await;
         assert!(refused.is_err(), "{what} is still refused");
     }
     sqlx::query("DELETE FROM jobs WHERE id = 1")
-        .execute(&queue.pool)
+        .execute(&queue.sqlite().unwrap().pool)
         .await
         .unwrap();
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_events")
-        .fetch_one(&queue.pool)
+        .fetch_one(&queue.sqlite().unwrap().pool)
         .await
         .unwrap();
     assert_eq!(left, 0, "deleting a job still deletes its events");
 
     let indexes: Vec<String> =
         sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name")
-            .fetch_all(&queue.pool)
+            .fetch_all(&queue.sqlite().unwrap().pool)
             .await
             .unwrap();
     assert_eq!(
@@ -219,4 +226,15 @@ async fn another_programs_database_is_refused_and_left_as_it_was() {
     let empty = dir.path().join("empty.db");
     std::fs::write(&empty, b"").unwrap();
     Queue::open(&empty).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_connection_runs_in_wal_mode_with_the_configured_pragmas() {
+    let (_dir, queue) = fresh_queue().await;
+    let pragmas = queue.sqlite().unwrap().pragmas().await.unwrap();
+    let get = |name: &str| pragmas.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(get("journal_mode"), "wal");
+    assert_eq!(get("synchronous"), "1", "NORMAL");
+    assert_eq!(get("busy_timeout"), "10000");
+    assert_eq!(get("foreign_keys"), "1");
 }

@@ -93,7 +93,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    use crate::queue::test_support::job;
+    use crate::queue::sqlite::test_support::job;
     use crate::queue::{CallDelta, JobFilter, Queue, QueueError, now_ms};
 
     /// A tmpfs of `kib` KiB mounted on a fresh directory, unmounted when dropped; `None` where
@@ -184,7 +184,7 @@ mod tests {
         let now = now_ms();
         queue.enqueue_many(&vec![job(); 1], now).await.unwrap();
         let (updated, update_ran) = tokio::sync::oneshot::channel();
-        let halfway = super::immediate(&queue.pool, async move |conn| {
+        let halfway = super::immediate(&queue.sqlite().unwrap().pool, async move |conn| {
             sqlx::query("UPDATE jobs SET priority = 5")
                 .execute(&mut *conn)
                 .await?;

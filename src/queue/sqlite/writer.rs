@@ -19,9 +19,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::TransitionRequest;
 use super::claim::{self, ClaimRequest};
 use super::enqueue::{self, EnqueueRequest};
-use super::transition::{Change, EventRecord};
 use super::{ClaimedJob, Enqueued, Fence, JobId, QueueError, lease_lost};
 use super::{transition_sql, tx};
 
@@ -42,17 +42,6 @@ pub(super) enum Op {
         EnqueueRequest,
         oneshot::Sender<Result<Vec<Enqueued>, QueueError>>,
     ),
-}
-
-/// A fenced change of one job plus the events recording it (steps done since the last
-/// write, then the change itself), inserted only if the change is.
-pub(super) struct TransitionRequest {
-    pub(super) fence: Fence,
-    pub(super) change: Change,
-    pub(super) events: Vec<EventRecord>,
-    /// The step a retry, failure, release or cancel stores (see `Unstored`).
-    pub(super) reached: Option<&'static str>,
-    pub(super) now_ms: i64,
 }
 
 /// What one operation did inside a batch that committed.

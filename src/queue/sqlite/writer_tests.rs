@@ -4,7 +4,7 @@
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::queue::test_support::queue_with_claimed;
+use crate::queue::sqlite::test_support::queue_with_claimed;
 use crate::queue::{NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
 
 /// The `space` step, done at `at_ms` in 1 ms.

@@ -1,0 +1,128 @@
+//! Several `run` processes on one PostgreSQL database, as on several hosts: producers insert
+//! with `psql` while the daemons run, the daemons are killed with SIGKILL at random moments
+//! and restarted, the sandbox injects faults, and at the end every job has succeeded with
+//! exactly one approval instance and no attempt was claimed twice.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::faults::summary;
+use crate::helpers::{BINARY_WORKER, Harness, audit, bytes, sigterm, wait_exit};
+use crate::kill::{enqueue_random, random_fault};
+use crate::processes::assert_no_double_claim;
+
+/// Daemons sharing the database.
+const DAEMONS: usize = 3;
+/// Kills in the default (CI) mode; `APPROVAL_WORKER_KILL_ROUNDS` sets another number.
+const CI_KILLS: u32 = 30;
+/// Jobs enqueued through the queue API before and during the kills.
+const API_JOBS: u32 = 60;
+/// Rows `psql` inserts while the daemons run.
+const SQL_ROWS: usize = 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_killed_at_random_on_one_database_lose_no_job_and_duplicate_no_approval() {
+    let Some(h) = Harness::on_postgres().await else {
+        return;
+    };
+    let kills: u32 = std::env::var("APPROVAL_WORKER_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CI_KILLS);
+    let seed: u64 = rand::random();
+    eprintln!("postgres kill test: {kills} kills of {DAEMONS} daemons, seed {seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let config = h.binary_config("worker", BINARY_WORKER);
+    let url = h.config.database.url.clone().unwrap();
+    let logs: Vec<_> = (0..DAEMONS)
+        .map(|n| h.spool.with_file_name(format!("daemon-{n}.log")))
+        .collect();
+
+    let mut enqueued = 0;
+    for _ in 0..API_JOBS / 2 {
+        enqueue_random(&h, &mut rng, enqueued).await;
+        enqueued += 1;
+    }
+    // A producer on "another host": plain SQL through psql, one row per statement.
+    let rows: Vec<String> = (0..SQL_ROWS)
+        .map(|n| {
+            let file = h.file(&format!("psql-{n}.pdf"), &bytes(3_000 + n * 10, n as u8));
+            let payload = h.payload(&[&file]).to_string().replace('\'', "''");
+            format!(
+                "INSERT INTO jobs (payload, priority) VALUES ('{payload}', {});",
+                n % 3
+            )
+        })
+        .collect();
+    let producer = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            for row in rows {
+                let output = Command::new("psql")
+                    .arg(&url)
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &row])
+                    .output()
+                    .unwrap();
+                assert!(
+                    output.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
+    });
+
+    let mut daemons: Vec<_> = logs
+        .iter()
+        .map(|log| h.spawn_binary(&config, log, "warn"))
+        .collect();
+    let started = Instant::now();
+    for round in 0..kills {
+        if round % 2 == 0 && enqueued < API_JOBS {
+            enqueue_random(&h, &mut rng, enqueued).await;
+            enqueued += 1;
+        }
+        if rng.random_bool(0.3) {
+            let (endpoint, fault) = random_fault(&mut rng);
+            h.sandbox.inject(endpoint, fault, 1);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
+        let victim = rng.random_range(0..DAEMONS);
+        daemons[victim].kill().expect("SIGKILL");
+        daemons[victim].wait().expect("reaped");
+        daemons[victim] = h.spawn_binary(&config, &logs[victim], "warn");
+    }
+    while enqueued < API_JOBS {
+        enqueue_random(&h, &mut rng, enqueued).await;
+        enqueued += 1;
+    }
+    producer.join().expect("the psql producer");
+
+    let jobs = h.all_finished(Duration::from_secs(120)).await;
+    for daemon in &mut daemons {
+        sigterm(daemon);
+    }
+    for daemon in &mut daemons {
+        assert!(wait_exit(daemon, Duration::from_secs(10)).await.success());
+    }
+    assert_eq!(jobs.len(), API_JOBS as usize + SQL_ROWS);
+    for job in &jobs {
+        let events = h.queue.events(job.id).await.unwrap();
+        assert_eq!(job.status, "succeeded", "{job:?}\n{}", summary(&events));
+        assert_no_double_claim(job, &events);
+    }
+    assert_eq!(
+        audit(&h.sandbox.instances(), &jobs),
+        (0, 0),
+        "(duplicates, lost)"
+    );
+    eprintln!(
+        "postgres kill test: {} jobs, {kills} kills in {:.1} s, all succeeded once",
+        jobs.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
