@@ -38,11 +38,17 @@ impl Harness {
     /// A harness whose queue is a PostgreSQL database of its own, or `None` where
     /// PostgreSQL is missing and not required.
     pub async fn on_postgres() -> Option<Harness> {
-        let database = crate::postgres::Database::create()?;
+        let cluster = crate::postgres::Cluster::shared()?;
+        Some(Harness::on_postgres_in(cluster).await)
+    }
+
+    /// A harness whose queue is a new database in `cluster`.
+    pub async fn on_postgres_in(cluster: &crate::postgres::Cluster) -> Harness {
+        let database = crate::postgres::Database::create_in(cluster);
         let mut harness = Harness::new().await;
         harness.config.database.url = Some(database.url.clone());
         harness.queue = database.queue().await;
-        Some(harness)
+        harness
     }
 
     /// A harness with a customised sandbox.

@@ -142,6 +142,27 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`): every connection is cut, and the
+    /// server is back when this returns.
+    pub fn restart(&self) {
+        // The server's output goes to the log, as at start: a server holding this
+        // process's pipe would keep `output()` waiting for ever.
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-m",
+                "fast",
+                "-w",
+                "restart",
+            ],
+        );
+    }
+
     /// The connection URL of the cluster's default database.
     pub fn url(&self) -> String {
         self.url_of("postgres")
@@ -253,13 +274,17 @@ impl Database {
     /// Creates an empty database, or returns `None` where PostgreSQL is missing and not
     /// required.
     pub fn create() -> Option<Database> {
+        Some(Database::create_in(Cluster::shared()?))
+    }
+
+    /// Creates an empty database in `cluster`.
+    pub fn create_in(cluster: &Cluster) -> Database {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let cluster = Cluster::shared()?;
         let name = format!("t{}", NEXT.fetch_add(1, Ordering::Relaxed));
         cluster.psql_ok(&format!("CREATE DATABASE {name}"));
-        Some(Database {
+        Database {
             url: cluster.url_of(&name),
-        })
+        }
     }
 
     /// Where the queue in this database is, as `[database] url` names it.
@@ -451,4 +476,39 @@ async fn a_row_inserted_with_plain_sql_wakes_an_idle_worker_at_once() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
+}
+
+#[tokio::test]
+async fn the_listener_reconnects_after_a_restart_and_wakes_workers_again() {
+    // A cluster of its own: a restart cuts every connection to the server.
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let database = Database::create_in(&cluster);
+    let queue = database.queue().await;
+    let reconnected = queue.wait_for_change(std::time::Duration::from_secs(20));
+    let started = std::time::Instant::now();
+    cluster.restart();
+    reconnected.await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the listener said it was back ({:?})",
+        started.elapsed()
+    );
+    let waiting = queue.wait_for_change(std::time::Duration::from_secs(30));
+    let insert = Command::new("psql")
+        .arg(&database.url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(r#"INSERT INTO jobs (payload) VALUES ('{"process_code":"PROC-1"}')"#)
+        .output()
+        .unwrap();
+    assert!(insert.status.success());
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("a notification after the restart ends the wait");
+    let claimed = queue
+        .claim("default", "w1", 4, 60_000, approval_worker::queue::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the pool reconnected too");
 }

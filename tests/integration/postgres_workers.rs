@@ -126,3 +126,57 @@ async fn three_daemons_killed_at_random_on_one_database_lose_no_job_and_duplicat
         started.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_rides_out_a_postgres_restart_and_leaves_no_job_running() {
+    // A cluster of its own: the restart cuts every connection to the server.
+    let Some(cluster) = crate::postgres::Cluster::start() else {
+        return;
+    };
+    let h = Harness::on_postgres_in(&cluster).await;
+    let config = h.binary_config("worker", BINARY_WORKER);
+    let log = h.spool.with_file_name("restart.log");
+    let mut rng = StdRng::seed_from_u64(7);
+    for n in 0..40 {
+        enqueue_random(&h, &mut rng, n).await;
+    }
+    // Slow creates keep jobs in flight when the server goes away.
+    h.sandbox.inject(
+        approval_worker::sandbox::Endpoint::CreateInstance,
+        approval_worker::sandbox::Fault::Latency(Duration::from_millis(300)),
+        10,
+    );
+    let mut daemon = h.spawn_binary(&config, &log, "warn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.sandbox.instances().len() < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "no job finished before the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.restart();
+    let jobs = h.all_finished(Duration::from_secs(90)).await;
+    sigterm(&daemon);
+    assert!(
+        wait_exit(&mut daemon, Duration::from_secs(10))
+            .await
+            .success()
+    );
+    assert_eq!(jobs.len(), 40);
+    for job in &jobs {
+        let events = h.queue.events(job.id).await.unwrap();
+        assert_eq!(job.status, "succeeded", "{job:?}\n{}", summary(&events));
+    }
+    assert_eq!(
+        audit(&h.sandbox.instances(), &jobs),
+        (0, 0),
+        "(duplicates, lost)"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("lost the database connection listening for new jobs")
+            || text.contains("listening for new jobs failed"),
+        "the listener saw the restart: {text}"
+    );
+}
