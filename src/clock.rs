@@ -9,6 +9,14 @@ pub fn now_ms() -> i64 {
     i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Microseconds since the Unix epoch, for pacing calls finer than a millisecond.
+pub(crate) fn now_us() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// The civil date `(year, month, day)` of a count of days since 1970-01-01 (Howard
 /// Hinnant's algorithm; proleptic Gregorian, any day count).
 pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {

@@ -1,7 +1,9 @@
 //! Client-wide pacing: the calls-per-second limiter and the pause DingTalk's throttling imposes.
 
+use std::future::Future;
 use std::num::NonZeroU32;
-use std::sync::{Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -9,10 +11,24 @@ use tokio::time::Instant;
 
 use super::error::{DingTalkError, MAX_IN_CALL_WAIT};
 
+/// Call slots shared with other processes that call DingTalk as the same app (several hosts):
+/// DingTalk's limit is per app and API, so each call waits for a slot no other process holds.
+pub trait SharedPace: Send + Sync {
+    /// Waits until a call to `endpoint` may be sent. `Err` (a reason) when no shared slot can
+    /// be had; the limiter then paces this process on its own.
+    fn until_slot(
+        &self,
+        endpoint: &'static str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
 /// Shared by all clones of one client, hence by all workers of one app.
 pub(super) struct Limiter {
     /// One pace per API, as DingTalk counts its limit per app and API.
     rate: Option<DefaultKeyedRateLimiter<&'static str>>,
+    /// Slots shared with other processes, when set; the per-process pace is then only the
+    /// fallback for when they cannot be had.
+    shared: OnceLock<Arc<dyn SharedPace>>,
     /// Set when DingTalk answers "too fast"; every call waits for it, so one throttle answer
     /// slows all workers instead of each finding out on its own.
     paused_until: Mutex<Option<Instant>>,
@@ -26,7 +42,16 @@ impl Limiter {
         Self {
             rate: NonZeroU32::new(per_sec)
                 .map(|n| RateLimiter::keyed(Quota::per_second(n).allow_burst(NonZeroU32::MIN))),
+            shared: OnceLock::new(),
             paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Paces calls through `pace` from now on (once; a second pace is ignored). Only with a
+    /// rate limit: an unlimited client has nothing to share.
+    pub(super) fn share(&self, pace: Arc<dyn SharedPace>) {
+        if self.rate.is_some() {
+            let _ = self.shared.set(pace);
         }
     }
 
@@ -42,6 +67,14 @@ impl Limiter {
                 });
             }
             tokio::time::sleep(remaining).await;
+        }
+        if let Some(shared) = self.shared.get() {
+            match shared.until_slot(endpoint).await {
+                Ok(()) => return Ok(()),
+                Err(reason) => {
+                    tracing::warn!(endpoint, %reason, "no shared call slot; pacing this process alone");
+                }
+            }
         }
         if let Some(rate) = &self.rate {
             rate.until_key_ready(&endpoint).await;

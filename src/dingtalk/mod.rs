@@ -37,6 +37,7 @@ pub(crate) use workflow::{Approver, CreateInstance, FormValue};
 use crate::secret::Secret;
 use counter::CallCounter;
 use limiter::Limiter;
+pub use limiter::SharedPace;
 use token::TokenCache;
 
 /// How to reach DingTalk and as which app.
@@ -123,6 +124,18 @@ impl DingTalk {
                 calls: CallCounter::default(),
             }),
         })
+    }
+
+    /// Paces this client's calls through slots shared with other processes calling as the
+    /// same app, instead of on its own (see [`SharedPace`]). Affects every clone; only the
+    /// first pace given counts, and only when the client has a rate limit.
+    pub fn share_pace(&self, pace: Arc<dyn SharedPace>) {
+        self.inner.limiter.share(pace);
+    }
+
+    /// The configured calls per second per API; 0 means unlimited.
+    pub fn rate_limit_per_sec(&self) -> u32 {
+        self.inner.settings.rate_limit_per_sec
     }
 
     /// How many requests went to the token endpoint.

@@ -406,6 +406,36 @@ impl Queue {
         on_store!(self, store => store.monthly_calls(month).await)
     }
 
+    /// Whether DingTalk calls are paced through slots in this database, shared by every
+    /// process using it ([`Queue::take_call_slots`]): on PostgreSQL, where those processes may
+    /// be on several hosts. On SQLite each process paces itself.
+    pub(crate) fn shares_call_slots(&self) -> bool {
+        matches!(self.store, Store::Postgres(_))
+    }
+
+    /// Takes `count` consecutive DingTalk call slots, `interval_us` apart, for `endpoint` of
+    /// `app_key`, no earlier than `now_us`; returns when the first is (unix µs). No slot is
+    /// ever given twice, whichever process asks.
+    pub(crate) async fn take_call_slots(
+        &self,
+        app_key: &str,
+        endpoint: &str,
+        count: u32,
+        interval_us: i64,
+        now_us: i64,
+    ) -> Result<i64, QueueError> {
+        match &self.store {
+            Store::Postgres(store) => {
+                store
+                    .take_slots(app_key, endpoint, count, interval_us, now_us)
+                    .await
+            }
+            Store::Sqlite(_) => Err(QueueError::Unsupported(
+                "call slots are shared through PostgreSQL; a SQLite queue paces each process",
+            )),
+        }
+    }
+
     /// The depth of `queue` at `now_ms`.
     pub(crate) async fn depth(&self, queue: &str, now_ms: i64) -> Result<Depth, QueueError> {
         on_store!(self, store => store.depth(queue, now_ms).await)

@@ -7,6 +7,7 @@ mod http;
 mod maintain;
 mod metrics;
 mod notify;
+mod pace;
 mod policy;
 mod pool;
 mod quota;
@@ -190,6 +191,13 @@ impl Worker {
             rand::random::<u32>()
         );
         let quota = CallQuota::new(settings.app_key.clone(), settings.monthly_call_budget);
+        // On PostgreSQL the processes sharing the queue may be on several hosts, all calling
+        // as one app: DingTalk's limit is paced through the database instead of per process.
+        let per_sec = dingtalk.rate_limit_per_sec();
+        if queue.shares_call_slots() && per_sec > 0 {
+            let pace = pace::DbPace::new(queue.clone(), settings.app_key.clone(), per_sec);
+            dingtalk.share_pace(Arc::new(pace));
+        }
         Worker {
             inner: Arc::new(Inner {
                 queue,

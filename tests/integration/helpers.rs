@@ -38,14 +38,22 @@ impl Harness {
     /// A harness whose queue is a PostgreSQL database of its own, or `None` where
     /// PostgreSQL is missing and not required.
     pub async fn on_postgres() -> Option<Harness> {
+        Harness::on_postgres_with(SandboxOptions::default()).await
+    }
+
+    /// [`Harness::on_postgres`] with a customised sandbox.
+    pub async fn on_postgres_with(options: SandboxOptions) -> Option<Harness> {
         let cluster = crate::postgres::Cluster::shared()?;
-        Some(Harness::on_postgres_in(cluster).await)
+        Some(Harness::on_postgres_in(cluster, options).await)
     }
 
     /// A harness whose queue is a new database in `cluster`.
-    pub async fn on_postgres_in(cluster: &crate::postgres::Cluster) -> Harness {
+    pub async fn on_postgres_in(
+        cluster: &crate::postgres::Cluster,
+        options: SandboxOptions,
+    ) -> Harness {
         let database = crate::postgres::Database::create_in(cluster);
-        let mut harness = Harness::new().await;
+        let mut harness = Harness::with_sandbox(options).await;
         harness.config.database.url = Some(database.url.clone());
         harness.queue = database.queue().await;
         harness

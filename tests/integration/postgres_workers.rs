@@ -133,7 +133,7 @@ async fn a_daemon_rides_out_a_postgres_restart_and_leaves_no_job_running() {
     let Some(cluster) = crate::postgres::Cluster::start() else {
         return;
     };
-    let h = Harness::on_postgres_in(&cluster).await;
+    let h = Harness::on_postgres_in(&cluster, Default::default()).await;
     let config = h.binary_config("worker", BINARY_WORKER);
     let log = h.spool.with_file_name("restart.log");
     let mut rng = StdRng::seed_from_u64(7);
@@ -178,5 +178,88 @@ async fn a_daemon_rides_out_a_postgres_restart_and_leaves_no_job_running() {
         text.contains("lost the database connection listening for new jobs")
             || text.contains("listening for new jobs failed"),
         "the listener saw the restart: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_of_64_runners_share_dingtalks_rate_limit_through_the_database() {
+    const LIMIT: u32 = 20;
+    const JOBS: usize = 240;
+    let sandbox = approval_worker::sandbox::SandboxOptions {
+        qps_limit: Some(LIMIT),
+        ..Default::default()
+    };
+    let Some(h) = Harness::on_postgres_with(sandbox).await else {
+        return;
+    };
+    let config = h.config_file(
+        "paced.toml",
+        &format!(
+            "[dingtalk]\nconnect_timeout_secs = 1\nrequest_timeout_secs = 2\n\
+             rate_limit_per_sec = {LIMIT}\n{}",
+            BINARY_WORKER.replace("concurrency = 8", "concurrency = 64")
+        ),
+    );
+    let file = h.file("paced.pdf", &bytes(2_000, 1));
+    let payload = h.payload(&[&file]);
+    let jobs: Vec<approval_worker::queue::NewJob> = (0..JOBS)
+        .map(|_| approval_worker::queue::NewJob {
+            payload: payload.to_string(),
+            ..Default::default()
+        })
+        .collect();
+    h.queue
+        .enqueue_many(&jobs, approval_worker::queue::now_ms())
+        .await
+        .unwrap();
+    let logs: Vec<_> = (0..DAEMONS)
+        .map(|n| h.spool.with_file_name(format!("paced-{n}.log")))
+        .collect();
+    let mut daemons: Vec<_> = logs
+        .iter()
+        .map(|log| h.spawn_binary(&config, log, "warn"))
+        .collect();
+    let jobs = h.all_finished(Duration::from_secs(120)).await;
+    for daemon in &mut daemons {
+        sigterm(daemon);
+    }
+    for daemon in &mut daemons {
+        assert!(wait_exit(daemon, Duration::from_secs(10)).await.success());
+    }
+    assert!(jobs.iter().all(|job| job.status == "succeeded"));
+    let throttled: Vec<String> = h
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.status == 403)
+        .map(|r| r.endpoint.to_string())
+        .collect();
+    assert!(throttled.is_empty(), "throttled: {throttled:?}");
+    // One create per job: the rate of creates, from the first to the last, is the rate of
+    // the binding API.
+    let mut created: Vec<i64> = Vec::new();
+    for job in &jobs {
+        let events = h.queue.events(job.id).await.unwrap();
+        created.extend(
+            events
+                .iter()
+                .filter(|e| e.kind == "succeeded")
+                .map(|e| e.at),
+        );
+    }
+    created.sort_unstable();
+    let span_s = (created[created.len() - 1] - created[0]) as f64 / 1000.0;
+    let rate = (created.len() - 1) as f64 / span_s;
+    eprintln!(
+        "shared rate limit: {} creates in {span_s:.2} s = {rate:.2}/s (limit {LIMIT}/s)",
+        created.len()
+    );
+    assert!(
+        rate <= f64::from(LIMIT) * 1.05,
+        "{rate:.2}/s is over the limit"
+    );
+    assert!(
+        rate >= f64::from(LIMIT) * 0.9,
+        "{rate:.2}/s leaves the limit unused"
     );
 }

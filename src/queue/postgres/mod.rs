@@ -9,6 +9,7 @@ mod inspect;
 mod listen;
 mod measure;
 mod quota;
+mod slots;
 mod transition;
 
 use std::str::FromStr;
