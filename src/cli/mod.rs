@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod check;
+mod copy;
 mod demo;
 mod duration;
 mod enqueue;
@@ -118,6 +119,9 @@ enum Command {
     /// Copy the database to a file while workers keep running.
     #[command(after_help = admin::BACKUP_EXAMPLES)]
     Backup(admin::BackupArgs),
+    /// Copy the SQLite queue (jobs, history, call tallies) into an empty PostgreSQL database.
+    #[command(after_help = copy::EXAMPLES)]
+    CopyTo(copy::CopyArgs),
     /// Validate the configuration and try DingTalk: token, unionId, approval space.
     #[command(after_help = check::EXAMPLES)]
     Check(check::CheckArgs),
@@ -197,6 +201,7 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                 Command::Stats(args) => admin::stats(&config, args).await,
                 Command::Prune(args) => admin::prune(&config, args).await,
                 Command::Backup(args) => admin::backup(&config, args).await,
+                Command::CopyTo(args) => copy::copy_to(&config, args).await,
                 Command::Check(args) => {
                     let source = config_source(cli.config.as_deref());
                     check::check(&config, &source, args).await

@@ -21,6 +21,7 @@ macro_rules! on_store {
 
 mod admin;
 mod claim;
+pub(crate) mod copy;
 mod enqueue;
 mod inspect;
 mod measured;

@@ -155,6 +155,11 @@ impl PgStore {
         Ok(rows)
     }
 
+    /// The connection pool, for moving a queue between stores (`queue::copy`).
+    pub(in crate::queue) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Closes the pool; the listener stops with it.
     pub(super) async fn close(&self) {
         self.pool.close().await;

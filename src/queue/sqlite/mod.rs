@@ -164,6 +164,11 @@ impl SqliteStore {
         self.writer.transition(request).await
     }
 
+    /// The connection pool, for moving a queue between stores (`queue::copy`).
+    pub(in crate::queue) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Closes the pool, checkpointing the WAL.
     pub(super) async fn close(&self) {
         self.pool.close().await;
