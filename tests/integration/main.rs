@@ -38,6 +38,7 @@ mod notify;
 mod ops;
 mod pipeline;
 mod postgres;
+mod postgres_cli;
 mod postgres_copy;
 mod postgres_workers;
 mod processes;

@@ -40,6 +40,12 @@ impl Cluster {
     /// Starts a cluster, or returns `None` (having said why) where PostgreSQL is missing and
     /// not required.
     pub fn start() -> Option<Cluster> {
+        Cluster::start_with(None)
+    }
+
+    /// [`Cluster::start`] with `password` required of its user (SCRAM) instead of trusting
+    /// every connection.
+    pub fn start_with(password: Option<&str>) -> Option<Cluster> {
         let Some(bin) = server_binaries() else {
             let why = "PostgreSQL tests skipped: no initdb found (install Debian's `postgresql` \
                        package; .ci/run does)";
@@ -72,21 +78,34 @@ impl Cluster {
             as_user,
         };
         let data = cluster.data();
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-A",
-                "trust",
-                "-U",
-                "approval",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-        );
+        let mut init = vec![
+            "-D",
+            &data,
+            "-U",
+            "approval",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ];
+        let pwfile = cluster.dir.path().join("pwfile").display().to_string();
+        let pwfile_arg = format!("--pwfile={pwfile}");
+        match password {
+            None => init.extend(["-A", "trust"]),
+            Some(password) => {
+                std::fs::write(&pwfile, password).unwrap();
+                if let Some(user) = cluster.as_user {
+                    let chown = Command::new("chown")
+                        .arg(user)
+                        .arg(&pwfile)
+                        .status()
+                        .unwrap();
+                    assert!(chown.success());
+                }
+                init.extend(["-A", "scram-sha-256", &pwfile_arg]);
+            }
+        }
+        cluster.run("initdb", &init);
         let options = format!(
             "-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off",
             dir = cluster.dir.path().display()

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
 use super::{QueueError, check_schema_known};
@@ -101,6 +101,12 @@ impl PgStore {
             connect = connect.password(password);
         }
         let name: Arc<str> = describe(&connect).into();
+        // One connection first: when the server is down or refuses the login, its error says
+        // why, where the pool would only report that it timed out waiting.
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+        first.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(CONNECT_TIMEOUT)
