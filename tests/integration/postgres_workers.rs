@@ -263,3 +263,49 @@ async fn three_daemons_of_64_runners_share_dingtalks_rate_limit_through_the_data
         "{rate:.2}/s leaves the limit unused"
     );
 }
+
+#[tokio::test]
+async fn rows_a_producer_inserts_with_psql_that_are_no_valid_job_fail_alone_with_a_reason() {
+    let Some(mut h) = Harness::on_postgres().await else {
+        return;
+    };
+    let url = h.config.database.url.clone().unwrap();
+    let good = h.file("good.pdf", &bytes(300, 1));
+    let good = h.payload(&[&good]).to_string().replace('\'', "''");
+    let rows = [
+        ("an array", "[1, 2]", "invalid type"),
+        ("an empty object", "{}", "missing field `process_code`"),
+        ("a string", "\"approve me\"", "invalid type"),
+        (
+            "an unknown field",
+            r#"{"process_code":"PROC-1","originator_user_id":"u","colour":"red"}"#,
+            "unknown field `colour`",
+        ),
+    ];
+    let mut sql = String::new();
+    for (_, payload, _) in &rows {
+        sql.push_str(&format!("INSERT INTO jobs (payload) VALUES ('{payload}');"));
+    }
+    sql.push_str(&format!("INSERT INTO jobs (payload) VALUES ('{good}');"));
+    h.start();
+    let output = Command::new("psql")
+        .arg(&url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (id, (what, _, reason)) in (1..).zip(&rows) {
+        let job = h.finished(id).await;
+        assert_eq!(job.status, "failed", "{what}: {job:?}");
+        let error = job.last_error.unwrap_or_default();
+        assert!(error.contains(reason), "{what}: {error}");
+        assert_eq!(job.attempt, 1, "{what}: failed at once, not retried");
+    }
+    let good = h.finished(5).await;
+    assert_eq!(good.status, "succeeded", "{good:?}");
+    h.stop().await;
+}
