@@ -23,6 +23,7 @@ mod admin;
 mod claim;
 pub(crate) mod copy;
 mod enqueue;
+mod error;
 mod inspect;
 mod measured;
 mod postgres;
@@ -42,6 +43,8 @@ pub(crate) use admin::{Depth, Stats};
 pub use admin::{EventRow, JobFilter, JobRow};
 pub use claim::ClaimedJob;
 pub use enqueue::{Enqueued, NewJob};
+pub use error::QueueError;
+use error::check_schema_known;
 pub(crate) use inspect::{DatabaseFile, exists, inspect};
 pub(crate) use measured::EventTiming;
 pub use postgres::PgOptions;
@@ -58,74 +61,6 @@ pub(crate) const DEFAULT_QUEUE: &str = "default";
 
 /// A job's primary key.
 pub type JobId = i64;
-
-/// Errors at the queue boundary.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// The database refused or failed a statement, or could not be reached.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// A migration could not be applied.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// The database file could not be prepared.
-    #[error("cannot open database {path}: {source}")]
-    Open {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The job was re-claimed (or finished) by someone else: this claim must stop quietly.
-    #[error("lease lost on job {id} attempt {attempt}")]
-    LeaseLost {
-        /// The job.
-        id: JobId,
-        /// The attempt whose write was refused.
-        attempt: i64,
-    },
-    /// The database is another program's: it has tables but no history of this program's
-    /// migrations, so nothing is added to it.
-    #[error(
-        "{path} is not an approval-worker database: it holds other tables ({tables}) and no \
-         approval-worker schema; give the queue a database of its own"
-    )]
-    NotOurs {
-        /// The file or the database (its URL without the password).
-        path: String,
-        /// Some of the tables it holds.
-        tables: String,
-    },
-    /// The database was migrated by a newer approval-worker than this one.
-    #[error(
-        "{path} has schema version {found}, newer than this approval-worker knows ({known}): \
-         run the newer binary, or restore a backup taken before it migrated"
-    )]
-    SchemaNewer {
-        /// The file or the database (its URL without the password).
-        path: String,
-        /// The newest migration applied to it.
-        found: i64,
-        /// The newest migration this binary has.
-        known: i64,
-    },
-    /// The operation needs the other store (a SQLite file's online backup, say).
-    #[error("{0}")]
-    Unsupported(&'static str),
-    /// No job has this id.
-    #[error("no job with id {0}")]
-    NotFound(JobId),
-    /// The job is not in a status that allows the operation.
-    #[error("job {id} is {status}: {reason}")]
-    WrongStatus {
-        /// The job.
-        id: JobId,
-        /// Its current status.
-        status: String,
-        /// What was refused.
-        reason: &'static str,
-    },
-}
 
 /// A job's lifecycle status, as stored in `jobs.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -494,24 +429,6 @@ impl Queue {
     /// Closes the connections (a SQLite queue checkpoints its WAL).
     pub async fn close(&self) {
         on_store!(self, store => store.close().await)
-    }
-}
-
-/// Refuses a database that has migrations this binary does not know: it was migrated by a
-/// newer approval-worker, whose rows this one may misread.
-fn check_schema_known(
-    migrator: &sqlx::migrate::Migrator,
-    applied: &[i64],
-    name: &str,
-) -> Result<(), QueueError> {
-    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-    match applied.iter().copied().max() {
-        Some(found) if found > known => Err(QueueError::SchemaNewer {
-            path: name.to_owned(),
-            found,
-            known,
-        }),
-        _ => Ok(()),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Shared set-up: a sandbox, a fresh database, a spool of attachments, and a running worker.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,16 +45,16 @@ impl Harness {
 
     /// [`Harness::on_postgres`] with a customised sandbox.
     pub async fn on_postgres_with(options: SandboxOptions) -> Option<Harness> {
-        let cluster = crate::postgres::Cluster::shared()?;
+        let cluster = crate::helpers::cluster::Cluster::shared()?;
         Some(Harness::on_postgres_in(cluster, options).await)
     }
 
     /// A harness whose queue is a new database in `cluster`.
     pub async fn on_postgres_in(
-        cluster: &crate::postgres::Cluster,
+        cluster: &crate::helpers::cluster::Cluster,
         options: SandboxOptions,
     ) -> Harness {
-        let database = crate::postgres::Database::create_in(cluster);
+        let database = crate::helpers::cluster::Database::create_in(cluster);
         let mut harness = Harness::with_sandbox(options).await;
         harness.config.database.url = Some(database.url.clone());
         harness.queue = database.queue().await;

@@ -21,7 +21,7 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let Some(database) = crate::postgres::Database::create() else { return };
+                    let Some(database) = crate::helpers::cluster::Database::create() else { return };
                     super::$name(database.queue().await).await;
                 }
             )*

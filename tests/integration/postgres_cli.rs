@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::postgres::{Cluster, Database};
+use crate::helpers::cluster::{Cluster, Database};
 
 const BIN: &str = env!("CARGO_BIN_EXE_approval-worker");
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use approval_worker::sandbox::{Endpoint, Fault};
 
+use crate::helpers::cluster::Database;
 use crate::helpers::{BINARY_WORKER, Harness, audit, bytes, sigterm, wait_exit};
-use crate::postgres::Database;
 
 /// `copy-to URL` through the binary, with the harness's (SQLite) config; (exit code, stdout,
 /// stderr).

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::faults::summary;
-use crate::helpers::{BINARY_WORKER, Harness, audit, bytes, sigterm, wait_exit};
+use crate::helpers::{BINARY_WORKER, Harness, audit, bytes, sigterm, wait_exit, wait_for_line};
 use crate::kill::{enqueue_random, random_fault};
 use crate::processes::assert_no_double_claim;
 
@@ -37,9 +37,14 @@ async fn three_daemons_killed_at_random_on_one_database_lose_no_job_and_duplicat
     let mut rng = StdRng::seed_from_u64(seed);
     let config = h.binary_config("worker", BINARY_WORKER);
     let url = h.config.database.url.clone().unwrap();
-    let logs: Vec<_> = (0..DAEMONS)
-        .map(|n| h.spool.with_file_name(format!("daemon-{n}.log")))
-        .collect();
+    // A log per daemon started, at warn level but for the line saying it is ready, which
+    // the final SIGTERM waits for (one sent before the handler exists would kill it).
+    let log_of = |slot: usize, generation: u32| {
+        h.spool
+            .with_file_name(format!("daemon-{slot}-{generation}.log"))
+    };
+    const LOG_LEVEL: &str = "warn,approval_worker::worker::pool=info";
+    let mut generations = [0_u32; DAEMONS];
 
     let mut enqueued = 0;
     for _ in 0..API_JOBS / 2 {
@@ -76,9 +81,8 @@ async fn three_daemons_killed_at_random_on_one_database_lose_no_job_and_duplicat
         }
     });
 
-    let mut daemons: Vec<_> = logs
-        .iter()
-        .map(|log| h.spawn_binary(&config, log, "warn"))
+    let mut daemons: Vec<_> = (0..DAEMONS)
+        .map(|slot| h.spawn_binary(&config, &log_of(slot, 0), LOG_LEVEL))
         .collect();
     let started = Instant::now();
     for round in 0..kills {
@@ -94,7 +98,8 @@ async fn three_daemons_killed_at_random_on_one_database_lose_no_job_and_duplicat
         let victim = rng.random_range(0..DAEMONS);
         daemons[victim].kill().expect("SIGKILL");
         daemons[victim].wait().expect("reaped");
-        daemons[victim] = h.spawn_binary(&config, &logs[victim], "warn");
+        generations[victim] += 1;
+        daemons[victim] = h.spawn_binary(&config, &log_of(victim, generations[victim]), LOG_LEVEL);
     }
     while enqueued < API_JOBS {
         enqueue_random(&h, &mut rng, enqueued).await;
@@ -103,6 +108,9 @@ async fn three_daemons_killed_at_random_on_one_database_lose_no_job_and_duplicat
     producer.join().expect("the psql producer");
 
     let jobs = h.all_finished(Duration::from_secs(120)).await;
+    for (slot, generation) in generations.iter().enumerate() {
+        wait_for_line(&log_of(slot, *generation), "worker started").await;
+    }
     for daemon in &mut daemons {
         sigterm(daemon);
     }
@@ -130,7 +138,7 @@ async fn three_daemons_killed_at_random_on_one_database_lose_no_job_and_duplicat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_rides_out_a_postgres_restart_and_leaves_no_job_running() {
     // A cluster of its own: the restart cuts every connection to the server.
-    let Some(cluster) = crate::postgres::Cluster::start() else {
+    let Some(cluster) = crate::helpers::cluster::Cluster::start() else {
         return;
     };
     let h = Harness::on_postgres_in(&cluster, Default::default()).await;
