@@ -14,6 +14,8 @@ use crate::queue::{DatabaseFile, Location, inspect, redacted_url};
 pub(crate) const EXAMPLES: &str = "Examples:
   approval-worker --config /etc/approval-worker/worker.toml check
   approval-worker check --user manager4220     # also resolve this originator's space
+  approval-worker check --process-code PROC-FF6Y4BE1-8C57-4F35-A8B1-6F2E6B6A5C41
+                                               # the template's fields, and its attachment field
 
 Exit code 0 when everything checked works, 78 for a configuration problem, 1 when DingTalk
 refuses a call (the line says which permission the app lacks).";
@@ -24,6 +26,10 @@ pub(crate) struct CheckArgs {
     /// A DingTalk userId (an originator) whose unionId and approval space to resolve.
     #[arg(long, value_name = "USER_ID")]
     user: Option<String>,
+    /// An approval template (process code) whose form fields to print, checking that the
+    /// configured attachment field is one of its DDAttachment fields.
+    #[arg(long, value_name = "CODE")]
+    process_code: Option<String>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -65,6 +71,11 @@ pub(crate) async fn check(config: &Config, source: &str, args: CheckArgs) -> Res
     };
     if let Some(client) = client {
         findings.extend(check_dingtalk(&client, config, args.user.as_deref()).await);
+        if let Some(code) = &args.process_code
+            && findings.iter().all(|f| f.what != "access token" || f.ok)
+        {
+            findings.push(check_template(&client, config, code).await);
+        }
     }
     report(&findings, args.json);
     let failed = findings.iter().filter(|f| !f.ok).count();
@@ -225,6 +236,55 @@ async fn check_dingtalk(client: &DingTalk, config: &Config, user: Option<&str>) 
         "Workflow.Instance.Write, and the OA approval micro-app enabled",
     ));
     findings
+}
+
+/// The template's fields, and whether `[dingtalk] attachment_field` is a DDAttachment of it.
+async fn check_template(client: &DingTalk, config: &Config, code: &str) -> Finding {
+    let schema = match client.form_schema(code).await {
+        Ok(schema) => schema,
+        Err(e) => {
+            return finding(
+                "template",
+                Err(e),
+                "the approval template read permission (Workflow.Form.Read-style)",
+            );
+        }
+    };
+    let fields: Vec<String> = schema
+        .fields
+        .iter()
+        .map(|field| {
+            let required = if field.required { ", required" } else { "" };
+            format!("{} ({}{required})", field.label, field.component)
+        })
+        .collect();
+    let label = &config.dingtalk.attachment_field;
+    let (ok, verdict) = match schema.field(label) {
+        Some(field) if field.component == "DDAttachment" => (
+            true,
+            format!("attachment field 「{label}」 is its DDAttachment"),
+        ),
+        Some(field) => (
+            false,
+            format!(
+                "[dingtalk] attachment_field 「{label}」 is a {}, not a DDAttachment",
+                field.component
+            ),
+        ),
+        None => (
+            false,
+            format!("[dingtalk] attachment_field 「{label}」 is not one of its fields"),
+        ),
+    };
+    Finding {
+        what: "template".into(),
+        ok,
+        detail: format!(
+            "{code} 「{}」: {}; {verdict}",
+            schema.name,
+            fields.join(", ")
+        ),
+    }
 }
 
 fn finding(what: &str, result: Result<String, DingTalkError>, permission: &str) -> Finding {

@@ -12,9 +12,10 @@ use crate::queue::{Location, PgOptions, Queue, now_ms, redacted_url};
 
 /// Examples shown by `copy-to --help`.
 pub(crate) const EXAMPLES: &str = "Examples:
-  sudo systemctl stop approval-worker
   approval-worker copy-to postgres://approval@db.internal/approvals --password-file pw
-  # then set [database] url (and remove path) in worker.toml, and start the workers
+
+Stop the workers first (they release their jobs); afterwards set [database] url (and remove
+path) in worker.toml, and start them again.
 
 Every job keeps its id, status, step, checkpoint, attempts and history; the DingTalk call
 tallies come along; new jobs are numbered after the highest id. Refused while workers hold

@@ -14,6 +14,7 @@ mod error;
 mod fake;
 mod limiter;
 mod storage;
+mod template;
 mod token;
 mod user;
 mod wire;
@@ -32,6 +33,7 @@ pub(crate) use attachment::dd_attachment_value;
 pub(crate) use counter::CallCount;
 pub use error::{DingTalkError, ErrorClass};
 pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
+pub use template::{FormField, FormSchema};
 pub(crate) use workflow::{Approver, CreateInstance, FormValue};
 
 use crate::secret::Secret;

@@ -1,10 +1,50 @@
-//! Form validation for StartProcessInstance, above all the DDAttachment value.
+//! The template's form: its schema (§5.12) and the validation of StartProcessInstance's
+//! values, above all the DDAttachment value.
 
-use serde_json::Value;
+use axum::response::Response;
+use serde_json::{Value, json};
 
 use super::error::{self, Refusal};
+use super::pipeline::{self, Call};
 use super::state::{Files, Shared};
 use super::wire::FormComponentValue;
+
+/// The fields every `PROC-…` template of the sandbox has besides its attachment field:
+/// (label, component). None is required; the attachment field is.
+const TEMPLATE_FIELDS: [(&str, &str); 3] = [
+    ("报销事由", "TextField"),
+    ("说明", "TextareaField"),
+    ("金额", "MoneyField"),
+];
+
+/// `GET /v1.0/workflow/forms/schemas/processCodes`: the sandbox's one form, under any
+/// `PROC-…` code, with its attachment field labelled as configured.
+pub(super) fn schema(shared: &Shared, call: &Call) -> Response {
+    if let Err(response) = pipeline::require_token(shared, call) {
+        return *response;
+    }
+    let Some(code) = call.query.get("processCode").filter(|c| !c.is_empty()) else {
+        return error::api(400, "invalidParameter", "processCode is required");
+    };
+    if !code.starts_with("PROC-") {
+        return error::api(400, "processCodeError", format!("审批模板不存在: {code}"));
+    }
+    let mut items: Vec<Value> = TEMPLATE_FIELDS
+        .iter()
+        .enumerate()
+        .map(|(n, (label, component))| {
+            json!({"componentName": component,
+                   "props": {"id": format!("{component}-{n}"), "label": label, "required": false}})
+        })
+        .collect();
+    items.push(json!({"componentName": "DDAttachment",
+                      "props": {"id": "DDAttachment-1", "label": shared.options.attachment_label,
+                                "required": true}}));
+    error::ok(&json!({"result": {
+        "name": "报销", "formCode": code, "memo": "", "status": "PUBLISHED",
+        "schemaContent": {"title": "报销", "icon": "expense", "items": items}
+    }}))
+}
 
 /// The five keys of a DDAttachment item, all JSON strings.
 const ATTACHMENT_KEYS: [&str; 5] = ["spaceId", "fileName", "fileSize", "fileType", "fileId"];

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -266,6 +266,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1.0/workflow/processes/instanceIds/query",
             post(handler(Endpoint::ListInstanceIds, workflow::list_ids)),
+        )
+        .route(
+            "/v1.0/workflow/forms/schemas/processCodes",
+            get(handler(Endpoint::FormSchema, form::schema)),
         )
         .fallback(pipeline::unknown_path)
         .method_not_allowed_fallback(pipeline::unknown_path)

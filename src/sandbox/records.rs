@@ -28,6 +28,8 @@ pub enum Endpoint {
     GetInstance,
     /// `POST /v1.0/workflow/processes/instanceIds/query`
     ListInstanceIds,
+    /// `GET /v1.0/workflow/forms/schemas/processCodes`
+    FormSchema,
 }
 
 impl Endpoint {
@@ -43,6 +45,7 @@ impl Endpoint {
             Endpoint::CreateInstance,
             Endpoint::GetInstance,
             Endpoint::ListInstanceIds,
+            Endpoint::FormSchema,
         ]
     }
 
@@ -58,6 +61,7 @@ impl Endpoint {
             Endpoint::CreateInstance => "create_instance",
             Endpoint::GetInstance => "get_instance",
             Endpoint::ListInstanceIds => "list_instance_ids",
+            Endpoint::FormSchema => "form_schema",
         }
     }
 }
@@ -71,7 +75,7 @@ impl fmt::Display for Endpoint {
 /// A string that names no [`Endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown sandbox endpoint `{0}` (expected one of token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids)"
+    "unknown sandbox endpoint `{0}` (expected one of token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema)"
 )]
 pub struct UnknownEndpoint(pub(crate) String);
 

@@ -468,6 +468,7 @@ async fn every_command_explains_itself_with_an_example() {
         "stats",
         "prune",
         "backup",
+        "copy-to",
         "check",
         "completions",
         "sandbox",

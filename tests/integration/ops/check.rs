@@ -201,3 +201,47 @@ fn the_systemd_unit_speaks_notify_keeps_the_secret_out_and_does_not_loop_on_conf
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_a_templates_fields_and_whether_the_attachment_field_is_its_ddattachment() {
+    let harness = Harness::new().await;
+    let config = harness.config_file("worker.toml", "");
+    let out = run(
+        &harness,
+        &config,
+        &["check", "--process-code", "PROC-EXPENSE"],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(
+        text.contains(
+            "ok    template        PROC-EXPENSE 「报销」: 报销事由 (TextField), 说明 \
+             (TextareaField), 金额 (MoneyField), 附件 (DDAttachment, required); attachment \
+             field 「附件」 is its DDAttachment"
+        ),
+        "{text}"
+    );
+
+    let wrong = harness.config_file("wrong.toml", "[dingtalk]\nattachment_field = \"说明\"\n");
+    let out = run(
+        &harness,
+        &wrong,
+        &["check", "--process-code", "PROC-EXPENSE"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("FAIL  template")
+            && stdout(&out)
+                .contains("attachment_field 「说明」 is a TextareaField, not a DDAttachment"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(&harness, &config, &["check", "--process-code", "EXPENSE"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("FAIL  template") && stdout(&out).contains("processCodeError"),
+        "{}",
+        stdout(&out)
+    );
+}
