@@ -11,6 +11,7 @@ mod grants;
 mod payload;
 mod reconcile;
 mod step;
+mod template;
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use crate::dingtalk::{
 use crate::oss::Oss;
 use grants::{Grant, Grants};
 use payload::{Attachment, Job};
+use template::Templates;
 
 /// How long an upload grant from spaces/infos/query is trusted before it is renewed. The
 /// real lifetime is undocumented (the legacy custom-space grant defaulted to 30 s), so a job
@@ -51,6 +53,7 @@ pub struct Approval {
     oss: Oss,
     submit_settle: Duration,
     grants: Grants,
+    templates: Templates,
 }
 
 /// What `advance` needs to know about the claim it runs under.
@@ -73,6 +76,7 @@ impl Approval {
             oss,
             submit_settle: DEFAULT_SUBMIT_SETTLE,
             grants: Grants::default(),
+            templates: Templates::default(),
         }
     }
 
@@ -106,7 +110,10 @@ impl Approval {
         }
     }
 
+    /// The first step: the form is checked against its template before anything else, so a
+    /// form that cannot work fails here, before any upload.
     async fn space(&self, job: &Job, at: Attempt) -> Result<Step, StepError> {
+        self.templates.check(&self.dingtalk, job).await?;
         let user = &job.payload.originator_user_id;
         let union_id = match &job.payload.union_id {
             Some(union_id) => union_id.clone(),

@@ -77,7 +77,7 @@ async fn a_grant_that_lapses_during_the_put_is_renewed_once_and_the_commit_retri
         "process_code": "PROC-TEST",
         "originator_user_id": "manager4220",
         "dept_id": -1,
-        "form": [{"name": "事由", "value": "出差"}],
+        "form": [{"name": "报销事由", "value": "出差"}],
         "attachments": [{"path": file}],
     });
     let limits = UploadLimits {

@@ -48,3 +48,4 @@ mod queue_shared;
 mod recovery;
 mod security;
 mod stops;
+mod template;

@@ -25,6 +25,7 @@ async fn a_job_with_one_attachment_creates_one_instance_with_the_exact_request_s
         sequence,
         vec![
             Endpoint::Token,
+            Endpoint::FormSchema,
             Endpoint::UserGet,
             Endpoint::Space,
             Endpoint::UploadInfo,
@@ -122,7 +123,12 @@ async fn a_job_with_three_attachments_uploads_each_once_in_order_and_references_
     assert_eq!(job.status, "succeeded", "{job:?}");
     let sequence: Vec<Endpoint> = h.sandbox.requests().iter().map(|r| r.endpoint).collect();
     let per_file = [Endpoint::UploadInfo, Endpoint::OssPut, Endpoint::Commit];
-    let mut expected = vec![Endpoint::Token, Endpoint::UserGet, Endpoint::Space];
+    let mut expected = vec![
+        Endpoint::Token,
+        Endpoint::FormSchema,
+        Endpoint::UserGet,
+        Endpoint::Space,
+    ];
     for _ in 0..3 {
         expected.extend(per_file);
     }

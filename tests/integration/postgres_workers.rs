@@ -189,8 +189,12 @@ async fn a_daemon_rides_out_a_postgres_restart_and_leaves_no_job_running() {
     );
 }
 
+/// A measurement of pacing, which a machine busy with other tests distorts (late timers send
+/// calls late or waste their slots), so `cargo test` leaves it out and `.ci/run` runs it on its
+/// own after the suite: `cargo test --test integration -- --ignored shared_rate_limit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_daemons_of_64_runners_share_dingtalks_rate_limit_through_the_database() {
+#[ignore = "needs the machine to itself; .ci/run runs it alone"]
+async fn three_daemons_of_64_runners_keep_to_the_shared_rate_limit() {
     const LIMIT: u32 = 20;
     const JOBS: usize = 240;
     let sandbox = approval_worker::sandbox::SandboxOptions {
@@ -242,7 +246,11 @@ async fn three_daemons_of_64_runners_share_dingtalks_rate_limit_through_the_data
         .filter(|r| r.status == 403)
         .map(|r| r.endpoint.to_string())
         .collect();
-    assert!(throttled.is_empty(), "throttled: {throttled:?}");
+    let warnings: String = logs
+        .iter()
+        .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+        .collect();
+    assert!(throttled.is_empty(), "throttled: {throttled:?}\n{warnings}");
     // One create per job: the rate of creates, from the first to the last, is the rate of
     // the binding API.
     let mut created: Vec<i64> = Vec::new();
