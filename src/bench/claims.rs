@@ -59,7 +59,8 @@ pub(crate) struct ClaimRun {
     pub(crate) cpu: Option<usize>,
 }
 
-/// Builds every shape, then measures `claims` claims (or idle polls) per shape per run.
+/// Builds every shape in its own SQLite file, then measures `claims` claims (or idle polls)
+/// per shape per run.
 pub(crate) async fn measure(
     scratch: &Scratch,
     shapes: &[Shape],
@@ -72,18 +73,42 @@ pub(crate) async fn measure(
     let mut queues = Vec::new();
     for (index, shape) in shapes.iter().enumerate() {
         let queue = Queue::open(&scratch.dir.join(format!("claims-{index}.db"))).await?;
-        let now = now_ms();
-        if shape.backoff > 0 {
-            queue
-                .fill(shape.backoff, &payload, now + BACKOFF_MS, now)
-                .await?;
-        }
-        if shape.due > 0 {
-            queue.fill(shape.due, &payload, now - 1_000, now).await?;
-        }
+        fill(&queue, shape, &payload).await?;
         queue.checkpoint_wal().await?;
         queues.push(queue);
     }
+    let figures = time_claims(&queues, shapes, claims, runs).await?;
+    for queue in &queues {
+        queue.close().await;
+    }
+    Ok(ClaimRun {
+        figures,
+        cpu: pinned.cpu(),
+    })
+}
+
+/// Fills an empty queue to `shape`: its jobs in backoff, then its due jobs.
+pub(crate) async fn fill(queue: &Queue, shape: &Shape, payload: &str) -> Result<(), BenchError> {
+    let now = now_ms();
+    if shape.backoff > 0 {
+        queue
+            .fill(shape.backoff, payload, now + BACKOFF_MS, now)
+            .await?;
+    }
+    if shape.due > 0 {
+        queue.fill(shape.due, payload, now - 1_000, now).await?;
+    }
+    Ok(())
+}
+
+/// Measures `claims` claims (or idle polls) per run from each of `queues`, filled to the
+/// matching `shapes`, in rotated turns.
+pub(crate) async fn time_claims(
+    queues: &[Queue],
+    shapes: &[Shape],
+    claims: u32,
+    runs: usize,
+) -> Result<Vec<ClaimFigures>, BenchError> {
     let mut timings = vec![Vec::new(); shapes.len()];
     let per_turn = claims.div_ceil(TURNS_PER_RUN as u32).max(1);
     for turn in 0..runs * TURNS_PER_RUN {
@@ -106,10 +131,7 @@ pub(crate) async fn measure(
             }
         }
     }
-    for queue in &queues {
-        queue.close().await;
-    }
-    let figures = shapes
+    Ok(shapes
         .iter()
         .zip(timings)
         .map(|(shape, secs)| {
@@ -120,11 +142,7 @@ pub(crate) async fn measure(
                 idle_polls_per_sec: (shape.due == 0).then_some(figure),
             }
         })
-        .collect();
-    Ok(ClaimRun {
-        figures,
-        cpu: pinned.cpu(),
-    })
+        .collect())
 }
 
 /// The query plan of the claim, for the report.

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::BenchError;
+use super::pgserver::PgServer;
 use super::setup::{self, Checkpoints, Running, Scratch};
 use super::stats::{cpu_time, percentile, rate};
 use crate::queue::{NewJob, Queue, QueueError, StepDone, Unstored, now_ms};
@@ -56,11 +57,16 @@ pub(crate) struct RunFigures {
     /// WAL bytes written per job: measured by a run with checkpoints off (0 from a timed run;
     /// the benchmark takes it from the shape's extra run).
     pub(crate) wal_bytes_per_job: f64,
+    /// The PostgreSQL server's CPU per job, µs: all its processes, which share the machine's
+    /// cores with the worker (`None` on SQLite, or for a server on another machine).
+    pub(crate) server_cpu_us_per_job: Option<f64>,
 }
 
-/// Runs `jobs` one-attachment jobs through the real worker at `concurrency`.
+/// Runs `jobs` one-attachment jobs through the real worker at `concurrency`. `server` is the
+/// PostgreSQL server of the scratch directory's database, if it has one.
 pub(crate) async fn http_run(
     scratch: &Scratch,
+    server: Option<&PgServer>,
     sandbox: &setup::ChildSandbox,
     concurrency: u32,
     jobs: usize,
@@ -86,12 +92,14 @@ pub(crate) async fn http_run(
     let commits = queue.commits();
     let cpu = cpu_time(None);
     let sandbox_cpu = cpu_time(Some(sandbox.pid()));
+    let server_cpu = server.and_then(PgServer::cpu);
     let started = Instant::now();
     let running = Running::start(&worker);
     setup::wait_finished(&queue, jobs as i64, FINISH_POLL, RUN_TIMEOUT).await?;
     let wall = started.elapsed();
     let cpu = cpu_time(None).saturating_sub(cpu);
     let sandbox_cpu = cpu_time(Some(sandbox.pid())).saturating_sub(sandbox_cpu);
+    let server_cpu = server_cpu_per_job(server, server_cpu, jobs);
     let commits = queue.commits() - commits;
     let wal = (checkpoints == Checkpoints::Off).then(|| scratch.wal_bytes());
     running.stop().await;
@@ -103,15 +111,18 @@ pub(crate) async fn http_run(
     figures.jobs_per_sec = rate(figures.jobs as f64, figures.elapsed);
     per_job(&mut figures, commits, cpu, wal, jobs);
     figures.sandbox_cpu_us_per_job = sandbox_cpu.as_secs_f64() * 1e6 / jobs.max(1) as f64;
+    figures.server_cpu_us_per_job = server_cpu;
     queue.close().await;
     Ok(figures)
 }
 
 /// The no-HTTP shape: `producers` tasks enqueue `jobs` jobs one at a time while a pool of
 /// `concurrency` runners claims them, writes `NO_HTTP_CHECKPOINTS` checkpoints each and
-/// marks them succeeded.
+/// marks them succeeded. `server` is the PostgreSQL server of the scratch directory's
+/// database, if it has one.
 pub(crate) async fn no_http_run(
     scratch: &Scratch,
+    server: Option<&PgServer>,
     producers: usize,
     concurrency: u32,
     jobs: usize,
@@ -123,6 +134,7 @@ pub(crate) async fn no_http_run(
     let wake = Arc::new(Notify::new());
     let commits = queue.commits();
     let cpu = cpu_time(None);
+    let server_cpu = server.and_then(PgServer::cpu);
     let started = Instant::now();
 
     let mut tasks: JoinSet<Result<(), QueueError>> = JoinSet::new();
@@ -155,6 +167,7 @@ pub(crate) async fn no_http_run(
     pool.await.map_err(|e| BenchError::Setup(e.to_string()))??;
     let elapsed = started.elapsed();
     let cpu = cpu_time(None).saturating_sub(cpu);
+    let server_cpu = server_cpu_per_job(server, server_cpu, jobs);
     let commits = queue.commits() - commits;
     let wal = (checkpoints == Checkpoints::Off).then(|| scratch.wal_bytes());
 
@@ -162,6 +175,7 @@ pub(crate) async fn no_http_run(
     figures.elapsed = elapsed;
     figures.jobs_per_sec = rate(jobs as f64, elapsed);
     per_job(&mut figures, commits, cpu, wal, jobs);
+    figures.server_cpu_us_per_job = server_cpu;
     queue.close().await;
     Ok(figures)
 }
@@ -246,9 +260,22 @@ fn per_job(figures: &mut RunFigures, commits: u64, cpu: Duration, wal: Option<u6
     figures.wal_bytes_per_job = wal.map_or(0.0, |wal| wal as f64 / jobs);
 }
 
+/// The PostgreSQL server's CPU per job since `before`, µs.
+pub(crate) fn server_cpu_per_job(
+    server: Option<&PgServer>,
+    before: Option<Duration>,
+    jobs: usize,
+) -> Option<f64> {
+    let used = server?.cpu()?.saturating_sub(before?);
+    Some(used.as_secs_f64() * 1e6 / jobs.max(1) as f64)
+}
+
 /// Latencies and throughput from the stored events: claim → succeeded per job, and per step
 /// the `step_done` durations (the submit step ends at `succeeded`).
-async fn figures_from_events(queue: &Queue, with_steps: bool) -> Result<RunFigures, BenchError> {
+pub(crate) async fn figures_from_events(
+    queue: &Queue,
+    with_steps: bool,
+) -> Result<RunFigures, BenchError> {
     let events = queue.event_log().await?;
     let mut claimed: HashMap<i64, i64> = HashMap::new();
     let mut last_step_at: HashMap<i64, i64> = HashMap::new();

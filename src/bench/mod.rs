@@ -5,6 +5,8 @@
 //! HTTP, an open loop fed by another process, claim cost as the table grows, one large
 //! upload, the rate limiter under contention and batch enqueue. Every figure is a median
 //! over runs, and every target is checked as a ratio to something measured in the same run.
+//! With `--database postgres://…` the scenarios that concern the store run on PostgreSQL
+//! instead, each in a fresh database of that server (`postgres`).
 
 mod batch;
 mod ceilings;
@@ -13,6 +15,10 @@ mod e2e;
 mod largefile;
 mod limiter;
 mod openloop;
+mod pgreport;
+mod pgserver;
+mod postgres;
+mod processes;
 mod report;
 mod setup;
 pub(crate) mod stats;
@@ -35,6 +41,9 @@ pub(crate) enum BenchError {
     /// A file or child process failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A statement of the benchmark's own (PostgreSQL set-up and measurements) failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
     /// Something the scenario set up did not behave.
     #[error("{0}")]
     Setup(String),
@@ -59,6 +68,8 @@ pub(crate) enum Scenario {
     Limiter,
     /// `enqueue --payload -` of JSON lines.
     Batch,
+    /// Several `run` processes draining one PostgreSQL database: jobs/s and double claims.
+    Processes,
 }
 
 /// How big and which parts.
@@ -80,6 +91,8 @@ pub(crate) struct BenchOptions {
     pub(crate) keep: bool,
     /// This binary, re-run for the sandbox, the producer, `run` and `enqueue`.
     pub(crate) exe: PathBuf,
+    /// A PostgreSQL server (`postgres://…`) to measure instead of SQLite.
+    pub(crate) database: Option<String>,
 }
 
 /// Sizes of one benchmark mode.
@@ -100,6 +113,8 @@ struct Sizes {
     large_file_bytes: u64,
     limiter_secs: u64,
     batch_jobs: usize,
+    /// Jobs the `run` processes of the processes scenario drain per run.
+    process_jobs: usize,
 }
 
 impl Sizes {
@@ -120,6 +135,7 @@ impl Sizes {
             large_file_bytes: 1024 * 1024 * 1024,
             limiter_secs: 10,
             batch_jobs: 50_000,
+            process_jobs: options.jobs.unwrap_or(2_000) * 2,
         };
         let mut sizes = if options.quick {
             Sizes::quick(options)
@@ -149,6 +165,7 @@ impl Sizes {
             large_file_bytes: 16 * 1024 * 1024,
             limiter_secs: 2,
             batch_jobs: 2_000,
+            process_jobs: options.jobs.unwrap_or(100) * 2,
         }
     }
 }
@@ -195,7 +212,7 @@ async fn http_run(
 ) -> Result<RunFigures, BenchError> {
     let dir = setup::Scratch::new(&scratch.dir, &format!("e2e-{concurrency}-{label}"), false)?;
     let sandbox = setup::ChildSandbox::start(exe)?;
-    e2e::http_run(&dir, &sandbox, concurrency, jobs, checkpoints).await
+    e2e::http_run(&dir, None, &sandbox, concurrency, jobs, checkpoints).await
 }
 
 /// One no-HTTP run, in its own scratch directory named by `label`.
@@ -208,6 +225,7 @@ async fn no_http_run(
     let dir = setup::Scratch::new(&scratch.dir, &format!("nohttp-{label}"), false)?;
     e2e::no_http_run(
         &dir,
+        None,
         NO_HTTP_PRODUCERS,
         NO_HTTP_CONCURRENCY,
         jobs,
@@ -216,8 +234,17 @@ async fn no_http_run(
     .await
 }
 
-/// Runs the selected scenarios, printing each as it finishes, then the target summary.
-pub(crate) async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
+/// Runs the selected scenarios, printing each as it finishes, then the target summary: on
+/// the PostgreSQL server `--database` names, else on SQLite.
+pub(crate) async fn run(options: &BenchOptions) -> Result<(), BenchError> {
+    match &options.database {
+        Some(url) => postgres::run(options, url).await,
+        None => run_sqlite(options).await.map(drop),
+    }
+}
+
+/// The scenarios on SQLite files in the scratch directory.
+async fn run_sqlite(options: &BenchOptions) -> Result<Results, BenchError> {
     let sizes = Sizes::for_options(options);
     let wants = |scenario: Scenario| options.only.is_empty() || options.only.contains(&scenario);
     let scratch = setup::Scratch::new(
@@ -366,29 +393,39 @@ pub(crate) async fn run(options: &BenchOptions) -> Result<Results, BenchError> {
         results.batch = Some(figures);
     }
 
+    if options.only.contains(&Scenario::Processes) {
+        println!("== processes: several hosts share a queue on PostgreSQL only; give --database\n");
+    }
+
     drop(sandbox);
     report::targets(&results);
     Ok(results)
 }
 
-/// The no-HTTP shape alone, for the peer comparison: `producers` producers, `concurrency`
-/// runners, `jobs` jobs, median of `runs` runs in fresh databases under `dir`.
+/// The no-HTTP shape alone, for the peer comparisons: `producers` producers, `concurrency`
+/// runners, `jobs` jobs, median of `runs` runs, each in a fresh database: a SQLite file
+/// under `dir`, or with `database` a new database on that PostgreSQL server.
 pub(crate) async fn peer_shape(
     dir: &std::path::Path,
     producers: usize,
     concurrency: u32,
     jobs: usize,
     runs: usize,
+    database: Option<&str>,
 ) -> Result<RunFigures, BenchError> {
     let scratch = setup::Scratch::new(
         dir,
         &format!("approval-worker-peer-{}", std::process::id()),
         false,
     )?;
+    if let Some(url) = database {
+        return postgres::peer_shape(&scratch, url, producers, concurrency, jobs, runs).await;
+    }
     let mut figures = Vec::new();
     for run in 0..runs.max(1) {
         let run_dir = setup::Scratch::new(&scratch.dir, &format!("run-{run}"), false)?;
-        figures.push(e2e::no_http_run(&run_dir, producers, concurrency, jobs, Automatic).await?);
+        let shape = e2e::no_http_run(&run_dir, None, producers, concurrency, jobs, Automatic);
+        figures.push(shape.await?);
     }
     Ok(report::median_run(&figures))
 }

@@ -1,12 +1,14 @@
 //! Open loop: `approval-worker run` as its own process, rows inserted at a fixed rate by
 //! another process with plain SQL, pickup latency (row created → claimed) and backlog; and
-//! the CPU `run` uses while the queue is empty.
+//! the CPU `run` uses while the queue is empty. On SQLite or PostgreSQL, whichever the
+//! scratch directory's database is.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::BenchError;
+use super::pgserver::PgProducer;
 use super::setup::{Checkpoints, Scratch};
 use super::stats::{cpu_time, percentile};
 use crate::queue::measure::PlainProducer;
@@ -47,7 +49,7 @@ pub(crate) struct OpenLoopFigures {
 }
 
 /// A child process killed on drop.
-struct Kill(Child);
+pub(crate) struct Kill(pub(crate) Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -89,10 +91,14 @@ pub(crate) async fn measure(
     let idle_elapsed = idle_started.elapsed();
 
     let busy_cpu = cpu_time(Some(pid));
+    let database = match scratch.postgres_url() {
+        Some(url) => url.into(),
+        None => scratch.database().into_os_string(),
+    };
     let mut producer = Kill(
         Command::new(exe)
             .args(["bench", "--produce"])
-            .arg(scratch.database())
+            .arg(database)
             .args(["--rate", &rate.to_string(), "--secs", &secs.to_string()])
             .arg("--payload-file")
             .arg(scratch.spool.join("receipt-0.pdf"))
@@ -137,13 +143,14 @@ pub(crate) async fn measure(
     })
 }
 
-fn worker_toml(scratch: &Scratch, sandbox_url: &str) -> String {
+/// A `worker.toml` for `run` on the scratch directory's database, against the sandbox.
+pub(crate) fn worker_toml(scratch: &Scratch, sandbox_url: &str) -> String {
     let config = scratch.config(sandbox_url, RUN_CONCURRENCY);
     format!(
-        "[database]\npath = {:?}\n\n[dingtalk]\napp_key = {:?}\nagent_id = {}\napi_base = {:?}\n\
+        "{}\n[dingtalk]\napp_key = {:?}\nagent_id = {}\napi_base = {:?}\n\
          oapi_base = {:?}\nrate_limit_per_sec = 0\n\n[upload]\nallowed_dirs = [{:?}]\n\n\
          [worker]\nconcurrency = {}\n",
-        config.database.path.display().to_string(),
+        scratch.database_toml(),
         config.dingtalk.app_key,
         config.dingtalk.agent_id,
         sandbox_url,
@@ -153,15 +160,42 @@ fn worker_toml(scratch: &Scratch, sandbox_url: &str) -> String {
     )
 }
 
-/// The producer child: inserts one row every `1/rate` s for `secs` s with plain SQL,
-/// keeping to the schedule (a late insert does not delay the next ones).
+/// Another service inserting rows: into a SQLite file, or a PostgreSQL database.
+enum Producer {
+    Sqlite(PlainProducer),
+    Postgres(PgProducer),
+}
+
+impl Producer {
+    /// `database` is a SQLite file or a `postgres://` URL.
+    async fn connect(database: &Path) -> Result<Producer, BenchError> {
+        let url = database
+            .to_str()
+            .filter(|name| name.starts_with("postgres://") || name.starts_with("postgresql://"));
+        Ok(match url {
+            Some(url) => Producer::Postgres(PgProducer::connect(url).await?),
+            None => Producer::Sqlite(PlainProducer::connect(database).await?),
+        })
+    }
+
+    async fn insert(&mut self, payload: &str) -> Result<(), BenchError> {
+        match self {
+            Producer::Sqlite(producer) => Ok(producer.insert(payload).await?),
+            Producer::Postgres(producer) => producer.insert(payload).await,
+        }
+    }
+}
+
+/// The producer child: inserts one row every `1/rate` s for `secs` s with plain SQL into
+/// `database` (a SQLite file or a `postgres://` URL), keeping to the schedule (a late insert
+/// does not delay the next ones).
 pub(crate) async fn produce(
     database: &Path,
     rate: u32,
     secs: u64,
     attachment: &Path,
 ) -> Result<usize, BenchError> {
-    let mut producer = PlainProducer::connect(database).await?;
+    let mut producer = Producer::connect(database).await?;
     let total = u64::from(rate) * secs;
     let period = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let started = tokio::time::Instant::now();

@@ -1,6 +1,7 @@
-//! What every scenario needs: a scratch directory, the sandbox in a child process (so the
-//! worker's CPU and memory are measured alone), attachments, payloads, and a worker wired to
-//! the sandbox the way `run` wires it to DingTalk.
+//! What every scenario needs: a scratch directory with its database (its own SQLite file,
+//! or a PostgreSQL database), the sandbox in a child process (so the worker's CPU and memory
+//! are measured alone), attachments, payloads, and a worker wired to the sandbox the way
+//! `run` wires it to DingTalk.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use crate::approval::Approval;
 use crate::config::Config;
 use crate::dingtalk::{ClientSettings, DingTalk};
 use crate::oss::Oss;
-use crate::queue::{OpenOptions, Queue};
+use crate::queue::{Location, OpenOptions, Queue};
 use crate::sandbox::{DEFAULT_AGENT_ID, DEFAULT_APP_KEY, DEFAULT_APP_SECRET};
 use crate::secret::Secret;
 use crate::worker::{Worker, WorkerSettings};
@@ -76,13 +77,16 @@ impl Drop for ChildSandbox {
     }
 }
 
-/// A directory with a spool of small attachments, removed on drop.
+/// A directory with a spool of small attachments, removed on drop, and the database its
+/// runs use.
 pub(crate) struct Scratch {
     pub(crate) dir: PathBuf,
     /// Attachments live here (the allowed directory).
     pub(crate) spool: PathBuf,
     small: Vec<PathBuf>,
     keep: bool,
+    /// The PostgreSQL database of its runs, instead of the directory's SQLite file.
+    postgres: Option<String>,
 }
 
 impl Scratch {
@@ -109,7 +113,19 @@ impl Scratch {
             spool,
             small,
             keep,
+            postgres: None,
         })
+    }
+
+    /// The same directory, its runs on the PostgreSQL database at `url`.
+    pub(crate) fn on_postgres(mut self, url: &str) -> Scratch {
+        self.postgres = Some(url.to_owned());
+        self
+    }
+
+    /// The PostgreSQL database of its runs, if they do not use the SQLite file.
+    pub(crate) fn postgres_url(&self) -> Option<&str> {
+        self.postgres.as_deref()
     }
 
     /// The database path of this scratch directory.
@@ -117,9 +133,32 @@ impl Scratch {
         self.dir.join("queue.db")
     }
 
+    /// Where its runs' queue lives: the PostgreSQL database, or the SQLite file.
+    pub(crate) fn location(&self) -> Location {
+        match &self.postgres {
+            Some(url) => Location::Postgres(super::pgserver::queue_options(url)),
+            None => Location::Sqlite(self.database()),
+        }
+    }
+
+    /// The `[database]` table of a `worker.toml` for that queue.
+    pub(crate) fn database_toml(&self) -> String {
+        match &self.postgres {
+            Some(url) => format!("[database]\nurl = {url:?}\n"),
+            None => format!(
+                "[database]\npath = {:?}\n",
+                self.database().display().to_string()
+            ),
+        }
+    }
+
     /// Opens the queue as the product does ([`Checkpoints::Automatic`]), or with automatic
-    /// WAL checkpoints off, so the WAL's size is what the scenario wrote.
+    /// WAL checkpoints off, so the WAL's size is what the scenario wrote. A PostgreSQL queue
+    /// has no WAL of its own: `checkpoints` does not apply to it.
     pub(crate) async fn queue(&self, checkpoints: Checkpoints) -> Result<Queue, BenchError> {
+        if self.postgres.is_some() {
+            return Ok(Queue::connect(&self.location()).await?);
+        }
         let options = OpenOptions {
             wal_autocheckpoint_pages: match checkpoints {
                 Checkpoints::Automatic => None,
@@ -147,6 +186,7 @@ impl Scratch {
     pub(crate) fn config(&self, sandbox_url: &str, concurrency: u32) -> Config {
         let mut config = Config::default();
         config.database.path = self.database();
+        config.database.url.clone_from(&self.postgres);
         config.dingtalk.app_key = DEFAULT_APP_KEY.to_owned();
         config.dingtalk.agent_id = DEFAULT_AGENT_ID;
         config.dingtalk.api_base = sandbox_url.to_owned();

@@ -37,10 +37,15 @@ pub(crate) struct BenchArgs {
     /// Keep the scratch directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// Measure PostgreSQL instead of SQLite: a server URL (postgres://user@host:port/db) whose
+    /// user may create databases; every run gets a fresh database, dropped afterwards.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
     /// Child mode: serve the sandbox, print its URL, stop when stdin closes.
     #[arg(long, hide = true)]
     serve_sandbox: bool,
-    /// Child mode: insert rows into this database with plain SQL at `--rate` for `--secs`.
+    /// Child mode: insert rows into this database (SQLite file or postgres:// URL) with plain
+    /// SQL at `--rate` for `--secs`.
     #[arg(long, hide = true, value_name = "DB")]
     produce: Option<PathBuf>,
     /// Producer: rows per second.
@@ -52,12 +57,21 @@ pub(crate) struct BenchArgs {
     /// Producer: the attachment of every row.
     #[arg(long, hide = true)]
     payload_file: Option<PathBuf>,
-    /// Child mode: run only the no-HTTP shape and print its figures as JSON.
+    /// Child mode: run only the no-HTTP shape (on `--database` if given) and print its figures
+    /// as JSON.
     #[arg(long, hide = true)]
     peer_shape: bool,
 }
 
 pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
+    if let Some(url) = &args.database
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(CliError::Usage(format!(
+            "--database: {} is not a postgres:// URL",
+            crate::queue::redacted_url(url)
+        )));
+    }
     if args.serve_sandbox {
         return Ok(bench::serve_sandbox().await.context("sandbox child")?);
     }
@@ -74,7 +88,8 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
     }
     if args.peer_shape {
         let jobs = args.jobs.unwrap_or(20_000);
-        let figures = bench::peer_shape(&dir, 16, 16, jobs, args.runs)
+        let database = args.database.as_deref();
+        let figures = bench::peer_shape(&dir, 16, 16, jobs, args.runs, database)
             .await
             .context("no-HTTP shape")?;
         println!(
@@ -84,6 +99,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
                 "jobs_per_sec": figures.jobs_per_sec,
                 "commits_per_job": figures.commits_per_job,
                 "cpu_us_per_job": figures.cpu_us_per_job,
+                "server_cpu_us_per_job": figures.server_cpu_us_per_job,
             })
         );
         return Ok(());
@@ -97,6 +113,7 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
         dir,
         keep: args.keep,
         exe: std::env::current_exe().context("locating this binary")?,
+        database: args.database,
     };
     bench::run(&options).await.context("benchmark")?;
     Ok(())
