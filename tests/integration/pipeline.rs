@@ -498,11 +498,13 @@ async fn a_job_claimed_ahead_is_released_uncharged_at_shutdown_without_a_call() 
 
 #[tokio::test]
 async fn a_failed_jobs_successor_is_claimed_in_the_commit_that_records_its_failure() {
-    // Refused by DingTalk at its create, after its uploads: a failure once under way.
+    // Refused by DingTalk at its create (an approver who does not exist), after its
+    // uploads: a failure once under way.
     let (failed, claimed) = last_write_and_successor_claim(
         |h| {
             let mut payload = h.payload(&[&h.file("first.pdf", &bytes(100, 1))]);
-            payload["process_code"] = "NOT-A-TEMPLATE".into();
+            payload["approvers"] =
+                serde_json::json!([{"action_type": "AND", "user_ids": ["ghost-approver"]}]);
             payload
         },
         "failed",
