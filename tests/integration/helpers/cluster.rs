@@ -123,24 +123,22 @@ impl Cluster {
                 "start",
             ],
         );
+        // Dropping the cluster stops it; the watchdog stops it too when this process is
+        // killed before any drop can run (a test binary cut off by a timeout, say).
+        cluster.watch_for_exit();
         Some(cluster)
     }
 
     /// One cluster for the whole test binary, started on first use, each test in its own
-    /// database ([`Database`]). A watchdog process stops it and removes its directory once
-    /// this process has exited, however it exits.
+    /// database ([`Database`]). Never dropped: its watchdog stops it and removes its
+    /// directory once this process has exited.
     pub fn shared() -> Option<&'static Cluster> {
         static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| {
-                let cluster = Cluster::start()?;
-                cluster.watch_for_exit();
-                Some(cluster)
-            })
-            .as_ref()
+        SHARED.get_or_init(Cluster::start).as_ref()
     }
 
-    /// Spawns the watchdog of [`Cluster::shared`].
+    /// Spawns a process that stops the cluster and removes its directory once this process
+    /// has exited, however it exits.
     fn watch_for_exit(&self) {
         let stop = self.command_line("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
         let script = format!(
