@@ -1,24 +1,14 @@
 //! What a PostgreSQL database holds, read without changing it, for `check` and for the
 //! commands that must not create a queue.
 
-use std::str::FromStr;
-
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use super::{PgOptions, migrator};
+use super::{HAS_HISTORY_SQL, PgOptions, SOME_TABLES_SQL, connect_once, connect_options, migrator};
 use crate::queue::{DatabaseFile, QueueError};
 
 /// One connection to the database of `options`, outside any pool.
 async fn connect(options: &PgOptions) -> Result<PgConnection, sqlx::Error> {
-    let mut connect = PgConnectOptions::from_str(&options.url)?.application_name("approval-worker");
-    if let Some(password) = &options.password {
-        connect = connect.password(password);
-    }
-    let connecting = PgConnection::connect_with(&connect);
-    tokio::time::timeout(super::CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| sqlx::Error::PoolTimedOut)?
+    connect_once(&connect_options(options)?).await
 }
 
 /// What the database holds, and the server's version when it could be reached.
@@ -43,7 +33,7 @@ pub(in crate::queue) async fn inspect(options: &PgOptions) -> (DatabaseFile, Opt
 /// Whether the database holds this program's migration history.
 pub(in crate::queue) async fn has_schema(options: &PgOptions) -> Result<bool, QueueError> {
     let mut conn = connect(options).await?;
-    let found: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+    let found: bool = sqlx::query_scalar(HAS_HISTORY_SQL)
         .fetch_one(&mut conn)
         .await?;
     let _ = conn.close().await;
@@ -52,17 +42,13 @@ pub(in crate::queue) async fn has_schema(options: &PgOptions) -> Result<bool, Qu
 
 async fn read(conn: &mut PgConnection) -> Result<DatabaseFile, sqlx::Error> {
     let latest = migrator().iter().map(|m| m.version).max().unwrap_or(0);
-    let has_history: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await?;
-    if !has_history {
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
-             ORDER BY tablename LIMIT 5",
-        )
-        .fetch_all(&mut *conn)
+    let has_history: bool = sqlx::query_scalar(HAS_HISTORY_SQL)
+        .fetch_one(&mut *conn)
         .await?;
+    if !has_history {
+        let tables: Vec<String> = sqlx::query_scalar(SOME_TABLES_SQL)
+            .fetch_all(&mut *conn)
+            .await?;
         return Ok(if tables.is_empty() {
             DatabaseFile::Ours {
                 version: 0,

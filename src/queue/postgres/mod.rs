@@ -91,22 +91,39 @@ pub(crate) struct PgStore {
 /// How long opening a connection may take before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the database holds this program's migration history.
+const HAS_HISTORY_SQL: &str = "SELECT to_regclass('_sqlx_migrations') IS NOT NULL";
+/// Up to five tables of the database, for a database that is another program's.
+const SOME_TABLES_SQL: &str = "SELECT tablename::text FROM pg_tables \
+     WHERE schemaname = current_schema() ORDER BY tablename LIMIT 5";
+/// The migrations applied.
+const APPLIED_SQL: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+
+/// The connection settings `options` describe.
+fn connect_options(options: &PgOptions) -> Result<PgConnectOptions, sqlx::Error> {
+    let connect = PgConnectOptions::from_str(&options.url)?.application_name("approval-worker");
+    Ok(match &options.password {
+        Some(password) => connect.password(password),
+        None => connect,
+    })
+}
+
+/// One connection outside any pool, given up after [`CONNECT_TIMEOUT`].
+async fn connect_once(connect: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(connect))
+        .await
+        .map_err(|_| sqlx::Error::PoolTimedOut)?
+}
+
 impl PgStore {
     /// Connects and applies pending migrations (under sqlx's advisory lock, so hosts that
     /// start together migrate once).
     pub(super) async fn open(options: &PgOptions) -> Result<PgStore, QueueError> {
-        let mut connect =
-            PgConnectOptions::from_str(&options.url)?.application_name("approval-worker");
-        if let Some(password) = &options.password {
-            connect = connect.password(password);
-        }
+        let connect = connect_options(options)?;
         let name: Arc<str> = describe(&connect).into();
         // One connection first: when the server is down or refuses the login, its error says
         // why, where the pool would only report that it timed out waiting.
-        let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&connect))
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
-        first.close().await?;
+        connect_once(&connect).await?.close().await?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(CONNECT_TIMEOUT)
@@ -181,17 +198,9 @@ pub(super) fn migrator() -> sqlx::migrate::Migrator {
 /// this program's migration history) and not newer than this binary.
 async fn migrate(pool: &PgPool, name: &str) -> Result<(), QueueError> {
     let migrator = migrator();
-    let has_history: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(pool)
-            .await?;
+    let has_history: bool = sqlx::query_scalar(HAS_HISTORY_SQL).fetch_one(pool).await?;
     if !has_history {
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() \
-             ORDER BY tablename LIMIT 5",
-        )
-        .fetch_all(pool)
-        .await?;
+        let tables: Vec<String> = sqlx::query_scalar(SOME_TABLES_SQL).fetch_all(pool).await?;
         if !tables.is_empty() {
             return Err(QueueError::NotOurs {
                 path: name.to_owned(),
@@ -199,10 +208,7 @@ async fn migrate(pool: &PgPool, name: &str) -> Result<(), QueueError> {
             });
         }
     } else {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(pool)
-                .await?;
+        let applied: Vec<i64> = sqlx::query_scalar(APPLIED_SQL).fetch_all(pool).await?;
         check_schema_known(&migrator, &applied, name)?;
     }
     migrator.run(pool).await?;
