@@ -32,9 +32,28 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
+/// Days since 1970-01-01 of the civil date `(year, month, day)`; the inverse of
+/// [`civil_from_days`]. The caller checks that the date exists.
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "outcome tracking, merged next, is its first caller"
+    )
+)]
+pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
-    use super::civil_from_days;
+    use super::{civil_from_days, days_from_civil};
 
     #[test]
     fn day_counts_map_to_civil_dates_across_leap_years() {
@@ -42,5 +61,13 @@ mod tests {
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(20_786), (2026, 11, 29));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn civil_dates_map_back_to_their_day_counts() {
+        for days in [-800_000, -1, 0, 11_016, 20_786, 800_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
     }
 }

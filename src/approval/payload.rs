@@ -48,6 +48,9 @@ pub(crate) struct Payload {
     /// Users to copy.
     #[serde(default)]
     pub(crate) cc_list: Vec<String>,
+    /// Where this job's decision is POSTed, instead of `[outcome] webhook_url`.
+    #[serde(default)]
+    pub(crate) callback_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -166,6 +169,9 @@ fn check_fields(payload: &Payload) -> Result<(), PayloadError> {
     check_identifier("originator_user_id", &payload.originator_user_id)?;
     if let Some(union_id) = &payload.union_id {
         check_identifier("union_id", union_id)?;
+    }
+    if let Some(url) = &payload.callback_url {
+        crate::config::check_webhook_url(url).map_err(|e| invalid(format!("callback_url: {e}")))?;
     }
     if payload.dept_id.is_none() && payload.approvers.is_empty() {
         return Err(invalid(

@@ -231,7 +231,15 @@ async fn no_http_pool(
                     queue.checkpoint(fence, &none, &done, step, "{}").await?;
                 }
                 queue
-                    .succeed(fence, &Unstored::default(), "{}", "done", "{}", now_ms())
+                    .succeed(
+                        fence,
+                        &Unstored::default(),
+                        "{}",
+                        "done",
+                        "{}",
+                        None,
+                        now_ms(),
+                    )
                     .await?;
                 drop(permit);
                 wake.notify_one();

@@ -81,6 +81,7 @@ pub(crate) async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliErr
     let stats = queue.stats(now).await?;
     let month = quota_month(now);
     let calls = queue.monthly_calls(&month).await?;
+    let outcomes = queue.outcome_stats().await?;
     queue.close().await;
     let app_key = &config.dingtalk.app_key;
     let counted: i64 = calls
@@ -96,6 +97,11 @@ pub(crate) async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliErr
             "succeeded_last_hour": stats.succeeded_last_hour,
             "failed_last_hour": stats.failed_last_hour,
             "oldest_queued": stats.oldest_queued_id.map(|id| json!({"id": id, "created_at": stats.oldest_queued_at})),
+            "outcomes": {
+                "by_outcome": outcomes.by_outcome.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "instance_reads": outcomes.checks,
+                "notifications": outcomes.deliveries.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            },
             "dingtalk_calls": {
                 "month": month,
                 "counted": counted,
@@ -134,6 +140,32 @@ pub(crate) async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliErr
         );
     } else {
         println!("no queued jobs");
+    }
+    if !outcomes.by_outcome.is_empty() {
+        let rows: Vec<Vec<String>> = outcomes
+            .by_outcome
+            .iter()
+            .map(|(outcome, count)| vec![outcome.clone(), count.to_string()])
+            .collect();
+        println!(
+            "
+approvals followed:"
+        );
+        print!("{}", render(&["OUTCOME", "JOBS"], &rows));
+        let notifications: Vec<String> = outcomes
+            .deliveries
+            .iter()
+            .map(|(status, count)| format!("{count} {status}"))
+            .collect();
+        println!(
+            "instance reads so far: {}; notifications: {}",
+            outcomes.checks,
+            if notifications.is_empty() {
+                "none".to_owned()
+            } else {
+                notifications.join(", ")
+            }
+        );
     }
     print_calls(&month, &calls, counted, budget);
     Ok(())

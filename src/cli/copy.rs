@@ -89,14 +89,17 @@ pub(crate) async fn copy_to(config: &Config, args: CopyArgs) -> Result<(), CliEr
         .collect();
     println!("copied {from} to {to}:");
     println!(
-        "  {jobs} jobs ({}), {} history rows, {} call tally rows",
+        "  {jobs} jobs ({}), {} history rows, {} call tally rows, {} followed approvals, {} \
+         notifications",
         if by_status.is_empty() {
             "none".to_owned()
         } else {
             by_status.join(", ")
         },
         copied.events,
-        copied.call_rows
+        copied.call_rows,
+        copied.outcomes,
+        copied.deliveries
     );
     println!(
         "  new jobs are numbered after {}; set [database] url to this database and start the \

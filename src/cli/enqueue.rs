@@ -21,10 +21,22 @@ pub(crate) const EXAMPLES: &str = "Examples:
   approval-worker enqueue --payload job.json --wait    # follow it to its instance id
 
   approval-worker enqueue --payload job.json --wait --timeout 10m
+  approval-worker enqueue --payload job.json --wait --until decided   # to agree or refuse
 
 With --wait the exit code tells the outcome: 0 when every job succeeded, 1 when one failed or
 was cancelled, 3 when --timeout ran out first (the jobs go on; `show ID` follows up).
+With --until decided: 0 when every approval was agreed, 1 when a job failed or was cancelled
+or its approval was refused, withdrawn, deleted or never decided, 3 on timeout.
 Interrupting the wait leaves the jobs queued.";
+
+/// How far `enqueue --wait` follows a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Until {
+    /// Until the approval instance exists (or the job fails).
+    Submitted,
+    /// Until the approval is decided: agree, refuse, withdrawn, deleted (or never, `unknown`).
+    Decided,
+}
 
 /// `enqueue` arguments.
 #[derive(Debug, Args)]
@@ -79,6 +91,10 @@ pub(crate) struct EnqueueArgs {
     /// unfinished; the jobs go on.
     #[arg(long, value_name = "AGE", requires = "wait", value_parser = super::duration::parse_duration)]
     timeout: Option<std::time::Duration>,
+    /// With --wait: follow each job until its instance is created (submitted), or on until
+    /// the approval is decided (decided).
+    #[arg(long, value_enum, requires = "wait", default_value_t = Until::Submitted)]
+    until: Until,
     /// Print the outcome as JSON (with --wait: the finished jobs).
     #[arg(long)]
     json: bool,
@@ -139,7 +155,8 @@ pub(crate) async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), Cl
             }
         }
         let ids: Vec<_> = outcomes.iter().map(|outcome| outcome.id).collect();
-        let followed = super::follow::follow(&queue, &ids, args.json, args.timeout).await;
+        let followed =
+            super::follow::follow(&queue, &ids, args.json, args.timeout, args.until).await;
         queue.close().await;
         return followed;
     }

@@ -11,12 +11,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 use super::CliError;
+use super::enqueue::Until;
 use super::inspect::{instance_id, job_json};
 use crate::approval::Step;
 use crate::queue::{EventRow, JobId, JobRow, Queue, now_ms};
 
 /// How often the database is read while following.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// The same once every job left waits only for its approval's decision.
+const DECISION_POLL: Duration = Duration::from_secs(1);
 /// Jobs with at least this many attachment bytes get a progress bar.
 const PROGRESS_BAR_MIN_BYTES: u64 = 1024 * 1024;
 /// How often the bar's spinner and clock redraw.
@@ -27,6 +30,8 @@ struct Followed {
     id: JobId,
     last_event: i64,
     announced_wait: bool,
+    /// Succeeded, its approval undecided, and that was said.
+    announced_pending: bool,
     finished: Option<JobRow>,
 }
 
@@ -38,6 +43,7 @@ pub(crate) async fn follow(
     ids: &[JobId],
     json: bool,
     timeout: Option<Duration>,
+    until: Until,
 ) -> Result<(), CliError> {
     let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
     let prefix = ids.len() > 1;
@@ -47,6 +53,7 @@ pub(crate) async fn follow(
             id,
             last_event: 0,
             announced_wait: false,
+            announced_pending: false,
             finished: None,
         })
         .collect();
@@ -84,9 +91,23 @@ pub(crate) async fn follow(
                     job.id
                 ));
             }
-            if matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled") {
+            let ended = matches!(job.status.as_str(), "succeeded" | "failed" | "cancelled");
+            let undecided = until == Until::Decided
+                && job.status == "succeeded"
+                && job.outcome.as_deref() == Some("pending");
+            if ended && undecided {
+                if !followed.announced_pending && !json {
+                    followed.announced_pending = true;
+                    say(format!("{}; waiting for the decision", outcome_line(&job)));
+                }
+            } else if ended {
                 if !json {
-                    say(outcome_line(&job));
+                    if !followed.announced_pending {
+                        say(outcome_line(&job));
+                    }
+                    if until == Until::Decided && job.status == "succeeded" {
+                        say(decision_line(&job));
+                    }
                 }
                 followed.finished = Some(job);
             }
@@ -95,7 +116,16 @@ pub(crate) async fn follow(
             if deadline.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
                 break;
             }
-            tokio::time::sleep(FOLLOW_POLL).await;
+            let waiting_for_decisions = jobs
+                .iter()
+                .all(|job| job.finished.is_some() || job.announced_pending);
+            // A decision takes minutes to days: no need to read five times a second.
+            let pause = if waiting_for_decisions {
+                DECISION_POLL
+            } else {
+                FOLLOW_POLL
+            };
+            tokio::time::sleep(pause).await;
         }
     }
     if let Some(bar) = bar {
@@ -112,8 +142,19 @@ pub(crate) async fn follow(
     }
     let unsuccessful: Vec<String> = finished
         .iter()
-        .filter(|job| job.status != "succeeded")
-        .map(|job| format!("job {} {}", job.id, job.status))
+        .filter_map(|job| {
+            if job.status != "succeeded" {
+                Some(format!("job {} {}", job.id, job.status))
+            } else if until == Until::Decided && job.outcome.as_deref() != Some("agree") {
+                Some(format!(
+                    "job {}: approval {}",
+                    job.id,
+                    job.outcome.as_deref().unwrap_or("not followed")
+                ))
+            } else {
+                None
+            }
+        })
         .collect();
     if !unfinished.is_empty() {
         let waited = timeout.map(super::duration::human).unwrap_or_default();
@@ -160,6 +201,25 @@ fn describe(event: &EventRow, job: &JobRow) -> Option<String> {
         _ => return None,
     };
     Some(line)
+}
+
+/// The decision line of a succeeded job followed `--until decided`.
+fn decision_line(job: &JobRow) -> String {
+    match job.outcome.as_deref() {
+        Some("agree") => format!("job {}: approval agreed", job.id),
+        Some("refuse") => format!("job {}: approval refused", job.id),
+        Some("terminated") => format!("job {}: approval withdrawn by the originator", job.id),
+        Some("deleted") => format!("job {}: approval deleted in DingTalk", job.id),
+        Some("unknown") => format!(
+            "job {}: approval still undecided when the worker stopped asking ([outcome] give_up_after_days)",
+            job.id
+        ),
+        Some(other) => format!("job {}: approval {other}", job.id),
+        None => format!(
+            "job {}: its approval is not followed ([outcome] follow = false when it succeeded)",
+            job.id
+        ),
+    }
 }
 
 fn outcome_line(job: &JobRow) -> String {

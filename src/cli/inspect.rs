@@ -6,11 +6,12 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::duration::{human, ms_before, parse_duration};
+use super::outcome::{outcome_json, print_outcome};
 use super::table::{render, time};
 use super::{CliError, open_existing_queue};
 use crate::approval::CREATE_STEP;
 use crate::config::Config;
-use crate::queue::{JobFilter, JobId, JobRow, JobStatus, now_ms};
+use crate::queue::{JobFilter, JobId, JobRow, JobStatus, Verdict, now_ms};
 
 const DEFAULT_LIST_LIMIT: i64 = 50;
 
@@ -45,6 +46,10 @@ pub(crate) struct JobsArgs {
     /// Only jobs of this queue.
     #[arg(long)]
     queue: Option<String>,
+    /// Only jobs whose approval has this outcome (pending, agree, refuse, terminated,
+    /// deleted, unknown).
+    #[arg(long)]
+    outcome: Option<Verdict>,
     /// Only jobs created within this long before now, e.g. 90s, 15m, 1h, 7d.
     #[arg(long, value_name = "AGE", value_parser = parse_duration)]
     since: Option<Duration>,
@@ -103,6 +108,7 @@ pub(crate) fn job_json(job: &JobRow) -> Value {
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "finished_at": job.finished_at,
+        "outcome": job.outcome,
         "payload": parse(&Some(job.payload.clone())),
         "checkpoint": parse(&job.checkpoint),
     })
@@ -133,6 +139,9 @@ pub(crate) fn jobs_table(jobs: &[JobRow], max_attempts: i64, now_ms: i64) -> Str
                             u64::try_from(job.run_at - now_ms).unwrap_or(0)
                         ))
                     )
+                }
+                "succeeded" if job.outcome.is_some() => {
+                    format!("succeeded, {}", job.outcome.as_deref().unwrap_or_default())
                 }
                 status => status.to_owned(),
             };
@@ -181,6 +190,7 @@ pub(crate) async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError
         status: args.status,
         queue: args.queue,
         since_ms: args.since.map(|since| ms_before(now_ms(), since)),
+        outcome: args.outcome,
         // One more than shown, to tell whether the list was cut.
         limit: args.limit.saturating_add(1),
     };
@@ -218,11 +228,16 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     let queue = open_existing_queue(config).await?;
     let job = queue.get(args.id).await?;
     let events = queue.events(args.id).await?;
+    let outcome = queue.outcome(args.id).await?;
+    let deliveries = queue.deliveries(args.id).await?;
     queue.close().await;
     let detail = job_json(&job);
     if args.json {
         let mut detail = detail;
         detail["events"] = serde_json::to_value(&events).unwrap_or(Value::Null);
+        detail["outcome"] = outcome
+            .as_ref()
+            .map_or(Value::Null, |outcome| outcome_json(outcome, &deliveries));
         println!("{detail}");
         return Ok(());
     }
@@ -270,6 +285,9 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
             &rows
         )
     );
+    if let Some(outcome) = &outcome {
+        print_outcome(outcome, &deliveries);
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod duration;
 mod enqueue;
 mod follow;
 mod inspect;
+mod outcome;
 mod run;
 mod table;
 

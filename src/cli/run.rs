@@ -124,11 +124,13 @@ pub(crate) fn build_worker(
     let dingtalk = dingtalk_client(config, secret)?;
     let oss = Oss::new(config.connect_timeout(), config.request_timeout())
         .context("building the OSS client")?;
+    let mut settings = WorkerSettings::from_config(config);
+    settings.outcome.webhook_secret = config.outcome.webhook_secret()?;
     Ok(Worker::new(
         queue,
         Approval::new(dingtalk.clone(), oss).with_submit_settle(config.request_timeout() * 2),
         dingtalk,
-        WorkerSettings::from_config(config),
+        settings,
     ))
 }
 

@@ -179,6 +179,17 @@ impl DingTalkError {
         }
     }
 
+    /// True when DingTalk says the approval instance does not exist (§5.9): it was deleted.
+    pub(crate) fn instance_not_found(&self) -> bool {
+        match self {
+            Self::Api { code, .. } => {
+                code.eq_ignore_ascii_case("processInstanceNotExist")
+                    || code.eq_ignore_ascii_case("aflowProcessInstNotExist")
+            }
+            _ => false,
+        }
+    }
+
     /// The call that failed (`"config"` for configuration errors).
     #[cfg(test)]
     pub(crate) fn endpoint(&self) -> &'static str {

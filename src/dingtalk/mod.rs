@@ -12,6 +12,7 @@ mod error;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod fake;
+mod instance;
 mod limiter;
 mod storage;
 mod template;
@@ -32,6 +33,7 @@ pub use attachment::dd_attachment_file_ids;
 pub(crate) use attachment::dd_attachment_value;
 pub(crate) use counter::CallCount;
 pub use error::{DingTalkError, ErrorClass};
+pub(crate) use instance::{InstanceInfo, InstanceOutcome};
 pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
 pub use template::{FormField, FormSchema};
 pub(crate) use workflow::{Approver, CreateInstance, FormValue};

@@ -187,17 +187,102 @@ pub(super) struct GetInstanceResponse {
     pub(crate) result: InstanceResult,
 }
 
+/// Fields read leniently: a missing or null one reads as empty, since a half-filled instance
+/// (still running, started in the app instead of through the API) is still worth reading.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct InstanceResult {
     #[serde(default)]
     pub(crate) status: String,
+    /// Lowercase `agree` / `refuse`; empty while running.
+    #[serde(default)]
+    pub(crate) result: Option<String>,
     #[serde(default)]
     pub(crate) originator_user_id: String,
     #[serde(default)]
     pub(crate) create_time: String,
+    /// Empty or absent while running.
+    #[serde(default)]
+    pub(crate) finish_time: Option<String>,
     #[serde(default)]
     pub(crate) form_component_values: Vec<InstanceFormValue>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub(crate) tasks: Vec<WireTask>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub(crate) operation_records: Vec<WireOperationRecord>,
+}
+
+/// One approval task of §5.9; statuses and results are uppercase there.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WireTask {
+    #[serde(default, deserialize_with = "lenient_i64")]
+    pub(crate) task_id: Option<i64>,
+    #[serde(default)]
+    pub(crate) user_id: Option<String>,
+    #[serde(default)]
+    pub(crate) status: Option<String>,
+    #[serde(default)]
+    pub(crate) result: Option<String>,
+    #[serde(default)]
+    pub(crate) create_time: Option<String>,
+    #[serde(default)]
+    pub(crate) finish_time: Option<String>,
+    #[serde(default)]
+    pub(crate) activity_id: Option<String>,
+}
+
+/// One entry of §5.9's `operationRecords` (who did what, when, with which remark).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WireOperationRecord {
+    #[serde(default)]
+    pub(crate) user_id: Option<String>,
+    #[serde(default)]
+    pub(crate) date: Option<String>,
+    #[serde(default, rename = "type")]
+    pub(crate) kind: Option<String>,
+    #[serde(default)]
+    pub(crate) result: Option<String>,
+    #[serde(default)]
+    pub(crate) remark: Option<String>,
+    #[serde(default)]
+    pub(crate) show_name: Option<String>,
+}
+
+/// A list that may arrive as `null`.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// An integer DingTalk may send as a number or as a string (its SDKs disagree between
+/// endpoints, and event payloads mix both). Null, empty or unreadable reads as `None`: one odd
+/// field must not make the whole answer unreadable.
+pub(super) fn lenient_i64<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<serde_json::Value>::deserialize(deserializer)?
+        .as_ref()
+        .and_then(value_as_i64))
+}
+
+/// The integer in a JSON number or numeric string, if there is one.
+pub(super) fn value_as_i64(value: &serde_json::Value) -> Option<i64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| {
+            // Whole floats (`1.66e12`) only; a fraction is not an id or a timestamp.
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        serde_json::Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// All strings on the wire; empty fields may be absent or null.

@@ -1,5 +1,5 @@
-//! OA approval (workflow) calls: the attachment space (§5.3), starting an instance (§5.8),
-//! reading it back (§5.9) and listing instance ids for reconciliation (§5.10).
+//! OA approval (workflow) calls: the attachment space (§5.3), starting an instance (§5.8) and
+//! listing instance ids for reconciliation (§5.10); reading one back is `instance.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,8 +7,8 @@ use super::DingTalk;
 use super::call::{Host, Request};
 use super::error::DingTalkError;
 use super::wire::{
-    FormComponentValue, GetInstanceResponse, ListIdsBody, ListIdsResponse, SpaceRequest,
-    SpaceResponse, StartInstanceBody, StartInstanceResponse, WireApprover,
+    FormComponentValue, ListIdsBody, ListIdsResponse, SpaceRequest, SpaceResponse,
+    StartInstanceBody, StartInstanceResponse, WireApprover,
 };
 
 /// Page size of the id listing; DingTalk's maximum.
@@ -53,21 +53,6 @@ pub(crate) struct CreateInstance {
     pub(crate) approvers: Vec<Approver>,
     /// userIds to copy; empty = none.
     pub(crate) cc_list: Vec<String>,
-}
-
-/// The parts of an instance the worker reads back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct InstanceInfo {
-    /// The id asked for.
-    instance_id: String,
-    /// `RUNNING`, `TERMINATED`, `COMPLETED` (also `NEW`, `CANCELED` seen).
-    status: String,
-    /// The originator's userId.
-    originator_user_id: String,
-    /// ISO-8601 as DingTalk sends it, e.g. `2022-08-31T11:52Z`.
-    create_time: String,
-    /// The form as stored; null or missing values read as empty strings.
-    pub(crate) form: Vec<FormValue>,
 }
 
 impl DingTalk {
@@ -129,36 +114,6 @@ impl DingTalk {
         )?;
         let response: StartInstanceResponse = self.call(&request).await?;
         Ok(response.instance_id)
-    }
-
-    /// §5.9: reads an instance back.
-    pub(crate) async fn get_instance(
-        &self,
-        instance_id: &str,
-    ) -> Result<InstanceInfo, DingTalkError> {
-        let request = Request::get(
-            "workflow/processInstances/get",
-            Host::Api,
-            "/v1.0/workflow/processInstances",
-        )
-        .query("processInstanceId", instance_id);
-        let response: GetInstanceResponse = self.call(&request).await?;
-        let result = response.result;
-        Ok(InstanceInfo {
-            instance_id: instance_id.to_owned(),
-            status: result.status,
-            originator_user_id: result.originator_user_id,
-            create_time: result.create_time,
-            form: result
-                .form_component_values
-                .into_iter()
-                .map(|field| FormValue {
-                    name: field.name.unwrap_or_default(),
-                    value: field.value.unwrap_or_default(),
-                    component_type: field.component_type,
-                })
-                .collect(),
-        })
     }
 
     /// §5.10: ids of the instances of `process_code` started since `start_time_ms` (unix ms)
@@ -338,54 +293,6 @@ mod tests {
             fake.last().body_text(),
             r#"{"originatorUserId":"manager4220","processCode":"PROC-1","microappAgentId":3012345678,"formComponentValues":[]}"#
         );
-    }
-
-    #[tokio::test]
-    async fn get_instance_wire_shape_and_string_success() {
-        let fake = Fake::start(|_| {
-            Reply::json(
-                200,
-                json!({"success": "true", "result": {
-                    "title": "t", "createTime": "2022-08-31T11:52Z", "originatorUserId": "manager4220",
-                    "originatorDeptId": "-1", "status": "RUNNING", "result": "", "businessId": "b",
-                    "formComponentValues": [
-                        {"id": "TextField-1", "name": "报销事由", "value": "出差", "componentType": "TextField", "bizAlias": ""},
-                        {"id": "DDAttachment-1", "name": "附件", "value": null, "componentType": "DDAttachment"}
-                    ],
-                    "tasks": [{"taskId": 1, "userId": "a1", "status": "RUNNING"}]
-                }}),
-            )
-        })
-        .await;
-        let info = fake.client().get_instance("INST 1").await.unwrap();
-        assert_eq!(
-            info,
-            InstanceInfo {
-                instance_id: "INST 1".into(),
-                status: "RUNNING".into(),
-                originator_user_id: "manager4220".into(),
-                create_time: "2022-08-31T11:52Z".into(),
-                form: vec![
-                    FormValue {
-                        name: "报销事由".into(),
-                        value: "出差".into(),
-                        component_type: Some("TextField".into()),
-                    },
-                    FormValue {
-                        name: "附件".into(),
-                        value: String::new(),
-                        component_type: Some("DDAttachment".into()),
-                    },
-                ],
-            }
-        );
-        let seen = fake.last();
-        assert_eq!(seen.method, "GET");
-        assert_eq!(seen.path, "/v1.0/workflow/processInstances");
-        assert_eq!(seen.query, "processInstanceId=INST+1");
-        assert_eq!(seen.header("content-type"), None);
-        assert!(seen.body.is_empty());
-        assert!(seen.header("x-acs-dingtalk-access-token").is_some());
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::text::Lossy;
-use super::{JobId, JobStatus};
+use super::{JobId, JobStatus, Verdict};
 
 /// A job as stored, for `jobs` and `show`.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -58,6 +58,9 @@ pub struct JobRow {
     pub(crate) updated_at: i64,
     /// Unix ms.
     pub finished_at: Option<i64>,
+    /// The approval's decision, once the job succeeded and its instance is followed.
+    #[sqlx(try_from = "Lossy")]
+    pub outcome: Option<String>,
 }
 
 /// One row of a job's history.
@@ -94,6 +97,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     /// Only jobs created at or after (unix ms).
     pub since_ms: Option<i64>,
+    /// Only jobs whose approval has this outcome.
+    pub outcome: Option<Verdict>,
     /// At most this many, newest first.
     pub limit: i64,
 }

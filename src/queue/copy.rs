@@ -4,6 +4,7 @@
 
 use sqlx::{Acquire, Row};
 
+use super::copy_outcomes::{copy_deliveries, copy_outcomes};
 use super::{Queue, QueueError, Store};
 
 /// Rows read and written per statement.
@@ -18,6 +19,10 @@ pub(crate) struct Copied {
     pub(crate) events: i64,
     /// `dingtalk_calls` rows.
     pub(crate) call_rows: i64,
+    /// Followed approvals (`outcomes` rows).
+    pub(crate) outcomes: i64,
+    /// Notifications (`outcome_deliveries` rows).
+    pub(crate) deliveries: i64,
     /// The highest job id: the target numbers new jobs after it.
     pub(crate) highest_id: i64,
 }
@@ -83,6 +88,10 @@ const SOURCE_EVENTS_SQL: &str = "SELECT id, job_id, at, kind, step, attempt, dur
 const SOURCE_CALLS_SQL: &str =
     "SELECT app_key, month, endpoint, counted, calls, updated_at FROM dingtalk_calls";
 
+const SOURCE_ROW_COUNTS_SQL: &str = "SELECT (SELECT COUNT(*) FROM job_events), \
+     (SELECT COUNT(*) FROM dingtalk_calls), (SELECT COUNT(*) FROM outcomes), \
+     (SELECT COUNT(*) FROM outcome_deliveries)";
+
 const SOURCE_COUNTS_SQL: &str = "SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status";
 
 /// PostgreSQL: the jobs of one page, as parallel arrays, with their ids.
@@ -147,6 +156,8 @@ pub(crate) async fn sqlite_to_postgres(
     let highest_id = copy_jobs(&mut from, &mut to).await?;
     let events = copy_events(&mut from, &mut to).await?;
     let call_rows = copy_calls(&mut from, &mut to).await?;
+    let outcomes = copy_outcomes(&mut from, &mut to).await?;
+    let deliveries = copy_deliveries(&mut from, &mut to).await?;
     sqlx::query(TARGET_SEQUENCES_SQL).execute(&mut *to).await?;
     let expected: Vec<(String, i64)> = sqlx::query_as(SOURCE_COUNTS_SQL)
         .fetch_all(&mut *from)
@@ -159,15 +170,14 @@ pub(crate) async fn sqlite_to_postgres(
             "jobs by status {copied:?}, the source has {expected:?}"
         )));
     }
-    let (source_events, source_calls): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM job_events), (SELECT COUNT(*) FROM dingtalk_calls)",
-    )
-    .fetch_one(&mut *from)
-    .await?;
-    if (events, call_rows) != (source_events, source_calls) {
+    let source: (i64, i64, i64, i64) = sqlx::query_as(SOURCE_ROW_COUNTS_SQL)
+        .fetch_one(&mut *from)
+        .await?;
+    if (events, call_rows, outcomes, deliveries) != source {
         return Err(CopyRefused::Mismatch(format!(
-            "{events} events and {call_rows} call rows, the source has {source_events} and \
-             {source_calls}"
+            "{events} events, {call_rows} call rows, {outcomes} outcomes and {deliveries} \
+             notifications; the source has {}, {}, {} and {}",
+            source.0, source.1, source.2, source.3
         )));
     }
     to.commit().await?;
@@ -176,6 +186,8 @@ pub(crate) async fn sqlite_to_postgres(
         jobs_by_status: copied,
         events,
         call_rows,
+        outcomes,
+        deliveries,
         highest_id,
     })
 }

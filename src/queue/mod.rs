@@ -22,10 +22,12 @@ macro_rules! on_store {
 mod admin;
 mod claim;
 pub(crate) mod copy;
+mod copy_outcomes;
 mod enqueue;
 mod error;
 mod inspect;
 mod measured;
+pub mod outcome;
 mod postgres;
 mod quota;
 mod sqlite;
@@ -47,6 +49,7 @@ pub use error::QueueError;
 use error::check_schema_known;
 pub(crate) use inspect::{DatabaseFile, exists, inspect};
 pub(crate) use measured::EventTiming;
+pub use outcome::{DeliveryRow, Follow, OutcomeRow, Verdict};
 pub use postgres::PgOptions;
 pub(crate) use postgres::redacted as redacted_url;
 pub use quota::{CallDelta, MonthlyCalls, quota_month};
@@ -302,7 +305,7 @@ impl Queue {
     /// that finished before `before_ms`, with their events; with `dry_run` only counts them.
     /// The job with the highest id is kept whatever its age, so that its id is never handed
     /// out again.
-    pub(crate) async fn prune(
+    pub async fn prune(
         &self,
         before_ms: i64,
         statuses: &[JobStatus],

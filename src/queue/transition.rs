@@ -2,7 +2,7 @@
 //! Each is built here as one [`TransitionRequest`]: the change of the job row and the events
 //! recording it, which the store writes in one transaction or not at all.
 
-use super::{Fence, JobId, JobStatus, Queue, QueueError};
+use super::{Fence, Follow, JobId, JobStatus, Queue, QueueError};
 
 /// The kinds of `job_events` rows these writes record. `claimed`, `rescued` and `retried`
 /// rows are written by the claim, rescue and retry statements themselves (the schema's CHECK
@@ -147,11 +147,13 @@ pub(super) enum Change {
     Checkpoint { step: String, checkpoint: String },
     /// Queued again until `run_at_ms`.
     RetryLater { run_at_ms: i64, last_error: String },
-    /// The instance exists; `step` is the final step's name.
+    /// The instance exists; `step` is the final step's name. With `follow`, the instance's
+    /// outcome row goes in with it.
     Succeed {
         step: String,
         result: String,
         checkpoint: String,
+        follow: Option<Follow>,
     },
     /// Failed or cancelled.
     Finish {
@@ -258,7 +260,9 @@ impl Queue {
     }
 
     /// Finishes the job: the instance exists. `final_step` and `checkpoint_json` are the
-    /// final step's name and checkpoint.
+    /// final step's name and checkpoint; with `follow`, the instance is followed to its
+    /// decision from this same write.
+    #[allow(clippy::too_many_arguments)]
     pub async fn succeed(
         &self,
         fence: Fence,
@@ -266,6 +270,7 @@ impl Queue {
         result_json: &str,
         final_step: &str,
         checkpoint_json: &str,
+        follow: Option<Follow>,
         now_ms: i64,
     ) -> Result<(), QueueError> {
         let event = EventRecord::plain(fence, EventKind::Succeeded, now_ms);
@@ -273,6 +278,7 @@ impl Queue {
             step: final_step.to_owned(),
             result: result_json.to_owned(),
             checkpoint: checkpoint_json.to_owned(),
+            follow,
         };
         self.transition(fence, earlier, change, event, now_ms)
             .await?;

@@ -31,6 +31,8 @@ pub(crate) struct Metrics {
     step_seconds: Family<Labels, Histogram>,
     retries: Family<Labels, Counter>,
     upload_bytes: Counter,
+    decisions: Family<Labels, Counter>,
+    decision_seconds: Histogram,
     /// Steps finished (either way), so a drain can tell it is making progress.
     steps: AtomicU64,
 }
@@ -93,11 +95,27 @@ impl Metrics {
             Unit::Bytes,
             upload_bytes.clone(),
         );
+        let decisions = Family::<Labels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Approval decisions learned, by outcome (agree, refuse, terminated, deleted, unknown)",
+            decisions.clone(),
+        );
+        // A minute doubling to about 200 days.
+        let decision_seconds = Histogram::new(exponential_buckets(60.0, 2.0, 19));
+        registry.register_with_unit(
+            "time_to_decision",
+            "From the instance's creation to its decision",
+            Unit::Seconds,
+            decision_seconds.clone(),
+        );
         Metrics {
             registry,
             step_seconds,
             retries,
             upload_bytes,
+            decisions,
+            decision_seconds,
             steps: AtomicU64::new(0),
         }
     }
@@ -122,6 +140,24 @@ impl Metrics {
         self.retries
             .get_or_create(&vec![("step", step.to_string())])
             .inc();
+    }
+
+    /// Records a decision learned now (`now_ms`) for an instance created at `submitted_at`
+    /// and decided at `decided_at` (when DingTalk said).
+    pub(crate) fn decided(
+        &self,
+        outcome: &str,
+        submitted_at: i64,
+        decided_at: Option<i64>,
+        now_ms: i64,
+    ) {
+        self.decisions
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+        if outcome != "unknown" {
+            let seconds = (decided_at.unwrap_or(now_ms) - submitted_at).max(0) as f64 / 1000.0;
+            self.decision_seconds.observe(seconds);
+        }
     }
 
     /// The OpenMetrics text exposition of everything, with `snapshot` as the gauges.

@@ -7,6 +7,7 @@ mod http;
 mod maintain;
 mod metrics;
 mod notify;
+pub(crate) mod outcome;
 mod pace;
 mod policy;
 mod pool;
@@ -66,6 +67,8 @@ pub struct WorkerSettings {
     app_key: String,
     /// Counted DingTalk calls per month after which the pool stops claiming.
     monthly_call_budget: Option<u64>,
+    /// Following created instances to their decision.
+    pub(crate) outcome: outcome::OutcomeSettings,
 }
 
 impl WorkerSettings {
@@ -101,6 +104,7 @@ impl WorkerSettings {
             },
             app_key: config.dingtalk.app_key.clone(),
             monthly_call_budget: config.dingtalk.monthly_call_budget,
+            outcome: outcome::OutcomeSettings::from_config(&config.outcome),
         }
     }
 

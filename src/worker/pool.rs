@@ -11,7 +11,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::notify::{STOP_MARGIN, status_line};
-use super::{Worker, WorkerError, maintain, runner};
+use super::{Worker, WorkerError, maintain, outcome, runner};
 use crate::queue::{Fence, QueueError, Unstored, now_ms};
 
 /// How long a stop forced by a second signal may still spend on the database.
@@ -37,6 +37,10 @@ impl Worker {
         let semaphore = Arc::new(Semaphore::new(inner.settings.concurrency as usize));
         let mut runners = JoinSet::new();
         let maintenance = tokio::spawn(maintain::maintain(self.clone(), shutdown.clone()));
+        let following = tokio::spawn(outcome::follow(
+            outcome::Following::new(self),
+            shutdown.clone(),
+        ));
         tracing::info!(owner = %inner.owner, queue = %inner.settings.queue, concurrency = inner.settings.concurrency, "worker started");
         let outcome = self.claim_loop(&semaphore, &mut runners, &shutdown).await;
         tracing::info!(in_flight = runners.len(), "worker draining");
@@ -49,6 +53,9 @@ impl Worker {
             self.release_all(unfinished, force.is_cancelled()).await;
         }
         maintenance.abort();
+        // Whatever the outcome tasks had in hand is fenced or acked only after its commit:
+        // cut short, it is read, sent or delivered again.
+        following.abort();
         watcher.abort();
         *self.alive_at() = None;
         if let Some(reason) = inner.queue.files_replaced() {

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::Worker;
 use super::policy::{self, Action, Standing};
 use crate::approval::{self, Attempt, Step};
-use crate::queue::{ClaimedJob, Failure, Fence, QueueError, StepDone, Unstored, now_ms};
+use crate::queue::{ClaimedJob, Failure, Fence, Follow, QueueError, StepDone, Unstored, now_ms};
 
 /// The step name recorded when the payload itself is at fault.
 const PAYLOAD_STEP: &str = "payload";
@@ -187,6 +187,13 @@ async fn drive(
             let result = approval::result_json(instance_id, files).to_string();
             tracing::info!(instance_id = %instance_id, "approval instance created");
             slot.free();
+            let now = now_ms();
+            let follow = settings.outcome.first_check().map(|first| Follow {
+                instance_id: instance_id.clone(),
+                callback_url: job.payload.callback_url.clone(),
+                first_check_at: now
+                    .saturating_add(i64::try_from(first.as_millis()).unwrap_or(i64::MAX)),
+            });
             return queue
                 .succeed(
                     fence,
@@ -194,7 +201,8 @@ async fn drive(
                     &result,
                     step.name(),
                     &step.to_checkpoint(),
-                    now_ms(),
+                    follow,
+                    now,
                 )
                 .await;
         }

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use approval_worker::queue::outcome::{Decision, DecisionFollowUp, LearnedFrom, Verdict};
 use approval_worker::sandbox::{Endpoint, Fault};
 
 use crate::helpers::cluster::Database;
@@ -83,8 +84,37 @@ async fn a_sqlite_queue_copied_mid_flight_finishes_on_postgres_with_one_approval
         states.iter().any(|s| s.0 == "queued" && s.1 != "submit"),
         "{states:?}"
     );
+    // One followed approval decided, its notification waiting in the outbox.
+    let decided = before.iter().find(|job| job.status == "succeeded").unwrap();
+    let instance = h
+        .queue
+        .outcome(decided.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .instance_id;
+    let recorded = h
+        .queue
+        .record_decisions(
+            &[Decision {
+                instance_id: instance,
+                verdict: Verdict::Refuse,
+                decided_at_ms: Some(1_700_000_000_000),
+                learned_from: LearnedFrom::Poll,
+                records: Some(r#"{"tasks":[]}"#.to_owned()),
+            }],
+            &DecisionFollowUp {
+                default_url: Some("http://127.0.0.1:9/hook".to_owned()),
+                fetch_records: false,
+            },
+            approval_worker::queue::now_ms(),
+        )
+        .await
+        .unwrap();
+    assert!(recorded[0].is_some());
     let (code, stdout, stderr) = copy_to(&h, &database.url);
     assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("1 notifications"), "{stdout}");
     assert!(
         stdout.contains(&format!("{} jobs", before.len())),
         "{stdout}"
@@ -123,7 +153,34 @@ async fn a_sqlite_queue_copied_mid_flight_finishes_on_postgres_with_one_approval
             kinds(pg.events(job.id).await.unwrap()),
             kinds(h.queue.events(job.id).await.unwrap())
         );
+        let outcome = |row: Option<approval_worker::queue::OutcomeRow>| {
+            row.map(|o| {
+                (
+                    o.instance_id,
+                    o.outcome,
+                    o.decided_at,
+                    o.next_check_at,
+                    o.checks,
+                )
+            })
+        };
+        assert_eq!(
+            outcome(pg.outcome(job.id).await.unwrap()),
+            outcome(h.queue.outcome(job.id).await.unwrap()),
+            "job {}",
+            job.id
+        );
+        let deliveries = |rows: Vec<approval_worker::queue::DeliveryRow>| -> Vec<(String, String)> {
+            rows.into_iter()
+                .map(|d| (d.delivery_id, d.status))
+                .collect()
+        };
+        assert_eq!(
+            deliveries(pg.deliveries(job.id).await.unwrap()),
+            deliveries(h.queue.deliveries(job.id).await.unwrap())
+        );
     }
+    assert_eq!(pg.deliveries(decided.id).await.unwrap().len(), 1);
     let next = pg
         .enqueue(
             &approval_worker::queue::NewJob {

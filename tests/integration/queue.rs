@@ -138,6 +138,7 @@ async fn a_stale_attempt_cannot_write_after_the_job_was_rescued_and_claimed_agai
             "{}",
             "done",
             "{}",
+            None,
             now + 3_000,
         )
         .await;
@@ -201,6 +202,7 @@ async fn every_transition_leaves_one_event(queue: Queue) {
             r#"{"instance_id":"i"}"#,
             "done",
             "{}",
+            None,
             now + 20,
         )
         .await

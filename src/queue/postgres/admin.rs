@@ -2,6 +2,7 @@
 //! prune, and the depth and counts that health and metrics read.
 
 use super::PgStore;
+use crate::queue::Verdict;
 use crate::queue::{Depth, EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, Stats};
 
 /// A job's columns as [`JobRow`] reads them (JSON as text).
@@ -10,17 +11,20 @@ macro_rules! job_columns {
         "id, idempotency_key, queue, priority, status, step, payload::text AS payload, \
          checkpoint::text AS checkpoint, attempt, uncharged_attempts, max_attempts, run_at, \
          lease_owner, lease_expires_at, last_error, result::text AS result, cancel_requested, \
-         created_at, updated_at, finished_at"
+         created_at, updated_at, finished_at, \
+         (SELECT o.outcome FROM outcomes o WHERE o.job_id = jobs.id) AS outcome"
     };
 }
 
-/// `$1` status, `$2` queue, `$3` created at or after, `$4` how many; NULL matches all.
+/// `$1` status, `$2` queue, `$3` created at or after, `$4` how many, `$5` outcome; NULL
+/// matches all.
 const LIST_SQL: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs \
      WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR queue = $2) \
        AND ($3::bigint IS NULL OR created_at >= $3) \
+       AND ($5::text IS NULL OR id IN (SELECT job_id FROM outcomes WHERE outcome = $5)) \
      ORDER BY id DESC LIMIT $4"
 );
 
@@ -96,11 +100,16 @@ FROM jobs WHERE status = 'queued' AND queue = $1";
 
 /// Which jobs `prune` takes: `$1` finished before, `$2` the statuses. The job with the
 /// highest id stays (its id must never be handed out again; the sequence does not, but the
-/// SQLite store's numbering does, and a queue moved between them keeps its ids).
+/// SQLite store's numbering does, and a queue moved between them keeps its ids). A job whose
+/// approval is still undecided, or whose decision is still to be delivered, stays too.
 macro_rules! prunable {
     () => {
         "status IN ('succeeded', 'failed', 'cancelled') AND status = ANY($2) \
-         AND finished_at < $1 AND id < (SELECT max(id) FROM jobs)"
+         AND finished_at < $1 AND id < (SELECT max(id) FROM jobs) \
+         AND NOT EXISTS (SELECT 1 FROM outcomes o \
+                         WHERE o.job_id = jobs.id AND o.outcome = 'pending') \
+         AND NOT EXISTS (SELECT 1 FROM outcome_deliveries d \
+                         WHERE d.job_id = jobs.id AND d.status = 'pending')"
     };
 }
 
@@ -118,6 +127,7 @@ impl PgStore {
             .bind(&filter.queue)
             .bind(filter.since_ms)
             .bind(filter.limit)
+            .bind(filter.outcome.map(Verdict::as_str))
             .fetch_all(&self.pool)
             .await?)
     }

@@ -8,6 +8,7 @@ mod enqueue;
 mod inspect;
 mod listen;
 mod measure;
+mod outcome;
 mod quota;
 mod slots;
 mod transition;

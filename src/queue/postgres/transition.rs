@@ -11,9 +11,13 @@ use crate::queue::transition::{Change, EventRecord, TransitionRequest};
 use crate::queue::{QueueError, lease_lost};
 
 /// The tail every statement shares: the events of the change, in their order, for the job
-/// the `changed` part updated (none when it updated nothing).
+/// the `changed` part updated (none when it updated nothing), then `$more`: further
+/// statements on that row, each as `, name AS (…)`.
 macro_rules! with_events {
     ($change:literal) => {
+        with_events!($change, "")
+    };
+    ($change:literal, $more:literal) => {
         concat!(
             "WITH changed AS (",
             $change,
@@ -27,7 +31,9 @@ macro_rules! with_events {
          unnest($4::bigint[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::bigint[])
              WITH ORDINALITY AS e (at, kind, step, duration_ms, error, http_status, n)
     ORDER BY e.n
-)
+)",
+            $more,
+            "
 SELECT cancel_requested FROM changed"
         )
     };
@@ -45,11 +51,18 @@ const RETRY_LATER_SQL: &str = with_events!(
 );
 
 /// The approval instance exists: the job ends `succeeded` at step `$10` with checkpoint
-/// `$11` and result `$12`.
+/// `$11` and result `$12`; when `$13` names the instance, its outcome row goes in too,
+/// pending, with the job's callback URL `$14` and its first read due at `$15`.
 const SUCCEED_SQL: &str = with_events!(
     "UPDATE jobs SET status = 'succeeded', step = $10, checkpoint = $11::jsonb,
         result = $12::jsonb, last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
-        updated_at = $3, finished_at = $3"
+        updated_at = $3, finished_at = $3",
+    ", followed AS (
+    INSERT INTO outcomes (job_id, instance_id, submitted_at, next_check_at, callback_url,
+                          updated_at)
+    SELECT changed.id, $13, $3, $15, $14, $3 FROM changed WHERE $13::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+)"
 );
 
 /// The job ends with status `$11` (failed or cancelled) at the step it reached (`$10`); a
@@ -136,7 +149,20 @@ impl PgStore {
                 step,
                 result,
                 checkpoint,
-            } => query.bind(step).bind(checkpoint).bind(result),
+                follow,
+            } => {
+                let (instance_id, callback_url, first_check_at) = match follow {
+                    Some(f) => (Some(f.instance_id), f.callback_url, Some(f.first_check_at)),
+                    None => (None, None, None),
+                };
+                query
+                    .bind(step)
+                    .bind(checkpoint)
+                    .bind(result)
+                    .bind(instance_id)
+                    .bind(callback_url)
+                    .bind(first_check_at)
+            }
             Change::Finish { status, last_error } => {
                 query.bind(reached).bind(status.as_str()).bind(last_error)
             }

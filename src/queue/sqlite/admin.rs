@@ -3,10 +3,12 @@
 
 use super::text::Lossy;
 use super::{EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, SqliteStore, Stats, tx};
+use crate::queue::Verdict;
 
 const JOB_COLUMNS: &str = "id, idempotency_key, queue, priority, status, step, payload, checkpoint, \
      attempt, uncharged_attempts, max_attempts, run_at, lease_owner, lease_expires_at, \
-     last_error, result, cancel_requested, created_at, updated_at, finished_at";
+     last_error, result, cancel_requested, created_at, updated_at, finished_at, \
+     (SELECT o.outcome FROM outcomes o WHERE o.job_id = jobs.id) AS outcome";
 
 impl SqliteStore {
     /// Jobs matching `filter`, newest first.
@@ -18,6 +20,7 @@ impl SqliteStore {
             "SELECT {JOB_COLUMNS} FROM jobs \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR queue = ?2) \
                AND (?3 IS NULL OR created_at >= ?3) \
+               AND (?5 IS NULL OR id IN (SELECT job_id FROM outcomes WHERE outcome = ?5)) \
              ORDER BY id DESC LIMIT ?4"
         );
         Ok(sqlx::query_as(&sql)
@@ -25,6 +28,7 @@ impl SqliteStore {
             .bind(&filter.queue)
             .bind(filter.since_ms)
             .bind(filter.limit)
+            .bind(filter.outcome.map(Verdict::as_str))
             .fetch_all(&self.pool)
             .await?)
     }
@@ -219,12 +223,17 @@ impl SqliteStore {
 }
 
 /// Which jobs `prune` takes: `?1` finished before, `?2` the statuses as a JSON array. The
-/// first term is `jobs_finished`'s own condition, so SQLite walks that index.
+/// first term is `jobs_finished`'s own condition, so SQLite walks that index. A job whose
+/// approval is still undecided, or whose decision is still to be delivered, stays.
 macro_rules! prunable {
     () => {
         "(status = 'succeeded' OR status = 'failed' OR status = 'cancelled') \
          AND status IN (SELECT value FROM json_each(?2)) AND finished_at < ?1 \
-         AND id < (SELECT MAX(id) FROM jobs)"
+         AND id < (SELECT MAX(id) FROM jobs) \
+         AND NOT EXISTS (SELECT 1 FROM outcomes o \
+                         WHERE o.job_id = jobs.id AND o.outcome = 'pending') \
+         AND NOT EXISTS (SELECT 1 FROM outcome_deliveries d \
+                         WHERE d.job_id = jobs.id AND d.status = 'pending')"
     };
 }
 

@@ -11,6 +11,7 @@ mod files;
 mod inspect;
 pub(crate) mod measure;
 mod monitor;
+mod outcome;
 mod quota;
 #[cfg(test)]
 mod schema_tests;

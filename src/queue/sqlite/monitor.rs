@@ -122,6 +122,7 @@ mod tests {
                 r#"{"instance_id":"i-1"}"#,
                 "done",
                 "{}",
+                None,
                 now,
             )
             .await

@@ -179,8 +179,9 @@ async fn upgrading_from_the_fourth_migration_keeps_every_row_and_every_rule() {
         .unwrap();
     assert_eq!(left, 0, "deleting a job still deletes its events");
 
-    let indexes: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name")
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name IN ('jobs', 'job_events', '_sqlx_migrations') ORDER BY name",
+    )
             .fetch_all(&queue.sqlite().unwrap().pool)
             .await
             .unwrap();

@@ -9,6 +9,7 @@
 //! and they stay prepared: through sqlx, preparing costs more than the padding rows.
 
 use super::{Batch, Change, EventRecord, JobId, TransitionRequest};
+use crate::queue::Follow;
 
 /// The id of a padding row: no job has it, so it joins nothing.
 const PADDING_ID: JobId = -1;
@@ -21,6 +22,21 @@ const EVENTS_SQL: &str = "WITH e (job_id, at, kind, step, attempt, duration_ms, 
      SELECT e.job_id, e.at, e.kind, e.step, e.attempt, e.duration_ms, e.error, e.http_status \
      FROM e JOIN jobs ON jobs.id = e.job_id AND jobs.attempt = e.attempt \
          AND jobs.status = 'running';";
+
+/// The outcome rows of succeeding jobs that follow their instance, inserted before the
+/// changes and, like the events, only for jobs still running under the change's fence.
+const FOLLOW_SQL: &str = "WITH f (id, attempt, now, instance_id, callback_url, first_check_at) \
+         AS (VALUES {rows}) \
+     INSERT INTO outcomes (job_id, instance_id, submitted_at, next_check_at, callback_url, \
+         updated_at) \
+     SELECT f.id, f.instance_id, f.now, f.first_check_at, f.callback_url, f.now \
+     FROM f JOIN jobs ON jobs.id = f.id AND jobs.attempt = f.attempt \
+         AND jobs.status = 'running' \
+     WHERE f.instance_id IS NOT NULL \
+     ON CONFLICT DO NOTHING;";
+
+/// Values per follow row.
+const FOLLOW_VALUES: usize = 6;
 
 /// The job stores its next step; it keeps its lease.
 const CHECKPOINT_SQL: &str = "WITH c (id, attempt, now, step, checkpoint) AS (VALUES {rows}) \
@@ -118,6 +134,10 @@ pub(super) fn statements_sql(transitions: &[&TransitionRequest]) -> String {
     }
     let events: usize = transitions.iter().map(|r| r.events.len()).sum();
     sql.push_str(&EVENTS_SQL.replace("{rows}", &placeholders(padded(events), EVENT_VALUES)));
+    let follows = follows(transitions).count();
+    if follows > 0 {
+        sql.push_str(&FOLLOW_SQL.replace("{rows}", &placeholders(padded(follows), FOLLOW_VALUES)));
+    }
     for kind in Kind::ALL {
         let rows = of_kind(transitions, kind).count();
         if rows > 0 {
@@ -146,6 +166,20 @@ pub(super) fn bind<'q>(mut query: Batch<'q>, transitions: &[&'q TransitionReques
             .bind(event.http_status);
     }
     query = pad(query, events.len(), EVENT_VALUES);
+    let mut follow_rows = 0;
+    for (request, follow) in follows(transitions) {
+        query = query
+            .bind(request.fence.id)
+            .bind(request.fence.attempt)
+            .bind(request.now_ms)
+            .bind(follow.instance_id.as_str())
+            .bind(follow.callback_url.as_deref())
+            .bind(follow.first_check_at);
+        follow_rows += 1;
+    }
+    if follow_rows > 0 {
+        query = pad(query, follow_rows, FOLLOW_VALUES);
+    }
     for kind in Kind::ALL {
         let mut rows = 0;
         for request in of_kind(transitions, kind) {
@@ -181,6 +215,7 @@ fn bind_row<'q>(query: Batch<'q>, request: &'q TransitionRequest) -> Batch<'q> {
             step,
             result,
             checkpoint,
+            ..
         } => query
             .bind(step.as_str())
             .bind(checkpoint.as_str())
@@ -191,6 +226,21 @@ fn bind_row<'q>(query: Batch<'q>, request: &'q TransitionRequest) -> Batch<'q> {
             .bind(last_error.as_deref()),
         Change::Release => query.bind(reached),
     }
+}
+
+/// The succeeding changes that follow their instance, with what they follow.
+fn follows<'a, 'q>(
+    transitions: &'a [&'q TransitionRequest],
+) -> impl Iterator<Item = (&'q TransitionRequest, &'q Follow)> + 'a {
+    transitions
+        .iter()
+        .filter_map(|request| match &request.change {
+            Change::Succeed {
+                follow: Some(follow),
+                ..
+            } => Some((*request, follow)),
+            _ => None,
+        })
 }
 
 fn of_kind<'a, 'q>(

@@ -148,6 +148,7 @@ async fn every_kind_of_transition_writes_its_columns_through_its_own_statement()
             "{\"instance_id\":\"i\"}",
             "done",
             "{\"step\":\"done\"}",
+            None,
             now
         ),
         queue.retry_later(b, &none, &failure, now + 5_000, now),

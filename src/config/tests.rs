@@ -127,7 +127,7 @@ fn a_rate_limit_above_ten_thousand_calls_a_second_is_refused() {
 
 #[test]
 fn the_example_worker_toml_is_valid() {
-    let text = include_str!("../worker.toml");
+    let text = include_str!("../../worker.toml");
     let config = Config::parse(text, Path::new("worker.toml")).unwrap();
     config.validate(Path::new("worker.toml")).unwrap();
     assert_eq!(config.worker.max_attempts, 12);

@@ -7,6 +7,11 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+mod outcome;
+
+pub use outcome::OutcomeConfig;
+pub(crate) use outcome::check_webhook_url;
+
 /// Environment variable naming the config file when `--config` is not given.
 pub(crate) const CONFIG_ENV: &str = "APPROVAL_WORKER_CONFIG";
 /// Config file read from the working directory when neither `--config` nor the env var is set.
@@ -70,6 +75,8 @@ pub struct Config {
     pub upload: UploadConfig,
     /// `[worker]`
     pub worker: WorkerConfig,
+    /// `[outcome]`
+    pub outcome: OutcomeConfig,
     /// `[metrics]`
     pub(crate) metrics: MetricsConfig,
     /// `[log]`
@@ -448,6 +455,7 @@ impl Config {
             w.max_attempts >= 1,
             "[worker] max_attempts: must be at least 1",
         );
+        problems.extend(self.outcome.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -605,5 +613,4 @@ fn resolve_credential(
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;
