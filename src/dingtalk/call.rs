@@ -35,6 +35,8 @@ pub(super) struct Request {
     query: Vec<(&'static str, String)>,
     /// Serialised once; `None` for GET.
     body: Option<Vec<u8>>,
+    /// Sent with a body.
+    content_type: &'static str,
     /// Whether repeating the call after an ambiguous failure is harmless.
     idempotent: bool,
 }
@@ -57,6 +59,7 @@ impl Request {
             path: path.into(),
             query: Vec::new(),
             body: Some(body),
+            content_type: JSON_UTF8,
             idempotent,
         })
     }
@@ -70,8 +73,16 @@ impl Request {
             path: path.into(),
             query: Vec::new(),
             body: None,
+            content_type: JSON_UTF8,
             idempotent: true,
         }
+    }
+
+    /// Replaces the body's content type (the Stream gateway documents a bare
+    /// `application/json`).
+    pub(super) fn content_type(mut self, content_type: &'static str) -> Self {
+        self.content_type = content_type;
+        self
     }
 
     /// Adds a query parameter (form-encoded when sent).
@@ -80,6 +91,9 @@ impl Request {
         self
     }
 }
+
+/// What the SDK sends with a JSON body.
+const JSON_UTF8: &str = "application/json; charset=utf-8";
 
 /// The in-call retry schedule: a few quick tries with jitter, seconds at most in total.
 fn backoff() -> ExponentialBuilder {
@@ -169,12 +183,7 @@ impl DingTalk {
             &body,
             true,
         )?;
-        let response: TokenResponse = (|| self.send(&request, None))
-            .retry(backoff())
-            .sleep(tokio::time::sleep)
-            .when(|e| e.retry_in_call(true))
-            .adjust(adjust_delay)
-            .await?;
+        let response: TokenResponse = self.call_with_app_credentials(&request).await?;
         // Checked here so an unusable token is never cached.
         if response.access_token.is_empty()
             || HeaderValue::from_str(&response.access_token).is_err()
@@ -191,14 +200,30 @@ impl DingTalk {
         ))
     }
 
-    /// One HTTP exchange. `token` is `None` only for the token call itself.
+    /// Sends a call that carries the app key and secret in its body instead of a token (the
+    /// token call, opening a stream), retrying briefly like [`DingTalk::call`]. Not paced:
+    /// DingTalk exempts the token call from the limits we pace, and streams open rarely.
+    pub(super) async fn call_with_app_credentials<T: DeserializeOwned>(
+        &self,
+        request: &Request,
+    ) -> Result<T, DingTalkError> {
+        (|| self.send(request, None))
+            .retry(backoff())
+            .sleep(tokio::time::sleep)
+            .when(|e| e.retry_in_call(request.idempotent))
+            .adjust(adjust_delay)
+            .await
+    }
+
+    /// One HTTP exchange. `token` is `None` for the calls that authenticate with the app's
+    /// own key and secret.
     async fn send<T: DeserializeOwned>(
         &self,
         request: &Request,
         token: Option<&Secret>,
     ) -> Result<T, DingTalkError> {
         let inner = &self.inner;
-        if token.is_none() {
+        if request.endpoint == TOKEN_ENDPOINT {
             inner.token_fetches.fetch_add(1, Ordering::Relaxed);
         }
         let base = match request.host {
@@ -232,7 +257,7 @@ impl DingTalk {
         }
         if let Some(body) = &request.body {
             builder = builder
-                .header(CONTENT_TYPE, "application/json; charset=utf-8")
+                .header(CONTENT_TYPE, request.content_type)
                 .body(body.clone());
         }
 
@@ -266,7 +291,7 @@ impl DingTalk {
         &self,
         request: &Request,
         builder: reqwest::RequestBuilder,
-        token_call: bool,
+        credentials_call: bool,
     ) -> (u16, Result<T, DingTalkError>) {
         let endpoint = request.endpoint;
         let response = match builder.send().await {
@@ -282,7 +307,7 @@ impl DingTalk {
         let result = decode(&Answer {
             endpoint,
             host: request.host,
-            token_call,
+            credentials_call,
             status,
             headers: &headers,
             body: &body,

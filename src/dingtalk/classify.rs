@@ -25,8 +25,9 @@ const BODY_EXCERPT_CHARS: usize = 200;
 pub(super) struct Answer<'a> {
     pub(crate) endpoint: &'static str,
     pub(crate) host: Host,
-    /// The token call: a rejected credential there is a configuration error, not a stale token.
-    pub(crate) token_call: bool,
+    /// A call authenticated by the app key and secret (token, stream open): a rejected
+    /// credential there is a configuration error, not a stale token.
+    pub(crate) credentials_call: bool,
     pub(crate) status: StatusCode,
     pub(crate) headers: &'a HeaderMap,
     pub(crate) body: &'a [u8],
@@ -95,8 +96,8 @@ fn error_from(answer: &Answer<'_>) -> DingTalkError {
             )
         }
     };
-    let class = if answer.token_call && class == ErrorClass::TokenInvalid {
-        // The token endpoint rejecting us means the app key or secret is wrong.
+    let class = if answer.credentials_call && class == ErrorClass::TokenInvalid {
+        // Such a call rejecting us means the app key or secret is wrong.
         ErrorClass::Permanent
     } else {
         class
@@ -254,7 +255,7 @@ mod tests {
         Answer {
             endpoint: "test/endpoint",
             host,
-            token_call: false,
+            credentials_call: false,
             status: StatusCode::from_u16(status).unwrap(),
             headers,
             body: body.as_bytes(),
@@ -495,7 +496,7 @@ mod tests {
     fn token_call_rejection_is_permanent() {
         let headers = HeaderMap::new();
         let mut answer = answer_with(Host::Api, 401, &headers, r#"{"code":"Unauthorized"}"#);
-        answer.token_call = true;
+        answer.credentials_call = true;
         let err = decode::<Value>(&answer).unwrap_err();
         assert_eq!(err.class(), ErrorClass::Permanent);
     }

@@ -5,6 +5,9 @@ use std::time::Duration;
 /// The endpoint name of the access-token call.
 pub(crate) const TOKEN_ENDPOINT: &str = "oauth2/accessToken";
 
+/// The endpoint name of the Stream mode gateway's connection opening (§5.13).
+pub(crate) const STREAM_OPEN_ENDPOINT: &str = "gateway/connections/open";
+
 /// The endpoint name of the storage commit call.
 pub(crate) const COMMIT_ENDPOINT: &str = "storage/files/commit";
 
@@ -136,11 +139,22 @@ impl DingTalkError {
     /// True when DingTalk refused the app's credentials (wrong app key or secret): nothing
     /// will work until an operator fixes the configuration.
     pub(crate) fn is_credentials_rejected(&self) -> bool {
-        matches!(
-            self,
-            Self::Api { endpoint, status, class: ErrorClass::Permanent, .. }
-                if *endpoint == TOKEN_ENDPOINT && (400..500).contains(status)
-        )
+        match self {
+            Self::Api {
+                endpoint,
+                status,
+                code,
+                class: ErrorClass::Permanent,
+                ..
+            } => match *endpoint {
+                TOKEN_ENDPOINT => (400..500).contains(status),
+                // The gateway answers wrong credentials with 401 `authFailed` (§5.13); its
+                // other 4xx say nothing about them.
+                STREAM_OPEN_ENDPOINT => *status == 401 || code.eq_ignore_ascii_case("authFailed"),
+                _ => false,
+            },
+            _ => false,
+        }
     }
 
     /// True when `commit` refused the uploadKey itself (unknown, expired or already

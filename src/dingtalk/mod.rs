@@ -13,8 +13,24 @@ mod error;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod fake;
 mod instance;
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "outcome tracking, merged next, is its first caller"
+    )
+)]
+mod isotime;
 mod limiter;
 mod storage;
+#[cfg_attr(
+    not(test),
+    allow(
+        dead_code,
+        reason = "outcome tracking, merged next, is its first caller"
+    )
+)]
+mod stream;
 mod template;
 mod token;
 mod user;
@@ -33,8 +49,25 @@ pub use attachment::dd_attachment_file_ids;
 pub(crate) use attachment::dd_attachment_value;
 pub(crate) use counter::CallCount;
 pub use error::{DingTalkError, ErrorClass};
-pub(crate) use instance::{InstanceInfo, InstanceOutcome};
+#[allow(
+    unused_imports,
+    reason = "outcome tracking, merged next, is their first user"
+)]
+pub(crate) use instance::{InstanceInfo, InstanceOutcome, InstanceTask, OperationRecord};
+#[allow(
+    unused_imports,
+    reason = "outcome tracking, merged next, is its first user"
+)]
+pub(crate) use isotime::parse_time_ms;
 pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
+#[allow(
+    unused_imports,
+    reason = "outcome tracking, merged next, is their first user"
+)]
+pub(crate) use stream::{
+    Ack, ChangeKind, Delivery, InstanceChange, Responder, Stream, StreamError, StreamState,
+    StreamStatus, StreamTicket, StreamTiming,
+};
 pub use template::{FormField, FormSchema};
 pub(crate) use workflow::{Approver, CreateInstance, FormValue};
 
