@@ -1,5 +1,6 @@
 //! HTTP client for api.dingtalk.com and oapi.dingtalk.com: settings, the shared client handle
-//! and the public types of the approval-with-attachment flow (dingtalk-api.md).
+//! and the public types of the approval-with-attachment flow (dingtalk-api.md); reading
+//! decisions back (§5.9) and the Stream mode client that pushes them (`stream`, §5.13).
 //!
 //! Knows nothing of jobs or queues. One [`DingTalk`] per app; clones share the token cache,
 //! the rate limiter, the throttle pause and the unionId cache.
