@@ -34,13 +34,6 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 /// Days since 1970-01-01 of the civil date `(year, month, day)`; the inverse of
 /// [`civil_from_days`]. The caller checks that the date exists.
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "outcome tracking, merged next, is its first caller"
-    )
-)]
 pub(crate) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);

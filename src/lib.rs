@@ -33,12 +33,5 @@ pub mod queue;
 mod resolved;
 pub mod sandbox;
 pub mod secret;
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "outcome tracking, merged next, is its first caller"
-    )
-)]
 mod webhook;
 pub mod worker;

@@ -384,6 +384,32 @@ mod tests {
     }
 
     #[test]
+    fn a_callback_url_must_be_an_http_url_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = validate(
+            &payload_with(
+                dir.path(),
+                r#","callback_url":"https://erp.example.com/hook""#,
+            ),
+            "附件",
+            &limits(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(
+            job.payload.callback_url.as_deref(),
+            Some("https://erp.example.com/hook")
+        );
+        let err = validate(
+            &payload_with(dir.path(), r#","callback_url":"file:///etc/passwd""#),
+            "附件",
+            &limits(dir.path()),
+        )
+        .unwrap_err();
+        assert!(err.0.starts_with("callback_url: "), "{err}");
+        assert!(err.0.contains("only http and https"), "{err}");
+    }
+
+    #[test]
     fn an_unknown_field_is_named_in_the_error() {
         let dir = tempfile::tempdir().unwrap();
         let err = validate(

@@ -198,3 +198,59 @@ fn a_database_is_a_sqlite_path_or_a_postgres_url_never_both() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn outcome_settings_that_cannot_work_are_each_named() {
+    let found = problems(
+        "[outcome]\npoll_first_secs = 0\npoll_share = 1.5\ngive_up_after_days = 0\n\
+         webhook_url = \"ftp://erp.example.com/hook\"\n",
+    );
+    for key in [
+        "[outcome] poll_first_secs",
+        "[outcome] poll_share",
+        "[outcome] give_up_after_days",
+        "[outcome] webhook_url",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(key)), "{key}: {found:?}");
+    }
+    let found = problems("[outcome]\nwebhook_url = \"not a url\"\n");
+    assert!(found[0].contains("is not a URL"), "{found:?}");
+}
+
+#[test]
+fn reads_of_pending_instances_are_sparser_when_the_stream_covers_them() {
+    let parse = |text: &str| Config::parse(text, Path::new("w.toml")).unwrap().outcome;
+    assert_eq!(parse("").poll_max_interval(), Duration::from_secs(6 * 3600));
+    assert_eq!(
+        parse("[outcome]\nstream = false\n").poll_max_interval(),
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        parse("[outcome]\npoll_max_interval_secs = 120\n").poll_max_interval(),
+        Duration::from_secs(120)
+    );
+}
+
+#[test]
+fn the_webhook_secret_comes_from_its_file_without_the_trailing_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hook-secret");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let config = Config::parse(
+        &format!(
+            "[outcome]\nwebhook_secret_file = {:?}\n",
+            file.display().to_string()
+        ),
+        Path::new("w.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.outcome.webhook_secret().unwrap().unwrap().expose(),
+        "s3cret"
+    );
+    std::fs::write(&file, "\n").unwrap();
+    assert!(
+        config.outcome.webhook_secret().is_err(),
+        "an empty file is refused"
+    );
+}

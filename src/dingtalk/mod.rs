@@ -14,23 +14,9 @@ mod error;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod fake;
 mod instance;
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "outcome tracking, merged next, is its first caller"
-    )
-)]
 mod isotime;
 mod limiter;
 mod storage;
-#[cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "outcome tracking, merged next, is its first caller"
-    )
-)]
 mod stream;
 mod template;
 mod token;
@@ -50,25 +36,9 @@ pub use attachment::dd_attachment_file_ids;
 pub(crate) use attachment::dd_attachment_value;
 pub(crate) use counter::CallCount;
 pub use error::{DingTalkError, ErrorClass};
-#[allow(
-    unused_imports,
-    reason = "outcome tracking, merged next, is their first user"
-)]
-pub(crate) use instance::{InstanceInfo, InstanceOutcome, InstanceTask, OperationRecord};
-#[allow(
-    unused_imports,
-    reason = "outcome tracking, merged next, is its first user"
-)]
-pub(crate) use isotime::parse_time_ms;
+pub(crate) use instance::{InstanceInfo, InstanceOutcome};
 pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
-#[allow(
-    unused_imports,
-    reason = "outcome tracking, merged next, is their first user"
-)]
-pub(crate) use stream::{
-    Ack, ChangeKind, Delivery, InstanceChange, Responder, Stream, StreamError, StreamState,
-    StreamStatus, StreamTicket, StreamTiming,
-};
+pub(crate) use stream::{Ack, Delivery, Stream, StreamState, StreamStatus};
 pub use template::{FormField, FormSchema};
 pub(crate) use workflow::{Approver, CreateInstance, FormValue};
 

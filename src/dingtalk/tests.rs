@@ -338,34 +338,46 @@ async fn errors_never_show_the_token_or_the_secret() {
     assert_eq!(fake.count(TOKEN_PATH), 1, "a bad secret is not retried");
 }
 
-/// Everything logged at debug level or above while `run` is polled, as text.
+/// Runs `run` on this thread and returns what it logged (at debug and above).
+///
+/// One subscriber serves the whole test binary and writes each thread's events to that
+/// thread's buffer: a subscriber set per test makes tracing's per-callsite interest cache
+/// depend on which test hits a callsite first, so a log line could go missing.
 async fn logged<T>(run: impl std::future::Future<Output = T>) -> (T, String) {
-    use std::sync::{Arc, Mutex};
+    use std::cell::RefCell;
+    use std::sync::Once;
 
-    #[derive(Clone, Default)]
-    struct Log(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Log {
+    thread_local! {
+        static CAPTURED: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    }
+    struct ThreadLog;
+    impl std::io::Write for ThreadLog {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
+            CAPTURED.with(|captured| {
+                if let Some(buffer) = captured.borrow_mut().as_mut() {
+                    buffer.extend_from_slice(bytes);
+                }
+            });
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
-
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(|| ThreadLog)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    CAPTURED.with(|captured| *captured.borrow_mut() = Some(Vec::new()));
     // The test runtime polls everything on this thread, the fake server included.
-    let _guard = tracing::subscriber::set_default(subscriber);
     let value = run.await;
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    (value, text)
+    let bytes = CAPTURED.with(|captured| captured.borrow_mut().take().unwrap_or_default());
+    (value, String::from_utf8(bytes).unwrap())
 }
 
 #[tokio::test]

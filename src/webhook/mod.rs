@@ -18,14 +18,9 @@ use tracing::debug;
 
 use crate::secret::Secret;
 pub(crate) use error::WebhookError;
-#[allow(
-    unused_imports,
-    reason = "receivers and tests verify; the sender needs the names"
-)]
-pub(crate) use sign::{
-    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, VerifyError, sign, signature_header,
-    verify,
-};
+use sign::{DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_header};
+#[cfg(test)]
+use sign::{VerifyError, verify};
 
 /// Answers are quoted in errors only this far.
 const EXCERPT_CHARS: usize = 200;

@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::approval::Step;
-use crate::dingtalk::CallCount;
+use crate::dingtalk::{CallCount, StreamState};
 use crate::queue::Depth;
 
 /// Every metric name starts with this.
@@ -57,6 +57,8 @@ pub(crate) struct Snapshot {
     pub(crate) budget: Option<u64>,
     /// Seconds since the claim loop last completed a database round trip.
     pub(crate) claim_loop_idle_secs: Option<f64>,
+    /// The DingTalk Stream client's state, when it runs.
+    pub(crate) stream: Option<StreamState>,
 }
 
 impl Default for Metrics {
@@ -213,6 +215,28 @@ fn scrape_registry(snapshot: &Snapshot) -> Registry {
         "Jobs this process may run at once",
         gauge(i64::from(snapshot.concurrency)),
     );
+    if let Some(stream) = &snapshot.stream {
+        registry.register(
+            "stream_connected",
+            "1 while the DingTalk Stream socket is open",
+            gauge(i64::from(stream.connected)),
+        );
+        let counter = |value: u64| {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            counter
+        };
+        registry.register(
+            "stream_reconnects",
+            "DingTalk Stream sockets opened after the first",
+            counter(stream.reconnects()),
+        );
+        registry.register(
+            "stream_events",
+            "Approval instance events received from the DingTalk Stream, redeliveries included",
+            counter(stream.events),
+        );
+    }
     let calls = Family::<Labels, Counter>::default();
     let throttles = Family::<Labels, Counter>::default();
     for count in &snapshot.calls {

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 
 use crate::approval::{Approval, UploadLimits};
 use crate::config::Config;
-use crate::dingtalk::DingTalk;
+use crate::dingtalk::{DingTalk, StreamStatus};
 use crate::queue::{Fence, JobId, Queue, QueueError, now_ms};
 
 pub(crate) use http::serve;
@@ -145,6 +145,8 @@ struct Inner {
     notifier: OnceLock<Notifier>,
     /// When the claim loop last completed a database round trip; `None` until ready.
     alive_at: Mutex<Option<Instant>>,
+    /// The DingTalk Stream client's state, once it runs.
+    stream: OnceLock<Arc<StreamStatus>>,
 }
 
 /// What `/healthz` reports.
@@ -217,8 +219,14 @@ impl Worker {
                 quota,
                 notifier: OnceLock::new(),
                 alive_at: Mutex::new(None),
+                stream: OnceLock::new(),
             }),
         }
+    }
+
+    /// Reports the Stream client's state in the metrics from now on.
+    pub(crate) fn watch_stream(&self, status: Arc<StreamStatus>) {
+        let _ = self.inner.stream.set(status);
     }
 
     /// Speaks sd_notify from now on if systemd started the process (`NOTIFY_SOCKET`).
@@ -251,6 +259,7 @@ impl Worker {
             month_calls: inner.quota.used(dingtalk),
             budget: inner.quota.budget(),
             claim_loop_idle_secs: self.idle().map(|idle| idle.as_secs_f64()),
+            stream: inner.stream.get().map(|status| status.now()),
         };
         Ok(inner.metrics.render(&snapshot))
     }

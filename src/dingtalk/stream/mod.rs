@@ -150,6 +150,7 @@ impl StreamStatus {
     }
 
     /// Whether a socket is open now.
+    #[cfg(test)]
     pub(crate) fn connected(&self) -> bool {
         self.now().connected
     }
@@ -160,11 +161,13 @@ impl StreamStatus {
     }
 
     /// Instance changes handed to the caller, redeliveries included.
+    #[cfg(test)]
     pub(crate) fn events(&self) -> u64 {
         self.now().events
     }
 
     /// Sees every change from now on.
+    #[cfg(test)]
     pub(crate) fn subscribe(&self) -> watch::Receiver<StreamState> {
         self.0.subscribe()
     }

@@ -32,6 +32,7 @@ impl Stream {
     }
 
     /// Replaces the default backoff and liveness timings.
+    #[cfg(test)]
     pub(crate) fn with_timing(mut self, timing: StreamTiming) -> Self {
         self.timing = timing;
         self

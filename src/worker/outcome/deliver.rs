@@ -19,7 +19,8 @@ use crate::webhook::Webhook;
 const BATCH: i64 = 32;
 /// Sends in flight at once.
 const PARALLEL: usize = 8;
-/// One send's limit; the claim lasts longer, so no other process sends it meanwhile.
+/// One send's limits; the claim lasts longer, so no other process sends it meanwhile.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 const CLAIM_LEASE_MS: i64 = 60_000;
 /// Between looks at the outbox while it has nothing due.
@@ -32,7 +33,7 @@ pub(super) async fn deliver(following: Following, shutdown: CancellationToken) {
         warn_if_waiting(&following).await;
         return;
     };
-    let webhook = match Webhook::new(SEND_TIMEOUT) {
+    let webhook = match Webhook::new(CONNECT_TIMEOUT, SEND_TIMEOUT) {
         Ok(webhook) => webhook,
         Err(e) => {
             tracing::error!(error = %e, "outcome notifications: cannot build the HTTP client");
@@ -96,7 +97,7 @@ async fn send(
         Err(e) => {
             let status = e.status();
             let error = e.to_string();
-            let retry = e.is_retryable().then(|| {
+            let retry = e.retryable().then(|| {
                 redeliver_at(
                     delivery.created_at,
                     delivery.attempts,
@@ -117,11 +118,7 @@ async fn send(
             }
         }
     };
-    if let Err(e) = following
-        .queue
-        .finish_delivery(&delivery, &sent, now)
-        .await
-    {
+    if let Err(e) = following.queue.finish_delivery(&delivery, &sent, now).await {
         tracing::warn!(delivery_id = %delivery.delivery_id, error = %e, "outcome notifications: could not record a send");
     }
 }

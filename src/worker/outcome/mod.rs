@@ -3,10 +3,10 @@
 //! sending the decisions to producers (`deliver`). What each answer means and when to ask
 //! again is in `policy`; the writes are the queue's.
 
-// mod deliver;
+mod deliver;
 pub(crate) mod policy;
 mod poll;
-// mod stream;
+mod stream;
 
 use std::time::Duration;
 
@@ -146,10 +146,9 @@ pub(super) async fn follow(following: Following, shutdown: CancellationToken) {
     }
     let mut tasks = tokio::task::JoinSet::<()>::new();
     tasks.spawn(poll::poll(following.clone(), shutdown.clone()));
-    // if following.settings.stream {
-    //     tasks.spawn(stream::listen(following.clone(), shutdown.clone()));
-    // }
-    // tasks.spawn(deliver::deliver(following.clone(), shutdown.clone()));
-    let _ = shutdown;
+    if following.settings.stream {
+        tasks.spawn(stream::listen(following.clone(), shutdown.clone()));
+    }
+    tasks.spawn(deliver::deliver(following.clone(), shutdown.clone()));
     while tasks.join_next().await.is_some() {}
 }

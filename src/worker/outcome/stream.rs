@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Following;
 use super::policy::verdict_of_event;
-use crate::dingtalk::stream::{Ack, Delivery, run_stream};
+use crate::dingtalk::{Ack, Delivery, Stream};
 use crate::queue::outcome::{Decision, LearnedFrom};
 
 /// Events waiting between the socket and the recorder; the socket reader never waits on the
@@ -23,11 +23,9 @@ const BATCH: usize = 256;
 /// Listens until `shutdown`, reconnecting as the client sees fit.
 pub(super) async fn listen(following: Following, shutdown: CancellationToken) {
     let (events, mut received) = mpsc::channel::<Delivery>(BUFFER);
-    let client = tokio::spawn(run_stream(
-        following.dingtalk.clone(),
-        events,
-        shutdown.clone(),
-    ));
+    let stream = Stream::new(following.dingtalk.clone());
+    following.worker.watch_stream(stream.status());
+    let client = tokio::spawn(stream.run(events, shutdown.clone()));
     loop {
         let first = tokio::select! {
             delivery = received.recv() => delivery,
@@ -45,7 +43,15 @@ pub(super) async fn listen(following: Following, shutdown: CancellationToken) {
     }
     // Events still buffered are dropped unacked: DingTalk sends them again.
     drop(received);
-    let _ = client.await;
+    match client.await {
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "DingTalk Stream stopped; outcomes are learned by reading instances only")
+        }
+        Err(e) if e.is_panic() => tracing::error!(
+            "DingTalk Stream client panicked; outcomes are learned by reading instances only"
+        ),
+        _ => {}
+    }
 }
 
 /// Records the decisions among `batch` and acks every event.
@@ -53,8 +59,8 @@ async fn record(following: &Following, batch: Vec<Delivery>) {
     let mut deciding = Vec::new();
     let mut decisions = Vec::new();
     for delivery in batch {
-        let change = delivery.change();
-        match verdict_of_event(change.kind_str(), change.result.as_deref()) {
+        let change = &delivery.change;
+        match verdict_of_event(change.kind.as_str(), change.result.as_deref()) {
             Some(verdict) => {
                 decisions.push(Decision {
                     instance_id: change.instance_id.clone(),
