@@ -107,6 +107,21 @@ pub(super) fn oss(code: u16, error_code: &str, message: &str) -> Response {
     response
 }
 
+/// An XML answer `<root><key>value</key>…</root>`: what DingTalk's Stream gateway sends a
+/// client whose `Accept` does not ask for JSON (the element names are a guess).
+pub(super) fn xml(code: u16, root: &str, fields: &[(&str, &str)]) -> Response {
+    let mut body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<{root}>");
+    for (key, value) in fields {
+        body.push_str(&format!("<{key}>{}</{key}>", xml_escape(value)));
+    }
+    body.push_str(&format!("</{root}>\n"));
+    let mut response = with_body(status(code), "application/xml;charset=utf-8", body);
+    if let Ok(value) = HeaderValue::from_str(&ids::request_id()) {
+        response.headers_mut().insert("x-acs-request-id", value);
+    }
+    response
+}
+
 fn xml_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")

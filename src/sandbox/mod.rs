@@ -4,9 +4,14 @@
 //! It behaves like an outside server: strict request validation with DingTalk's own error
 //! shapes, an OSS endpoint that checks header signatures, a QPS limit, token and ticket
 //! expiry, and faults injected per endpoint. It records every request so tests can assert
-//! on what the client actually sent. It depends on nothing else in this crate.
+//! on what the client actually sent. Instances are approval processes that are decided by
+//! hand (a method, an admin route) or automatically, and report their outcome through
+//! GetProcessInstance and a Stream mode gateway on a second port. It depends on nothing
+//! else in this crate.
 
+mod admin;
 mod auth;
+mod decide;
 mod error;
 mod faults;
 mod form;
@@ -14,9 +19,11 @@ mod ids;
 mod listener;
 mod oss;
 mod pipeline;
+mod process;
 mod records;
 mod state;
 mod storage;
+mod stream;
 mod wire;
 mod workflow;
 
@@ -29,11 +36,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post, put};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use faults::Fault;
+pub use process::{DecideError, Decision, InstanceStatus, Outcome, UnknownDecision};
 pub use records::{Endpoint, Instance, Received, StoredFile, UnknownEndpoint};
+pub use stream::{AckStatus, StreamDelivery, StreamEvent, StreamOptions, StreamPing, StreamStats};
 
 use listener::{ConnTag, KillableListener};
 use pipeline::handler;
@@ -47,6 +56,10 @@ pub(crate) const DEFAULT_APP_SECRET: &str = "sandbox-secret";
 pub(crate) const DEFAULT_AGENT_ID: i64 = 3_012_345_678;
 /// spaceId of the approval attachment space by default.
 pub const DEFAULT_SPACE_ID: i64 = 3_996_960_664;
+/// Who approves an instance created without `approvers` (the template's one approver).
+pub const DEFAULT_APPROVER: &str = "manager0001";
+/// The organisation's corpId, as Stream events carry it.
+pub const DEFAULT_CORP_ID: &str = "ding5andb0x0c0rp1d";
 
 /// How long an orderly shutdown waits for in-flight requests before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -78,6 +91,16 @@ pub struct SandboxOptions {
     /// body parsed as JSON) costs more than some calls' own work, so the benchmark's sandbox
     /// child, which never reads them, turns it off; DingTalk keeps no such log either.
     pub record_requests: bool,
+    /// The approver of instances created without `approvers`.
+    pub default_approver: String,
+    /// The organisation's corpId (`eventCorpId`, `corpId` in Stream events).
+    pub corp_id: String,
+    /// Decide every instance this long after its creation: every third one created is
+    /// refused, the others agreed (see [`Sandbox::decide`] for the effects). `None`: they
+    /// stay running until decided by hand.
+    pub auto_decide_after: Option<Duration>,
+    /// The Stream mode gateway.
+    pub stream: StreamOptions,
 }
 
 impl Default for SandboxOptions {
@@ -94,6 +117,10 @@ impl Default for SandboxOptions {
             grant_ttl: Duration::from_secs(600),
             qps_limit: None,
             record_requests: true,
+            default_approver: DEFAULT_APPROVER.to_owned(),
+            corp_id: DEFAULT_CORP_ID.to_owned(),
+            auto_decide_after: None,
+            stream: StreamOptions::default(),
         }
     }
 }
@@ -104,6 +131,8 @@ pub struct Sandbox {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The Stream listener, the pump and the auto-decider.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -115,7 +144,8 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Binds `options.bind` and serves in a background task.
+    /// Binds `options.bind` (the API) and `options.stream.bind` (the Stream endpoint) and
+    /// serves in background tasks.
     pub async fn start(options: SandboxOptions) -> std::io::Result<Sandbox> {
         let tcp = tokio::net::TcpListener::bind(options.bind).await?;
         let addr = tcp.local_addr()?;
@@ -125,7 +155,27 @@ impl Sandbox {
         } else {
             addr
         };
-        let shared = Arc::new(Shared::new(options, format!("http://{url_addr}")));
+        let (stream_tcp, stream_endpoint) = stream::bind(&options.stream).await?;
+        let (auto_tx, auto_rx) = match options.auto_decide_after {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let shared = Arc::new(Shared::new(
+            options,
+            format!("http://{url_addr}"),
+            stream_endpoint,
+            auto_tx,
+        ));
+        let mut background = vec![
+            stream::serve(Arc::clone(&shared), stream_tcp),
+            stream::pump(Arc::clone(&shared)),
+        ];
+        if let Some(queue) = auto_rx {
+            background.push(decide::auto_decider(Arc::clone(&shared), queue));
+        }
         let app = router(Arc::clone(&shared)).into_make_service_with_connect_info::<ConnTag>();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = axum::serve(KillableListener::new(tcp), app).with_graceful_shutdown(async {
@@ -143,6 +193,7 @@ impl Sandbox {
             addr,
             stop: Some(stop),
             task: Some(task),
+            background,
         })
     }
 
@@ -194,6 +245,46 @@ impl Sandbox {
         self.shared.lock().advance_clock(by);
     }
 
+    /// Decides `instance_id` with an empty remark; see [`Sandbox::decide_with_remark`].
+    pub fn decide(&self, instance_id: &str, decision: Decision) -> Result<Instance, DecideError> {
+        self.decide_with_remark(instance_id, decision, "")
+    }
+
+    /// Decides a running instance, as its approvers or originator would, and publishes the
+    /// Stream event (`finish` with `result`, `terminate`, `delete`); returns the instance as
+    /// it now is. Agree: every approver node agrees in turn (tasks `COMPLETED`/`AGREE`, an
+    /// `EXECUTE_TASK_NORMAL` record with result `AGREE` and `remark` each); status
+    /// `COMPLETED`, result `agree`. Refuse: the first running approver refuses, other tasks
+    /// are `CANCELED`; status `COMPLETED`, result `refuse`. Terminate: tasks `CANCELED`, a
+    /// `TERMINATE_PROCESS_INSTANCE` record by the originator; status `TERMINATED`, no
+    /// result. Delete: GetProcessInstance answers `processInstanceNotExist` from now on;
+    /// allowed on finished instances too. Anything else on a decided instance is refused.
+    pub fn decide_with_remark(
+        &self,
+        instance_id: &str,
+        decision: Decision,
+        remark: &str,
+    ) -> Result<Instance, DecideError> {
+        decide::decide(&self.shared, instance_id, decision, remark)
+    }
+
+    /// Waits until `condition` holds, re-checking after every change to instances or the
+    /// Stream gateway; false if `timeout` passes first.
+    pub async fn wait_for(&self, timeout: Duration, condition: impl Fn(&Sandbox) -> bool) -> bool {
+        let mut changes = self.shared.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            changes.mark_unchanged();
+            if condition(self) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return condition(self),
+            }
+        }
+    }
+
     /// Every issued access token becomes invalid now.
     pub fn expire_tokens(&self) {
         self.shared.lock().expire_tokens();
@@ -212,8 +303,12 @@ impl Sandbox {
 
     /// Stops accepting, lets in-flight requests finish (up to a few seconds), then returns.
     pub(crate) async fn shutdown(mut self) {
+        self.shared.closing.cancel();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        for task in self.background.drain(..) {
+            let _ = task.await;
         }
         if let Some(mut task) = self.task.take()
             && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
@@ -228,13 +323,15 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // Graceful stop in the background: Drop cannot await.
+        self.shared.closing.cancel();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
     }
 }
 
-/// All routes: api.dingtalk.com and oapi.dingtalk.com paths plus the OSS upload path.
+/// All routes: api.dingtalk.com and oapi.dingtalk.com paths, the OSS upload path, and the
+/// admin routes under `/sandbox/`.
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
@@ -271,6 +368,11 @@ fn router(shared: Arc<Shared>) -> Router {
             "/v1.0/workflow/forms/schemas/processCodes",
             get(handler(Endpoint::FormSchema, form::schema)),
         )
+        .route(
+            "/v1.0/gateway/connections/open",
+            post(handler(Endpoint::OpenConnection, stream::open)),
+        )
+        .merge(admin::routes())
         .fallback(pipeline::unknown_path)
         .method_not_allowed_fallback(pipeline::unknown_path)
         .with_state(shared)

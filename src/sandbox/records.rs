@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::process::{InstanceStatus, Outcome};
+
 /// One DingTalk (or OSS) API the sandbox serves; faults and QPS limits are kept per endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -30,6 +32,8 @@ pub enum Endpoint {
     ListInstanceIds,
     /// `GET /v1.0/workflow/forms/schemas/processCodes`
     FormSchema,
+    /// `POST /v1.0/gateway/connections/open` (Stream mode)
+    OpenConnection,
 }
 
 impl Endpoint {
@@ -46,6 +50,7 @@ impl Endpoint {
             Endpoint::GetInstance,
             Endpoint::ListInstanceIds,
             Endpoint::FormSchema,
+            Endpoint::OpenConnection,
         ]
     }
 
@@ -62,6 +67,7 @@ impl Endpoint {
             Endpoint::GetInstance => "get_instance",
             Endpoint::ListInstanceIds => "list_instance_ids",
             Endpoint::FormSchema => "form_schema",
+            Endpoint::OpenConnection => "open_connection",
         }
     }
 }
@@ -75,7 +81,7 @@ impl fmt::Display for Endpoint {
 /// A string that names no [`Endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown sandbox endpoint `{0}` (expected one of token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema)"
+    "unknown sandbox endpoint `{0}` (expected one of token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema, open_connection)"
 )]
 pub struct UnknownEndpoint(pub(crate) String);
 
@@ -136,6 +142,12 @@ pub struct Instance {
     pub(crate) cc_list: Vec<String>,
     /// Creation time, unix milliseconds.
     pub(crate) created_at_ms: i64,
+    /// Where it stands now.
+    pub status: InstanceStatus,
+    /// `agree` / `refuse` once completed.
+    pub result: Option<Outcome>,
+    /// When it was decided, unix milliseconds.
+    pub finished_at_ms: Option<i64>,
 }
 
 /// A file committed to the approval space.

@@ -1,16 +1,24 @@
 //! The sandbox's in-memory world: tokens, users, grants, upload tickets, files,
-//! instances, queued faults and QPS windows, all behind one mutex.
+//! instances, queued faults and QPS windows, all behind one mutex; beside it the Stream
+//! gateway (with its own), the change signal tests wait on, and the background tasks' stop.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::SandboxOptions;
 use super::faults::Fault;
 use super::ids;
+use super::process::{Decision, Process};
 use super::records::{Endpoint, Instance, Received, StoredFile};
+use super::stream::Gateway;
+
+/// An instance to decide automatically: when, which, how.
+pub(super) type AutoDecision = (tokio::time::Instant, String, Decision);
 
 /// What every handler shares: fixed options plus the mutable state.
 pub(super) struct Shared {
@@ -18,15 +26,45 @@ pub(super) struct Shared {
     /// `http://host:port` the clients reach us at; upload URLs are built from it.
     pub(crate) base_url: String,
     state: Mutex<State>,
+    /// The Stream gateway.
+    pub(crate) stream: Gateway,
+    /// Bumped on every change tests may wait for (see `Sandbox::wait_for`).
+    pub(crate) changes: watch::Sender<u64>,
+    /// Cancelled when the sandbox stops: ends the gateway's and the auto-decider's tasks.
+    pub(crate) closing: CancellationToken,
+    /// Where instances are queued for automatic decision, when that is on.
+    pub(crate) auto_decide: Option<mpsc::UnboundedSender<AutoDecision>>,
 }
 
 impl Shared {
-    pub(super) fn new(options: SandboxOptions, base_url: String) -> Self {
+    pub(super) fn new(
+        options: SandboxOptions,
+        base_url: String,
+        stream_endpoint: String,
+        auto_decide: Option<mpsc::UnboundedSender<AutoDecision>>,
+    ) -> Self {
+        let changes = watch::Sender::new(0);
+        let stream = Gateway::new(
+            options.stream.clone(),
+            stream_endpoint,
+            options.corp_id.clone(),
+            &options.app_key,
+            changes.clone(),
+        );
         Self {
             options,
             base_url,
             state: Mutex::new(State::default()),
+            stream,
+            changes,
+            closing: CancellationToken::new(),
+            auto_decide,
         }
+    }
+
+    /// Wakes whoever waits for a change.
+    pub(super) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Locks the state. Never hold the guard across an await.
@@ -150,6 +188,21 @@ pub(super) struct InstanceRecord {
     pub(crate) components: Vec<Component>,
     pub(crate) title: String,
     pub(crate) business_id: String,
+    /// Its approval flow: tasks and operation records.
+    pub(crate) process: Process,
+}
+
+/// Task ids in the shape of DingTalk's (11-digit numbers), never repeated.
+#[derive(Default)]
+pub(super) struct TaskIds {
+    issued: i64,
+}
+
+impl TaskIds {
+    pub(crate) fn next(&mut self) -> i64 {
+        self.issued += 1;
+        FIRST_TASK_ID + self.issued
+    }
 }
 
 /// A fixed one-second window of calls to one endpoint.
@@ -173,6 +226,7 @@ pub(super) struct State {
     pub(crate) objects: HashMap<String, String>,
     pub(crate) files: Files,
     pub(crate) instances: Vec<InstanceRecord>,
+    pub(crate) task_ids: TaskIds,
     faults: HashMap<Endpoint, VecDeque<Fault>>,
     windows: HashMap<Endpoint, Window>,
     issued_dentries: u64,
@@ -183,6 +237,8 @@ pub(super) struct State {
 
 /// First dentry id handed out; real ids are 12-digit decimals.
 const FIRST_DENTRY_ID: u64 = 120_349_587_612;
+/// Task ids count up from here.
+const FIRST_TASK_ID: i64 = 71_403_256_000;
 
 impl State {
     /// The sandbox's clock: the real one plus what tests advanced it by, so a test sees

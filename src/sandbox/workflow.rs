@@ -3,10 +3,12 @@
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::decide::{self, INSTANCE_CHANGE};
 use super::error;
 use super::form;
 use super::ids;
 use super::pipeline::{self, Call};
+use super::process::{InstanceStatus, Node, Process};
 use super::records::Instance;
 use super::state::{Component, InstanceRecord, Shared, user_name};
 use super::wire::{CreateInstanceRequest, ListIdsRequest, SpaceRequest};
@@ -111,7 +113,25 @@ pub(super) fn create(shared: &Shared, call: &Call) -> Response {
             }
         })
         .collect();
-    state.instances.push(InstanceRecord {
+    // The request's approvers replace the template's flow, whose one node is the default
+    // approver.
+    let nodes: Vec<Node> = match request.approvers.as_deref() {
+        Some(approvers) if !approvers.is_empty() => approvers
+            .iter()
+            .map(|a| Node::new(&a.action_type, a.user_ids.clone()))
+            .collect(),
+        _ => vec![Node::new(
+            "NONE",
+            vec![shared.options.default_approver.clone()],
+        )],
+    };
+    let process = Process::start(
+        nodes,
+        &request.originator_user_id,
+        created_at_ms,
+        &mut || state.task_ids.next(),
+    );
+    let record = InstanceRecord {
         instance: Instance {
             instance_id: instance_id.clone(),
             process_code: request.process_code.clone(),
@@ -125,12 +145,25 @@ pub(super) fn create(shared: &Shared, call: &Call) -> Response {
             approvers: serde_json::to_value(&request.approvers).unwrap_or(Value::Null),
             cc_list: request.cc_list.clone().unwrap_or_default(),
             created_at_ms,
+            status: InstanceStatus::Running,
+            result: None,
+            finished_at_ms: None,
         },
         components,
         title: format!("{}提交的审批", user_name(&request.originator_user_id)),
         business_id: ids::business_id(created_at_ms, seq),
-    });
+        process,
+    };
+    let event = decide::event_data(&record, "start", shared.stream.corp_id());
+    state.instances.push(record);
     drop(state);
+    shared.stream.publish(INSTANCE_CHANGE, event, created_at_ms);
+    if let (Some(queue), Some(after)) = (&shared.auto_decide, shared.options.auto_decide_after) {
+        let due = tokio::time::Instant::now() + after;
+        // Fails only once the sandbox is stopping, when nothing is decided any more.
+        let _ = queue.send((due, instance_id.clone(), decide::auto_decision(seq)));
+    }
+    shared.changed();
     error::ok(&json!({"instanceId": instance_id}))
 }
 
@@ -226,7 +259,7 @@ pub(super) fn get(shared: &Shared, call: &Call) -> Response {
     let Some(record) = state
         .instances
         .iter()
-        .find(|r| &r.instance.instance_id == id)
+        .find(|r| &r.instance.instance_id == id && r.instance.status != InstanceStatus::Deleted)
     else {
         return error::api(
             400,
@@ -237,26 +270,31 @@ pub(super) fn get(shared: &Shared, call: &Call) -> Response {
     let instance = &record.instance;
     let components: Vec<Value> = record.components.iter().map(component_json).collect();
     let approvers: Vec<&String> = request_approvers(&instance.approvers);
-    let body = json!({
+    let mut body = json!({
         "result": {
             "title": record.title,
             "createTime": ids::iso_minute(instance.created_at_ms),
             "originatorUserId": instance.originator_user_id,
             "originatorDeptId": instance.dept_id.unwrap_or(-1).to_string(),
             "originatorDeptName": "根部门",
-            "status": "RUNNING",
-            "result": "",
+            "status": instance.status.as_wire(),
+            "result": instance.result.map(|r| r.as_wire()).unwrap_or_default(),
             "businessId": record.business_id,
             "approverUserIds": approvers,
             "ccUserIds": instance.cc_list,
             "bizAction": "NONE",
             "attachedProcessInstanceIds": [],
             "formComponentValues": components,
-            "operationRecords": [],
-            "tasks": [],
+            "operationRecords": record.process.records_json(),
+            "tasks": record.process.tasks_json(&instance.instance_id, &record.business_id),
         },
         "success": "true",
     });
+    if let (Some(finished), Some(result)) =
+        (instance.finished_at_ms, body["result"].as_object_mut())
+    {
+        result.insert("finishTime".into(), json!(ids::iso_minute(finished)));
+    }
     drop(state);
     error::ok(&body)
 }
@@ -322,14 +360,13 @@ pub(super) fn list_ids(shared: &Shared, call: &Call) -> Response {
     {
         return error::api(400, "invalidParameter", format!("unknown status {bad}"));
     }
-    // Every sandbox instance stays RUNNING.
-    let running_wanted = statuses.is_empty() || statuses.iter().any(|s| s == "RUNNING");
     let state = shared.lock();
     let matching: Vec<String> = state
         .instances
         .iter()
         .map(|r| &r.instance)
-        .filter(|i| running_wanted && i.process_code == request.process_code)
+        .filter(|i| i.status != InstanceStatus::Deleted && i.process_code == request.process_code)
+        .filter(|i| statuses.is_empty() || statuses.iter().any(|s| s == i.status.as_wire()))
         .filter(|i| i.created_at_ms >= request.start_time)
         .filter(|i| request.end_time.is_none_or(|end| i.created_at_ms <= end))
         .filter(|i| {

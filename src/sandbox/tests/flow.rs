@@ -138,7 +138,13 @@ async fn a_job_flows_from_token_to_listed_instance_with_wire_types_as_documented
     assert_eq!(result["originatorUserId"], USER);
     assert_eq!(result["originatorDeptId"], "-1");
     assert!(result["businessId"].is_string() && result["title"].is_string());
-    assert_eq!(result["operationRecords"], json!([]));
+    // A running flow: the start record, one task for the template's approver.
+    let records = result["operationRecords"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["type"], "START_PROCESS_INSTANCE");
+    assert_eq!(records[0]["userId"], USER);
+    assert_eq!(result["tasks"][0]["status"], "RUNNING");
+    assert!(result.get("finishTime").is_none());
     let values = result["formComponentValues"].as_array().unwrap();
     assert_eq!(values.len(), 2);
     assert!(

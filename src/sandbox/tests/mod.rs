@@ -3,6 +3,7 @@
 
 mod faults;
 mod flow;
+mod process;
 mod storage;
 mod workflow;
 
