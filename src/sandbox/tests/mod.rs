@@ -5,6 +5,9 @@ mod faults;
 mod flow;
 mod process;
 mod storage;
+mod stream;
+mod stream_client;
+mod stream_faults;
 mod workflow;
 
 use reqwest::Method;
@@ -187,6 +190,14 @@ impl Harness {
     pub(super) async fn create(&self, token: &str, body: Value) -> Answer {
         self.post("/v1.0/workflow/processInstances", Some(token), body)
             .await
+    }
+
+    /// Uploads a file and creates an instance for [`USER`] on the template's flow; its id.
+    pub(super) async fn instance(&self, token: &str) -> String {
+        let dentry = self.upload(token, "a.pdf", b"%PDF-1.4 instance").await;
+        let created = self.create(token, create_body(&attachment(&dentry))).await;
+        assert_eq!(created.status, 200, "{}", created.body);
+        created.body["instanceId"].as_str().unwrap().to_owned()
     }
 }
 
