@@ -1,7 +1,5 @@
-//! `demo` (the whole pipeline against the embedded sandbox, no configuration needed) and
-//! `sandbox` (the DingTalk-compatible server on its own, for trying producers locally).
+//! `demo`: the whole pipeline against the embedded sandbox, no configuration needed.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,12 +20,6 @@ use crate::secret::Secret;
 pub(crate) const DEMO_EXAMPLES: &str = "Examples:
   approval-worker demo
   approval-worker demo --jobs 20 --dir /tmp/approval-demo   # keep the database to inspect";
-/// Examples shown by `sandbox --help`.
-pub(crate) const SANDBOX_EXAMPLES: &str = "Examples:
-  approval-worker sandbox --port 8787
-  approval-worker sandbox --qps 20 --ticket-ttl-secs 60   # throttling and short tickets";
-
-const DEFAULT_SANDBOX_PORT: u16 = 8787;
 const DEFAULT_DEMO_JOBS: usize = 6;
 const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
 const DEMO_PROCESS_CODE: &str = "PROC-DEMO-EXPENSE";
@@ -39,23 +31,6 @@ const DEMO_FILE_SIZES: [(&str, usize); 4] = [
     ("contract-scan.pdf", 8 * 1024 * 1024),
 ];
 
-/// `sandbox` arguments.
-#[derive(Debug, Args)]
-pub(crate) struct SandboxArgs {
-    /// Port on 127.0.0.1.
-    #[arg(long, default_value_t = DEFAULT_SANDBOX_PORT)]
-    port: u16,
-    /// Per-API calls per second before the sandbox answers with DingTalk's throttle error.
-    #[arg(long)]
-    qps: Option<u32>,
-    /// Lifetime of access tokens in seconds.
-    #[arg(long, default_value_t = 7200)]
-    token_ttl_secs: u64,
-    /// Lifetime of upload tickets in seconds.
-    #[arg(long, default_value_t = 900)]
-    ticket_ttl_secs: u64,
-}
-
 /// `demo` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
@@ -65,32 +40,6 @@ pub(crate) struct DemoArgs {
     /// Directory for the demo's database and attachments [default: a new temporary one].
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-}
-
-pub(crate) async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
-    let options = SandboxOptions {
-        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
-        qps_limit: args.qps,
-        token_ttl: Duration::from_secs(args.token_ttl_secs),
-        ticket_ttl: Duration::from_secs(args.ticket_ttl_secs),
-        ..SandboxOptions::default()
-    };
-    let sandbox = Sandbox::start(options.clone())
-        .await
-        .with_context(|| format!("cannot start the sandbox on 127.0.0.1:{}", args.port))?;
-    let url = sandbox.base_url();
-    println!("DingTalk sandbox listening on {url}\n");
-    println!("Point a worker at it with this worker.toml section:\n");
-    println!(
-        "[dingtalk]\napp_key = {:?}\napp_secret_env = \"DINGTALK_APP_SECRET\"   # export DINGTALK_APP_SECRET={}\nagent_id = {}\napi_base = {url:?}\noapi_base = {url:?}\n",
-        options.app_key, options.app_secret, options.agent_id
-    );
-    println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    sandbox.shutdown().await;
-    Ok(())
 }
 
 pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {

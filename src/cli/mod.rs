@@ -11,6 +11,7 @@ mod follow;
 mod inspect;
 mod outcome;
 mod run;
+mod sandbox;
 mod table;
 
 use std::path::PathBuf;
@@ -129,9 +130,10 @@ enum Command {
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
-    /// Run the local DingTalk-compatible sandbox server until Ctrl-C.
-    #[command(after_help = demo::SANDBOX_EXAMPLES)]
-    Sandbox(demo::SandboxArgs),
+    /// Run the local DingTalk-compatible sandbox server until Ctrl-C, or decide an instance
+    /// on a running one (`sandbox decide`).
+    #[command(after_help = sandbox::SANDBOX_EXAMPLES)]
+    Sandbox(sandbox::SandboxArgs),
     /// Run the whole pipeline against the embedded sandbox and print the result.
     #[command(after_help = demo::DEMO_EXAMPLES)]
     Demo(demo::DemoArgs),
@@ -184,7 +186,7 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => demo::demo(args).await,
         Command::Bench(args) => bench::bench(*args).await,
-        Command::Sandbox(args) => demo::sandbox(args).await,
+        Command::Sandbox(args) => sandbox::sandbox(args).await,
         Command::Completions(args) => {
             completions(args.shell);
             Ok(())

@@ -263,3 +263,56 @@ fn commands_about_existing_jobs_refuse_a_missing_database_instead_of_creating_on
     assert!(text(&out.stderr).contains("created a new database"));
     assert!(run(dir.path(), &["jobs"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_decide_decides_a_running_instance_and_refuses_a_second_decision_with_exit_2() {
+    let mut h = crate::helpers::Harness::new().await;
+    let file = h.file("a.pdf", b"%PDF");
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    h.start();
+    assert_eq!(h.finished(id).await.status, "succeeded");
+    h.stop().await;
+    let instance = h.sandbox.instances()[0].instance_id.clone();
+    let url = h.sandbox.base_url();
+    let decide = |args: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["sandbox", "decide"])
+            .args(args)
+            .args(["--url", &url]);
+        // Off the runtime thread: the sandbox answering the binary runs on it.
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+
+    let out = decide(&[&instance, "refuse", "--remark", "金额不符"])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("{instance}: COMPLETED (refuse)\n")
+    );
+    let decided = &h.sandbox.instances()[0];
+    assert_eq!(
+        (decided.status, decided.result),
+        (
+            approval_worker::sandbox::InstanceStatus::Completed,
+            Some(approval_worker::sandbox::Outcome::Refuse)
+        )
+    );
+
+    let again = decide(&[&instance, "agree"]).await.unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("already COMPLETED (refuse)"),
+        "{}",
+        text(&again.stderr)
+    );
+    let unknown = decide(&["no-such-instance", "agree"]).await.unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown.stderr).contains("no approval instance"),
+        "{}",
+        text(&unknown.stderr)
+    );
+}
