@@ -49,4 +49,5 @@ mod queue_shared;
 mod recovery;
 mod security;
 mod stops;
+mod stream_sdk;
 mod template;
