@@ -29,7 +29,7 @@ pub(crate) use e2e::RunFigures;
 pub(crate) use openloop::produce;
 
 use crate::queue::QueueError;
-use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::sandbox::{Sandbox, SandboxOptions, StreamOptions};
 use setup::Checkpoints::{self, Automatic};
 
 /// Why a benchmark run could not finish.
@@ -432,11 +432,15 @@ pub(crate) async fn peer_shape(
 
 /// The sandbox child: serves on a free loopback port, prints its URL on the first line of
 /// stdout, and stops when stdin closes (the benchmark exiting, however it exits). It keeps
-/// no request log: nothing reads it, and its cost would count against the worker's share
-/// of the two cores.
+/// no request log and publishes no Stream events: nothing reads either, their cost would
+/// count against the worker's share of the two cores, and undelivered events are kept.
 pub(crate) async fn serve_sandbox() -> Result<(), BenchError> {
     let options = SandboxOptions {
         record_requests: false,
+        stream: StreamOptions {
+            publish_events: false,
+            ..StreamOptions::default()
+        },
         ..SandboxOptions::default()
     };
     let sandbox = Sandbox::start(options).await?;

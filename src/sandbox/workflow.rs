@@ -154,10 +154,15 @@ pub(super) fn create(shared: &Shared, call: &Call) -> Response {
         business_id: ids::business_id(created_at_ms, seq),
         process,
     };
-    let event = decide::event_data(&record, "start", shared.stream.corp_id());
+    let event = shared
+        .stream
+        .publishes()
+        .then(|| decide::event_data(&record, "start", shared.stream.corp_id()));
     state.instances.push(record);
     drop(state);
-    shared.stream.publish(INSTANCE_CHANGE, event, created_at_ms);
+    if let Some(event) = event {
+        shared.stream.publish(INSTANCE_CHANGE, event, created_at_ms);
+    }
     if let (Some(queue), Some(after)) = (&shared.auto_decide, shared.options.auto_decide_after) {
         let due = tokio::time::Instant::now() + after;
         // Fails only once the sandbox is stopping, when nothing is decided any more.

@@ -244,9 +244,14 @@ impl Gateway {
         self.touch();
     }
 
+    /// Whether events are published at all; when not, callers need not build them.
+    pub(crate) fn publishes(&self) -> bool {
+        self.options.publish_events
+    }
+
     /// A new event, delivered to a connection as soon as one subscribes.
     pub(crate) fn publish(&self, event_type: &str, data: Value, born_ms: i64) {
-        if !self.options.publish_events {
+        if !self.publishes() {
             return;
         }
         let data_text = data.to_string();
