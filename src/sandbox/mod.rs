@@ -307,8 +307,13 @@ impl Sandbox {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        for task in self.background.drain(..) {
-            let _ = task.await;
+        for mut task in self.background.drain(..) {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
         if let Some(mut task) = self.task.take()
             && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)

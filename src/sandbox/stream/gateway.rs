@@ -1,6 +1,5 @@
 //! The Stream gateway's state: tickets, open connections, published events with their
-//! deliveries, and pings; and the routing that hands each event to one connection at a
-//! time until an ack says it was handled.
+//! deliveries, pings and acks (handing events to connections is in `routing`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -45,6 +44,7 @@ impl TicketRefusal {
 }
 
 struct Ticket {
+    /// On the sandbox's clock, so `Sandbox::advance_clock` expires tickets as it does tokens.
     expires_at: std::time::Instant,
     used: bool,
     /// The client subscribed to EVENT topics.
@@ -123,6 +123,7 @@ impl Gateway {
         app_key: &str,
         changes: watch::Sender<u64>,
     ) -> Self {
+        // Stable per app, as DingTalk's unified app id is.
         let digest = ids::md5_hex(app_key.as_bytes());
         let app_id = format!(
             "{}-{}-{}-{}-{}",

@@ -252,3 +252,13 @@ async fn the_admin_routes_drop_connections_and_list_what_the_gateway_did() {
         200
     );
 }
+
+#[tokio::test]
+async fn stopping_the_sandbox_closes_its_stream_connections_and_listener() {
+    let h = Harness::start().await;
+    let mut client = Client::connect(&h).await;
+    let (endpoint, ticket) = super::stream_client::open(&h).await;
+    h.sandbox.shutdown().await;
+    assert!(matches!(client.read().await, Read::Closed(1001)));
+    assert_eq!(Client::dial(&endpoint, &ticket).await.err(), Some(0));
+}
