@@ -22,6 +22,8 @@ pub(crate) const DEMO_EXAMPLES: &str = "Examples:
   approval-worker demo --jobs 20 --dir /tmp/approval-demo   # keep the database to inspect";
 const DEFAULT_DEMO_JOBS: usize = 6;
 const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long after its creation the sandbox decides a demo approval.
+const DEMO_DECISION_DELAY: Duration = Duration::from_millis(1500);
 const DEMO_PROCESS_CODE: &str = "PROC-DEMO-EXPENSE";
 /// Attachment sizes the demo cycles through: a note, a scan, a photo set, an archive.
 const DEMO_FILE_SIZES: [(&str, usize); 4] = [
@@ -58,7 +60,12 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&spool).with_context(|| format!("creating {}", spool.display()))?;
     let database = dir.join("demo.db");
 
-    let options = SandboxOptions::default();
+    // The sandbox decides each approval shortly after it is created (every third refused), so
+    // the demo shows outcomes arriving over the Stream too.
+    let options = SandboxOptions {
+        auto_decide_after: Some(DEMO_DECISION_DELAY),
+        ..SandboxOptions::default()
+    };
     let sandbox = Sandbox::start(options.clone())
         .await
         .context("starting the sandbox")?;
@@ -121,6 +128,22 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
         elapsed.as_secs_f64(),
         sandbox.instances().len(),
         sandbox.files().len()
+    );
+    let decided: Vec<String> = ["agree", "refuse", "terminated", "deleted", "pending"]
+        .iter()
+        .filter_map(|outcome| {
+            let count = rows
+                .iter()
+                .filter(|job| job.outcome.as_deref() == Some(*outcome))
+                .count();
+            (count > 0).then(|| format!("{count} {outcome}"))
+        })
+        .collect();
+    println!(
+        "Approvals (the sandbox decides each {:.1} s after its creation, every third refused; \
+         the worker learns it over DingTalk's Stream): {}.",
+        DEMO_DECISION_DELAY.as_secs_f64(),
+        decided.join(", ")
     );
     let exe = std::env::current_exe()
         .map(|path| path.display().to_string())
@@ -214,17 +237,25 @@ fn write_sample(path: &Path, size: usize, seed: u64) -> Result<(), CliError> {
         .map_err(CliError::Runtime)
 }
 
+/// Waits until every job has finished and every approval created is decided, with its
+/// approvers' records read.
 async fn wait_until_finished(queue: &Queue, started: Instant) -> bool {
     while started.elapsed() < DEMO_TIMEOUT {
-        match queue.stats(now_ms()).await {
-            Ok(stats) => {
+        match tokio::try_join!(queue.stats(now_ms()), queue.outcome_stats()) {
+            Ok((stats, outcomes)) => {
                 let unfinished = stats
                     .by_status
                     .iter()
                     .filter(|(status, _)| status == "queued" || status == "running")
                     .map(|(_, count)| count)
                     .sum::<i64>();
-                if unfinished == 0 {
+                let undecided = outcomes
+                    .by_outcome
+                    .iter()
+                    .filter(|(outcome, _)| outcome == "pending")
+                    .map(|(_, count)| count)
+                    .sum::<i64>();
+                if unfinished == 0 && undecided == 0 && outcomes.awaiting_records == 0 {
                     return true;
                 }
             }

@@ -43,6 +43,10 @@ pub struct OutcomeConfig {
     pub(crate) webhook_secret_file: Option<PathBuf>,
     /// A notification not accepted after this many hours is given up (`failed`).
     pub webhook_give_up_after_hours: u64,
+    /// The first wait before a notification is sent again; waits double up to an hour.
+    pub webhook_retry_first_secs: u64,
+    /// How long one send may take, connecting included.
+    pub webhook_timeout_secs: u64,
 }
 
 impl Default for OutcomeConfig {
@@ -59,6 +63,8 @@ impl Default for OutcomeConfig {
             webhook_secret_env: DEFAULT_WEBHOOK_SECRET_ENV.to_owned(),
             webhook_secret_file: None,
             webhook_give_up_after_hours: 72,
+            webhook_retry_first_secs: 10,
+            webhook_timeout_secs: 15,
         }
     }
 }
@@ -81,6 +87,13 @@ impl OutcomeConfig {
         }
         if self.webhook_give_up_after_hours == 0 {
             problems.push("[outcome] webhook_give_up_after_hours: must be at least 1".to_owned());
+        }
+        if !(1..=3600).contains(&self.webhook_retry_first_secs) {
+            problems
+                .push("[outcome] webhook_retry_first_secs: must be between 1 and 3600".to_owned());
+        }
+        if !(1..=300).contains(&self.webhook_timeout_secs) {
+            problems.push("[outcome] webhook_timeout_secs: must be between 1 and 300".to_owned());
         }
         if let Some(url) = &self.webhook_url
             && let Err(reason) = check_webhook_url(url)

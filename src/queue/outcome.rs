@@ -294,6 +294,8 @@ pub struct OutcomeStats {
     pub by_outcome: Vec<(String, i64)>,
     /// Reads of instances so far, all rows.
     pub checks: i64,
+    /// Decided approvals whose approvers' records are still to be read.
+    pub awaiting_records: i64,
     /// Notifications per status.
     pub deliveries: Vec<(String, i64)>,
 }

@@ -108,6 +108,12 @@ impl WorkerSettings {
         }
     }
 
+    /// Signs outcome notifications with `secret` (`run` reads it from `[outcome]`).
+    pub fn with_webhook_secret(mut self, secret: crate::secret::Secret) -> WorkerSettings {
+        self.outcome.webhook_secret = Some(secret);
+        self
+    }
+
     fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }

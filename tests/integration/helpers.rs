@@ -81,6 +81,9 @@ impl Harness {
         config.worker.concurrency = 4;
         config.worker.backoff_base_secs = 1;
         config.worker.backoff_max_secs = 1;
+        // Tests that are not about outcomes see only the calls of the submit: no Stream, and
+        // no read of an instance within their run (the first comes a minute after a create).
+        config.outcome.stream = false;
         let queue = Queue::open(&config.database.path)
             .await
             .expect("queue opens");
@@ -165,6 +168,19 @@ impl Harness {
     /// Starts a worker in the background.
     pub fn start(&mut self) -> Worker {
         self.run_in_background(self.worker())
+    }
+
+    /// Starts a worker with `settings` in the background.
+    pub fn start_with_settings(&mut self, settings: WorkerSettings) -> Worker {
+        let oss = Oss::new(Duration::from_secs(2), Duration::from_secs(5)).expect("oss client");
+        let dingtalk = self.dingtalk();
+        let worker = Worker::new(
+            self.queue.clone(),
+            Approval::new(dingtalk.clone(), oss),
+            dingtalk,
+            settings,
+        );
+        self.run_in_background(worker)
     }
 
     /// Runs `worker` in the background until [`Harness::stop`].
@@ -546,7 +562,8 @@ impl Harness {
              oapi_base = {url:?}\nrate_limit_per_sec = 0\n\
              [upload]\nallowed_dirs = [{spool:?}]\n\
              [worker]\npoll_interval_ms = 20\nconcurrency = 4\nbackoff_base_secs = 1\n\
-             backoff_max_secs = 1\n",
+             backoff_max_secs = 1\n\
+             [outcome]\nstream = false\n",
             key = self.config.dingtalk.app_key,
             agent = self.config.dingtalk.agent_id,
             url = self.sandbox.base_url(),

@@ -36,6 +36,7 @@ mod helpers;
 mod kill;
 mod notify;
 mod ops;
+mod outcomes;
 mod outcomes_queue;
 mod pipeline;
 mod postgres;

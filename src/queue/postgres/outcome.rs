@@ -66,6 +66,9 @@ const OUTCOME_COUNTS_SQL: &str =
 
 const CHECKS_SQL: &str = "SELECT COALESCE(sum(checks), 0)::bigint FROM outcomes";
 
+const AWAITING_RECORDS_SQL: &str = "SELECT count(*) FROM outcomes \
+     WHERE next_check_at IS NOT NULL AND outcome <> 'pending'";
+
 const DELIVERY_COUNTS_SQL: &str =
     "SELECT status, count(*) FROM outcome_deliveries GROUP BY status ORDER BY status";
 
@@ -204,12 +207,16 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?;
         let checks = sqlx::query_scalar(CHECKS_SQL).fetch_one(&self.pool).await?;
+        let awaiting_records = sqlx::query_scalar(AWAITING_RECORDS_SQL)
+            .fetch_one(&self.pool)
+            .await?;
         let deliveries = sqlx::query_as(DELIVERY_COUNTS_SQL)
             .fetch_all(&self.pool)
             .await?;
         Ok(OutcomeStats {
             by_outcome,
             checks,
+            awaiting_records,
             deliveries,
         })
     }

@@ -64,6 +64,9 @@ const OUTCOME_COUNTS_SQL: &str =
 
 const CHECKS_SQL: &str = "SELECT COALESCE(SUM(checks), 0) FROM outcomes";
 
+const AWAITING_RECORDS_SQL: &str = "SELECT COUNT(*) FROM outcomes \
+     WHERE next_check_at IS NOT NULL AND outcome <> 'pending'";
+
 const DELIVERY_COUNTS_SQL: &str =
     "SELECT status, COUNT(*) FROM outcome_deliveries GROUP BY status ORDER BY status";
 
@@ -202,12 +205,16 @@ impl SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         let checks = sqlx::query_scalar(CHECKS_SQL).fetch_one(&self.pool).await?;
+        let awaiting_records = sqlx::query_scalar(AWAITING_RECORDS_SQL)
+            .fetch_one(&self.pool)
+            .await?;
         let deliveries = sqlx::query_as(DELIVERY_COUNTS_SQL)
             .fetch_all(&self.pool)
             .await?;
         Ok(OutcomeStats {
             by_outcome,
             checks,
+            awaiting_records,
             deliveries,
         })
     }

@@ -19,10 +19,10 @@ use crate::webhook::Webhook;
 const BATCH: i64 = 32;
 /// Sends in flight at once.
 const PARALLEL: usize = 8;
-/// One send's limits; the claim lasts longer, so no other process sends it meanwhile.
+/// How long connecting may take (within the send's whole limit).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const SEND_TIMEOUT: Duration = Duration::from_secs(15);
-const CLAIM_LEASE_MS: i64 = 60_000;
+/// A claim outlasts its send by this much, so no other process sends it meanwhile.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// Between looks at the outbox while it has nothing due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
@@ -33,7 +33,9 @@ pub(super) async fn deliver(following: Following, shutdown: CancellationToken) {
         warn_if_waiting(&following).await;
         return;
     };
-    let webhook = match Webhook::new(CONNECT_TIMEOUT, SEND_TIMEOUT) {
+    let timeout = following.settings.webhook_timeout;
+    let claim_lease_ms = i64::try_from((timeout + CLAIM_MARGIN).as_millis()).unwrap_or(i64::MAX);
+    let webhook = match Webhook::new(CONNECT_TIMEOUT.min(timeout), timeout) {
         Ok(webhook) => webhook,
         Err(e) => {
             tracing::error!(error = %e, "outcome notifications: cannot build the HTTP client");
@@ -43,7 +45,7 @@ pub(super) async fn deliver(following: Following, shutdown: CancellationToken) {
     loop {
         let due = match following
             .queue
-            .claim_deliveries(BATCH, CLAIM_LEASE_MS, now_ms())
+            .claim_deliveries(BATCH, claim_lease_ms, now_ms())
             .await
         {
             Ok(due) => due,
@@ -101,7 +103,7 @@ async fn send(
                 redeliver_at(
                     delivery.created_at,
                     delivery.attempts,
-                    following.settings.webhook_give_up_after,
+                    &following.settings.webhook_retry(),
                     now,
                     rand::random::<f64>(),
                 )

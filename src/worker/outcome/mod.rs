@@ -8,7 +8,10 @@ pub(crate) mod policy;
 mod poll;
 mod stream;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +39,10 @@ pub(crate) struct OutcomeSettings {
     /// Signs notifications; without it none are sent (they wait in the outbox).
     pub(crate) webhook_secret: Option<Secret>,
     pub(crate) webhook_give_up_after: Duration,
+    /// The first wait before a notification is sent again.
+    pub(crate) webhook_retry_first: Duration,
+    /// One send's limit.
+    pub(crate) webhook_timeout: Duration,
 }
 
 impl OutcomeSettings {
@@ -59,6 +66,16 @@ impl OutcomeSettings {
             webhook_give_up_after: Duration::from_secs(
                 config.webhook_give_up_after_hours.saturating_mul(3600),
             ),
+            webhook_retry_first: Duration::from_secs(config.webhook_retry_first_secs),
+            webhook_timeout: Duration::from_secs(config.webhook_timeout_secs),
+        }
+    }
+
+    /// How notifications are sent again.
+    pub(crate) fn webhook_retry(&self) -> policy::RetrySchedule {
+        policy::RetrySchedule {
+            first: self.webhook_retry_first,
+            give_up_after: self.webhook_give_up_after,
         }
     }
 
@@ -76,6 +93,8 @@ pub(super) struct Following {
     dingtalk: DingTalk,
     schedule: PollSchedule,
     settings: OutcomeSettings,
+    /// Wakes the reader early: a decision came without its records, to be read now.
+    records_wanted: Arc<Notify>,
 }
 
 impl Following {
@@ -88,6 +107,7 @@ impl Following {
             dingtalk: inner.dingtalk.clone(),
             schedule: settings.schedule,
             settings,
+            records_wanted: Arc::new(Notify::new()),
         }
     }
 
@@ -120,6 +140,9 @@ impl Following {
             .inspect_err(|e| tracing::warn!(error = %e, "could not record approval decisions"))?;
         for (decision, recorded) in decisions.iter().zip(recorded) {
             if let Some(recorded) = recorded {
+                if decision.records.is_none() && self.settings.follow_up.fetch_records {
+                    self.records_wanted.notify_one();
+                }
                 tracing::info!(
                     job_id = recorded.job_id,
                     instance_id = %decision.instance_id,

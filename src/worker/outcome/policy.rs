@@ -80,22 +80,33 @@ pub(crate) fn verdict_of_event(kind: &str, result: Option<&str>) -> Option<Verdi
     }
 }
 
-/// When a notification is sent again after its `attempts`-th send failed: 10 s doubling to
-/// an hour, jittered by the caller's `jitter` in `[0, 1)` of up to a fifth of the gap so
+/// How a notification that was not accepted is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetrySchedule {
+    /// The first wait; waits double up to an hour.
+    pub(crate) first: Duration,
+    /// After this long since the decision, sending stops.
+    pub(crate) give_up_after: Duration,
+}
+
+/// When a notification is sent again after its `attempts`-th send failed: `first` doubling
+/// to an hour, jittered by the caller's `jitter` in `[0, 1)` of up to a fifth of the gap so
 /// receivers coming back from an outage are not hit all at once. `None` once `created_at`
 /// is more than `give_up_after` ago.
 pub(crate) fn redeliver_at(
     created_at: i64,
     attempts: i64,
-    give_up_after: Duration,
+    schedule: &RetrySchedule,
     now_ms: i64,
     jitter: f64,
 ) -> Option<i64> {
-    if now_ms >= created_at.saturating_add(ms(give_up_after)) {
+    if now_ms >= created_at.saturating_add(ms(schedule.give_up_after)) {
         return None;
     }
     let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-    let gap = (10_000_i64.saturating_mul(1_i64 << doublings)).min(3_600_000);
+    let gap = ms(schedule.first)
+        .saturating_mul(1_i64 << doublings)
+        .min(3_600_000);
     let jitter = (gap as f64 * 0.2 * jitter.clamp(0.0, 1.0)) as i64;
     Some(now_ms.saturating_add(gap).saturating_add(jitter))
 }
@@ -187,13 +198,16 @@ mod tests {
 
     #[test]
     fn notifications_back_off_from_ten_seconds_to_an_hour_then_give_up() {
-        let give_up = Duration::from_secs(72 * 3600);
-        let at = |attempts| redeliver_at(0, attempts, give_up, HOUR, 0.0).map(|t| t - HOUR);
+        let schedule = RetrySchedule {
+            first: Duration::from_secs(10),
+            give_up_after: Duration::from_secs(72 * 3600),
+        };
+        let at = |attempts| redeliver_at(0, attempts, &schedule, HOUR, 0.0).map(|t| t - HOUR);
         assert_eq!(at(1), Some(10_000));
         assert_eq!(at(2), Some(20_000));
         assert_eq!(at(10), Some(HOUR));
-        assert_eq!(redeliver_at(0, 3, give_up, 72 * HOUR, 0.0), None);
-        let jittered = redeliver_at(0, 1, give_up, HOUR, 0.99).map(|t| t - HOUR);
+        assert_eq!(redeliver_at(0, 3, &schedule, 72 * HOUR, 0.0), None);
+        let jittered = redeliver_at(0, 1, &schedule, HOUR, 0.99).map(|t| t - HOUR);
         assert!(jittered.is_some_and(|gap| (10_000..12_000).contains(&gap)));
     }
 }

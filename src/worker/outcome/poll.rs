@@ -56,6 +56,7 @@ pub(super) async fn poll(following: Following, shutdown: CancellationToken) {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep_until(started + tick) => {}
+            () = following.records_wanted.notified() => {}
         }
     }
 }
