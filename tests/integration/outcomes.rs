@@ -325,3 +325,70 @@ async fn a_notification_refused_is_sent_again_until_accepted_and_a_failed_job_ge
     assert!(h.queue.outcome(failed).await.unwrap().is_none());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_announced_before_the_create_is_committed_is_still_learned_from_the_stream() {
+    // An approval decided at once is announced while the worker's write of the create is
+    // still on its way. Here that write is held back by a lock on the job's row (so the
+    // store must be PostgreSQL), the announcement matches no outcome row yet, and the first
+    // read of the instance is a minute away.
+    let options = SandboxOptions {
+        auto_decide_after: Some(Duration::ZERO),
+        ..SandboxOptions::default()
+    };
+    let Some(mut h) = Harness::on_postgres_with(options).await else {
+        return;
+    };
+    h.config.outcome.stream = true;
+    h.config.outcome.fetch_records = false;
+    h.sandbox.inject(
+        Endpoint::CreateInstance,
+        approval_worker::sandbox::Fault::Latency(Duration::from_millis(500)),
+        1,
+    );
+    start_worker(&mut h);
+    assert!(
+        h.sandbox
+            .wait_for(WAIT, |s| s.stream_stats().open_connections == 1)
+            .await
+    );
+    let file = h.file("instant.pdf", &bytes(3_000, 7));
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.queue.get(id).await.unwrap().step != "submit" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached submit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let url = h.config.database.url.clone().unwrap();
+    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut lock).await.unwrap();
+    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let acked = h
+        .sandbox
+        .wait_for(WAIT, |s| {
+            s.stream_events()
+                .iter()
+                .any(|e| e.kind() == "finish" && e.acked)
+        })
+        .await;
+    assert!(acked, "the decision was announced and acked meanwhile");
+    assert_eq!(h.queue.get(id).await.unwrap().status, "running");
+    sqlx::query("COMMIT").execute(&mut lock).await.unwrap();
+    let outcome = outcome_when(&h, id, |o| o.outcome != "pending").await;
+    assert_eq!(outcome.outcome, "agree");
+    assert_eq!(outcome.learned_from.as_deref(), Some("stream"));
+    assert!(
+        h.received(Endpoint::GetInstance).is_empty(),
+        "no read needed"
+    );
+    h.stop().await;
+}

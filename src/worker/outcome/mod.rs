@@ -125,12 +125,16 @@ impl Following {
         ((f64::from(rate) * self.settings.poll_share).floor() as i64).max(1)
     }
 
-    /// Records `decisions` in one transaction, logs and counts the ones that were news.
-    /// `Err` leaves them unrecorded: a poll reads again after its lease, a Stream event is
-    /// acked `LATER` so DingTalk sends it again.
-    async fn record(&self, decisions: Vec<Decision>) -> Result<(), crate::queue::QueueError> {
+    /// Records `decisions` in one transaction, logs and counts the ones that were news, and
+    /// returns the ones that changed nothing (decided already, or no pending instance of
+    /// ours has that id). `Err` leaves them unrecorded: a poll reads again after its lease, a
+    /// Stream event is acked `LATER` so DingTalk sends it again.
+    async fn record(
+        &self,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<Decision>, crate::queue::QueueError> {
         if decisions.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let now = now_ms();
         let recorded = self
@@ -138,26 +142,29 @@ impl Following {
             .record_decisions(&decisions, &self.settings.follow_up, now)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "could not record approval decisions"))?;
-        for (decision, recorded) in decisions.iter().zip(recorded) {
-            if let Some(recorded) = recorded {
-                if decision.records.is_none() && self.settings.follow_up.fetch_records {
-                    self.records_wanted.notify_one();
-                }
-                tracing::info!(
-                    job_id = recorded.job_id,
-                    instance_id = %decision.instance_id,
-                    outcome = %decision.verdict,
-                    "approval decided"
-                );
-                self.metrics().decided(
-                    decision.verdict.as_str(),
-                    recorded.submitted_at,
-                    decision.decided_at_ms,
-                    now,
-                );
+        let mut unmatched = Vec::new();
+        for (decision, recorded) in decisions.into_iter().zip(recorded) {
+            let Some(recorded) = recorded else {
+                unmatched.push(decision);
+                continue;
+            };
+            if decision.records.is_none() && self.settings.follow_up.fetch_records {
+                self.records_wanted.notify_one();
             }
+            tracing::info!(
+                job_id = recorded.job_id,
+                instance_id = %decision.instance_id,
+                outcome = %decision.verdict,
+                "approval decided"
+            );
+            self.metrics().decided(
+                decision.verdict.as_str(),
+                recorded.submitted_at,
+                decision.decided_at_ms,
+                now,
+            );
         }
-        Ok(())
+        Ok(unmatched)
     }
 }
 

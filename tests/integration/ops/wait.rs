@@ -148,3 +148,92 @@ async fn a_wait_with_a_timeout_ends_with_exit_3_and_leaves_the_job_queued() {
     );
     assert_eq!(alone.status.code(), Some(2), "--timeout needs --wait");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_until_decided_follows_the_approval_to_its_agreement_and_exits_0() {
+    let options = approval_worker::sandbox::SandboxOptions {
+        auto_decide_after: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let mut harness = Harness::with_sandbox(options).await;
+    harness.config.outcome.stream = true;
+    let config = harness.config_file("worker.toml", "");
+    let a = harness.file("a.pdf", &bytes(100, 1));
+    let payload = harness.config.database.path.with_file_name("job.json");
+    std::fs::write(&payload, harness.payload(&[&a]).to_string()).unwrap();
+    harness.start();
+    let out = run(
+        &harness,
+        &config,
+        &[
+            "enqueue",
+            "--payload",
+            payload.to_str().unwrap(),
+            "--wait",
+            "--until",
+            "decided",
+            "--timeout",
+            "30s",
+        ],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    let instance = harness.sandbox.instances()[0].instance_id.clone();
+    assert!(
+        text.contains(&format!(
+            "job 1 succeeded: approval instance {instance}; waiting for the decision"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().last(),
+        Some("job 1: approval agreed"),
+        "{text}"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_until_decided_exits_1_when_the_approval_is_refused() {
+    let mut harness = Harness::new().await;
+    harness.config.outcome.stream = true;
+    let config = harness.config_file("worker.toml", "");
+    let a = harness.file("a.pdf", &bytes(100, 1));
+    let payload = harness.config.database.path.with_file_name("job.json");
+    std::fs::write(&payload, harness.payload(&[&a]).to_string()).unwrap();
+    harness.start();
+    let waiting = harness
+        .command()
+        .arg("--config")
+        .arg(&config)
+        .args(["enqueue", "--payload", payload.to_str().unwrap()])
+        .args(["--wait", "--until", "decided", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let created = harness
+        .sandbox
+        .wait_for(std::time::Duration::from_secs(20), |s| {
+            s.instances().len() == 1
+        })
+        .await;
+    assert!(created, "{:?}", harness.queue.get(1).await);
+    let instance = harness.sandbox.instances()[0].instance_id.clone();
+    harness
+        .sandbox
+        .decide(&instance, approval_worker::sandbox::Decision::Refuse)
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || waiting.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("job 1: approval refuse"),
+        "{}",
+        stderr(&out)
+    );
+    let jobs: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(jobs[0]["outcome"], "refuse");
+    harness.stop().await;
+}
