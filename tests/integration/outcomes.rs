@@ -20,7 +20,7 @@ const SECRET: &str = "hook-secret";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A receiver of notifications on 127.0.0.1 that answers each POST with the next status of
-/// its script (then 200) and keeps what it got.
+/// its script (then 200) and keeps what it got. A status of 0 never answers.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<(HeaderMap, String)>>>,
@@ -41,6 +41,9 @@ impl Receiver {
                 async move {
                     state.got.lock().unwrap().push((headers, body));
                     let status = state.script.lock().unwrap().pop().unwrap_or(200);
+                    if status == 0 {
+                        std::future::pending::<()>().await;
+                    }
                     StatusCode::from_u16(status).unwrap()
                 }
             }),
@@ -390,5 +393,104 @@ async fn a_decision_announced_before_the_create_is_committed_is_still_learned_fr
         h.received(Endpoint::GetInstance).is_empty(),
         "no read needed"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_sending_a_notification_sends_it_again_after_restart() {
+    let h = Harness::new().await;
+    // The first send never gets an answer; the daemon is killed while it waits.
+    let (receiver, url) = Receiver::start(&[0]).await;
+    let config = h.config_file(
+        "worker.toml",
+        &format!(
+            "[outcome]\nstream = true\nfetch_records = false\nwebhook_url = {url:?}\n\
+             webhook_timeout_secs = 2\n"
+        ),
+    );
+    let env = [("APPROVAL_WORKER_WEBHOOK_SECRET", SECRET)];
+    let mut daemon = h.spawn_run(&config, &env);
+    daemon.wait_for_log("worker started");
+    let file = h.file("killed.pdf", &bytes(3_000, 7));
+    let id = h.enqueue(&h.payload(&[&file])).await;
+    let job = h.finished(id).await;
+    assert_eq!(job.status, "succeeded");
+    let instance = h.queue.outcome(id).await.unwrap().unwrap().instance_id;
+    assert!(
+        h.sandbox
+            .wait_for(WAIT, |s| s.stream_stats().open_connections == 1)
+            .await
+    );
+    h.sandbox.decide(&instance, Decision::Agree).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.got().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.signal("KILL");
+    daemon.wait_exit(Duration::from_secs(5));
+
+    let mut restarted = h.spawn_run(&config, &env);
+    restarted.wait_for_log("worker started");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = h.queue.deliveries(id).await.unwrap();
+        if rows[0].status == "delivered" {
+            assert_eq!(rows.len(), 1, "one notification");
+            assert_eq!(rows[0].attempts, 2, "sent again once");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0].0["x-approval-worker-delivery"], got[1].0["x-approval-worker-delivery"],
+        "the same delivery id, for the receiver to dedupe"
+    );
+    assert!(signed_by(&got[1].0, &got[1].1, SECRET));
+    let outcome = h.queue.outcome(id).await.unwrap().unwrap();
+    assert_eq!(outcome.outcome, "agree");
+    restarted.signal("TERM");
+    assert_eq!(restarted.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_dropped_around_an_event_reconnects_and_records_the_outcome_once() {
+    let mut h = Harness::new().await;
+    let (receiver, url) = Receiver::start(&[]).await;
+    h.config.outcome.webhook_url = Some(url);
+    h.config.outcome.fetch_records = false;
+    h.config.outcome.stream = true;
+    start_worker(&mut h);
+    let (id, instance) = submitted(&h, "dropped.pdf").await;
+    assert!(
+        h.sandbox
+            .wait_for(WAIT, |s| s.stream_stats().open_connections == 1)
+            .await
+    );
+    h.sandbox.stream_duplicate_next_event();
+    h.sandbox.decide(&instance, Decision::Refuse).unwrap();
+    h.sandbox.stream_drop_connections();
+    let outcome = outcome_when(&h, id, |o| o.outcome != "pending").await;
+    assert_eq!(outcome.outcome, "refuse");
+    assert_eq!(outcome.learned_from.as_deref(), Some("stream"));
+    let reconnected = h
+        .sandbox
+        .wait_for(WAIT, |s| {
+            let stats = s.stream_stats();
+            stats.connections_accepted >= 2 && stats.open_connections == 1
+        })
+        .await;
+    assert!(reconnected, "{:?}", h.sandbox.stream_stats());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.got().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never notified");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.got().len(), 1);
+    assert_eq!(h.queue.deliveries(id).await.unwrap().len(), 1);
     h.stop().await;
 }
