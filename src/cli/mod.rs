@@ -43,7 +43,8 @@ const EXAMPLES: &str = "Examples:
 Exit codes: 0 ok, 1 runtime failure (or a job that failed under enqueue --wait),
 2 usage error (bad arguments or payload, unknown job), 78 configuration error.";
 
-/// Submits DingTalk approval instances with file attachments from a persistent SQLite queue.
+/// Submits DingTalk approval instances with file attachments from a persistent queue (SQLite
+/// or PostgreSQL), and follows each to its decision.
 #[derive(Debug, Parser)]
 #[command(name = "approval-worker", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Cli {
