@@ -22,6 +22,8 @@ pub(crate) const EXAMPLES: &str = "Examples:
 
   approval-worker enqueue --payload job.json --wait --timeout 10m
   approval-worker enqueue --payload job.json --wait --until decided   # to agree or refuse
+  approval-worker enqueue --payload job.json --delay 2h        # or --run-at 2026-12-04T09:00:00+08:00
+  approval-worker enqueue --payload job.json --dry-run         # validate only
 
 With --wait the exit code tells the outcome: 0 when every job succeeded, 1 when one failed or
 was cancelled, 3 when --timeout ran out first (the jobs go on; `show ID` follows up).
@@ -95,6 +97,21 @@ pub(crate) struct EnqueueArgs {
     /// the approval is decided (decided).
     #[arg(long, value_enum, requires = "wait", default_value_t = Until::Submitted)]
     until: Until,
+    /// Start no earlier than this time: RFC 3339 with its offset (2026-12-04T09:00:00+08:00)
+    /// or unix milliseconds.
+    #[arg(long, value_name = "TIME", conflicts_with = "delay", value_parser = parse_run_at)]
+    run_at: Option<i64>,
+    /// Start no earlier than this long from now, e.g. 90s, 10m, 2h.
+    #[arg(long, value_name = "AGE", value_parser = super::duration::parse_duration)]
+    delay: Option<std::time::Duration>,
+    /// Where this job's approval decision is POSTed, instead of [outcome] webhook_url (flags
+    /// only; a JSON payload names its own `callback_url`).
+    #[arg(long, value_name = "URL")]
+    callback_url: Option<String>,
+    /// Check the payload(s) as the worker will (fields, files) and print what would be
+    /// enqueued; enqueue nothing and touch no database.
+    #[arg(long, conflicts_with = "wait")]
+    dry_run: bool,
     /// Print the outcome as JSON (with --wait: the finished jobs).
     #[arg(long)]
     json: bool,
@@ -109,6 +126,11 @@ pub(crate) async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), Cl
         return Err(CliError::Usage(format!("--max-attempts: {max} is below 1")));
     }
     let settings = WorkerSettings::from_config(config);
+    let now = now_ms();
+    let run_at = args.run_at.or_else(|| {
+        args.delay
+            .map(|delay| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)))
+    });
     let jobs = payloads
         .into_iter()
         .enumerate()
@@ -129,11 +151,15 @@ pub(crate) async fn enqueue(config: &Config, args: EnqueueArgs) -> Result<(), Cl
                 idempotency_key,
                 queue: args.queue.clone(),
                 priority: args.priority,
-                run_at: None,
+                run_at,
                 max_attempts: args.max_attempts,
             })
         })
         .collect::<Result<Vec<_>, CliError>>()?;
+    if args.dry_run {
+        print_dry_run(&jobs, args.json);
+        return Ok(());
+    }
     let queue = open_queue(config).await?;
     let outcomes = queue.enqueue_many(&jobs, now_ms()).await;
     let outcomes = match outcomes {
@@ -264,5 +290,51 @@ fn payload_from_flags(args: &EnqueueArgs) -> Result<Value, CliError> {
     if !args.cc.is_empty() {
         object.insert("cc_list".into(), json!(args.cc));
     }
+    if let Some(url) = &args.callback_url {
+        object.insert("callback_url".into(), json!(url));
+    }
     Ok(payload)
+}
+
+/// What `--dry-run` would have enqueued.
+fn print_dry_run(jobs: &[NewJob], json: bool) {
+    if json {
+        let list: Vec<Value> = jobs
+            .iter()
+            .map(|job| {
+                json!({
+                    "payload": serde_json::from_str::<Value>(&job.payload).unwrap_or(Value::Null),
+                    "idempotency_key": job.idempotency_key,
+                    "queue": job.queue,
+                    "priority": job.priority,
+                    "run_at": job.run_at,
+                    "max_attempts": job.max_attempts,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(list));
+        return;
+    }
+    let when = jobs
+        .first()
+        .and_then(|job| job.run_at)
+        .map(|at| format!(", to start at {} UTC", super::table::time(at)))
+        .unwrap_or_default();
+    println!(
+        "dry run: {} valid job(s) would be enqueued{when}; nothing was written",
+        jobs.len()
+    );
+}
+
+/// `--run-at`: an RFC 3339 time with its offset, or unix milliseconds.
+fn parse_run_at(text: &str) -> Result<i64, String> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    crate::dingtalk::parse_time_ms(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a time: use RFC 3339 with an offset (2026-12-04T09:00:00+08:00) \
+             or unix milliseconds"
+        )
+    })
 }

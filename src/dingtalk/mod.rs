@@ -37,6 +37,7 @@ pub(crate) use attachment::dd_attachment_value;
 pub(crate) use counter::CallCount;
 pub use error::{DingTalkError, ErrorClass};
 pub(crate) use instance::{InstanceInfo, InstanceOutcome};
+pub(crate) use isotime::parse_time_ms;
 pub use storage::{Dentry, UploadInfoRequest, UploadTicket};
 pub(crate) use stream::{Ack, Delivery, Stream, StreamState, StreamStatus};
 pub use template::{FormField, FormSchema};

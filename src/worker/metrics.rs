@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::approval::Step;
@@ -33,6 +34,7 @@ pub(crate) struct Metrics {
     upload_bytes: Counter,
     decisions: Family<Labels, Counter>,
     decision_seconds: Histogram,
+    finished: Family<Labels, Counter>,
     /// Steps finished (either way), so a drain can tell it is making progress.
     steps: AtomicU64,
 }
@@ -111,9 +113,26 @@ impl Metrics {
             Unit::Seconds,
             decision_seconds.clone(),
         );
+        let finished = Family::<Labels, Counter>::default();
+        registry.register(
+            "jobs_finished",
+            "Jobs this process finished, by status (succeeded, failed, cancelled): failure-rate \
+             alerts that survive prune",
+            finished.clone(),
+        );
+        registry.register(
+            "build",
+            "The running build",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION").to_owned())]),
+        );
+        // Each status from the start, so a rate over the first failure is not a gap.
+        for status in ["succeeded", "failed", "cancelled"] {
+            let _ = finished.get_or_create(&vec![("status", status.to_owned())]);
+        }
         Metrics {
             registry,
             step_seconds,
+            finished,
             retries,
             upload_bytes,
             decisions,
@@ -141,6 +160,13 @@ impl Metrics {
     pub(crate) fn retry(&self, step: &str) {
         self.retries
             .get_or_create(&vec![("step", step.to_string())])
+            .inc();
+    }
+
+    /// Counts a job this process finished with `status`.
+    pub(crate) fn finished(&self, status: &str) {
+        self.finished
+            .get_or_create(&vec![("status", status.to_owned())])
             .inc();
     }
 

@@ -167,14 +167,16 @@ async fn drive(
             slot.free();
             return queue
                 .fail(fence, &Unstored::default(), &refusal, now_ms())
-                .await;
+                .await
+                .inspect(|()| worker.inner.metrics.finished("failed"));
         }
     };
     if claimed.cancel_requested && policy::may_cancel(&step, claimed.attempt) {
         slot.free();
         return queue
             .cancel_running(fence, &Unstored::default(), now_ms())
-            .await;
+            .await
+            .inspect(|()| worker.inner.metrics.finished("cancelled"));
     }
 
     // What the job did since its last write; that write records it.
@@ -204,7 +206,8 @@ async fn drive(
                     follow,
                     now,
                 )
-                .await;
+                .await
+                .inspect(|()| worker.inner.metrics.finished("succeeded"));
         }
         if shutdown.is_cancelled() {
             tracing::info!(
@@ -253,7 +256,8 @@ async fn drive(
                     slot.free();
                     return queue
                         .cancel_running(fence, &Unstored::default(), now_ms())
-                        .await;
+                        .await
+                        .inspect(|()| worker.inner.metrics.finished("cancelled"));
                 }
             }
             Action::GoBack { to, reason } => {
@@ -297,12 +301,18 @@ async fn finish(
     match action {
         Action::Cancel => {
             tracing::info!("cancel requested and no instance found: cancelling");
-            queue.cancel_running(fence, unstored, now).await
+            queue
+                .cancel_running(fence, unstored, now)
+                .await
+                .inspect(|()| worker.inner.metrics.finished("cancelled"))
         }
         Action::Fail(reason) => {
             tracing::warn!(step, error = %reason, "job failed");
             let f = failure(step, reason.message, reason.http_status, duration_ms);
-            queue.fail(fence, unstored, &f, now).await
+            queue
+                .fail(fence, unstored, &f, now)
+                .await
+                .inspect(|()| worker.inner.metrics.finished("failed"))
         }
         Action::RetryLater { reason, delay } => {
             let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);

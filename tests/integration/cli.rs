@@ -319,3 +319,92 @@ async fn sandbox_decide_decides_a_running_instance_and_refuses_a_second_decision
         text(&unknown.stderr)
     );
 }
+
+#[test]
+fn enqueue_dry_run_writes_nothing_and_delay_run_at_and_callback_url_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::write(spool.join("a.pdf"), b"%PDF-1.4").unwrap();
+    std::fs::write(
+        dir.path().join("worker.toml"),
+        format!(
+            "[upload]\nallowed_dirs = [{:?}]\n",
+            spool.display().to_string()
+        ),
+    )
+    .unwrap();
+    let base = [
+        "enqueue",
+        "--process-code",
+        "PROC-1",
+        "--originator",
+        "manager4220",
+        "--dept-id",
+        "-1",
+        "--attach",
+        "spool/a.pdf",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|s| s.to_string()).collect()
+    };
+    let args = with(&["--delay", "2h", "--dry-run"]);
+    let out = run(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("dry run: 1 valid job(s) would be enqueued, to start at "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !dir.path().join("approval-worker.db").exists(),
+        "a dry run creates no database"
+    );
+    let bad = with(&["--callback-url", "ftp://erp.example.com/hook", "--dry-run"]);
+    let out = run(
+        dir.path(),
+        &bad.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("callback_url"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let before = approval_worker::queue::now_ms();
+    let args = with(&[
+        "--delay",
+        "2h",
+        "--callback-url",
+        "https://erp.example.com/hook",
+    ]);
+    let out = run(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("approval-worker.db").exists());
+    let args = with(&["--run-at", "2030-01-02T03:04:05+08:00"]);
+    let out = run(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed: Value =
+        serde_json::from_slice(&run(dir.path(), &["jobs", "--json"]).stdout).unwrap();
+    let delayed = &listed[1];
+    let run_at = delayed["run_at"].as_i64().unwrap();
+    assert!(
+        (before + 7_200_000..before + 7_260_000).contains(&run_at),
+        "{run_at}"
+    );
+    assert_eq!(
+        delayed["payload"]["callback_url"],
+        "https://erp.example.com/hook"
+    );
+    assert_eq!(listed[0]["run_at"], 1_893_524_645_000_i64);
+}

@@ -292,6 +292,21 @@ async fn the_metrics_endpoint_serves_prometheus_text_and_healthz_during_a_run() 
     };
     assert_eq!(sample("approval_worker_jobs{status=\"succeeded\"}"), 3.0);
     assert_eq!(sample("approval_worker_jobs{status=\"queued\"}"), 0.0);
+    assert_eq!(
+        sample("approval_worker_jobs_finished_total{status=\"succeeded\"}"),
+        3.0
+    );
+    assert_eq!(
+        sample("approval_worker_jobs_finished_total{status=\"failed\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(&format!(
+            "approval_worker_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
     assert_eq!(sample("approval_worker_queue_depth"), 0.0);
     assert_eq!(
         sample("approval_worker_oldest_waiting_job_age_seconds"),
