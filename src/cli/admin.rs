@@ -82,6 +82,7 @@ pub(crate) async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliErr
     let month = quota_month(now);
     let calls = queue.monthly_calls(&month).await?;
     let outcomes = queue.outcome_stats().await?;
+    let paused = queue.paused().await?;
     queue.close().await;
     let app_key = &config.dingtalk.app_key;
     let counted: i64 = calls
@@ -97,6 +98,7 @@ pub(crate) async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliErr
             "succeeded_last_hour": stats.succeeded_last_hour,
             "failed_last_hour": stats.failed_last_hour,
             "oldest_queued": stats.oldest_queued_id.map(|id| json!({"id": id, "created_at": stats.oldest_queued_at})),
+            "paused_queues": paused,
             "outcomes": {
                 "by_outcome": outcomes.by_outcome.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
                 "instance_reads": outcomes.checks,
@@ -140,6 +142,19 @@ pub(crate) async fn stats(config: &Config, args: StatsArgs) -> Result<(), CliErr
         );
     } else {
         println!("no queued jobs");
+    }
+    for pause in &paused {
+        println!(
+            "queue {:?} is PAUSED since {} UTC{} (`approval-worker resume {}`)",
+            pause.queue,
+            time(pause.paused_at),
+            pause
+                .reason
+                .as_deref()
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default(),
+            pause.queue
+        );
     }
     if !outcomes.by_outcome.is_empty() {
         let rows: Vec<Vec<String>> = outcomes

@@ -10,6 +10,7 @@ mod enqueue;
 mod follow;
 mod inspect;
 mod outcome;
+mod pause;
 mod run;
 mod sandbox;
 mod table;
@@ -112,6 +113,11 @@ enum Command {
     /// Cancel a queued job, or stop a running one at its next checkpoint.
     #[command(after_help = inspect::CANCEL_EXAMPLES)]
     Cancel(inspect::IdArgs),
+    /// Stop claiming a queue's jobs, in every worker process, until `resume`.
+    #[command(after_help = pause::PAUSE_EXAMPLES)]
+    Pause(pause::PauseArgs),
+    /// Claim a paused queue's jobs again.
+    Resume(pause::ResumeArgs),
     /// Counts by status and step, last hour's throughput, the oldest waiting job, and
     /// DingTalk calls this month.
     #[command(after_help = admin::STATS_EXAMPLES)]
@@ -202,6 +208,8 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                 Command::Show(args) => inspect::show(&config, args).await,
                 Command::Retry(args) => inspect::retry(&config, args).await,
                 Command::Cancel(args) => inspect::cancel(&config, args).await,
+                Command::Pause(args) => pause::pause(&config, args).await,
+                Command::Resume(args) => pause::resume(&config, args).await,
                 Command::Stats(args) => admin::stats(&config, args).await,
                 Command::Prune(args) => admin::prune(&config, args).await,
                 Command::Backup(args) => admin::backup(&config, args).await,

@@ -408,3 +408,32 @@ fn enqueue_dry_run_writes_nothing_and_delay_run_at_and_callback_url_are_stored()
     );
     assert_eq!(listed[0]["run_at"], 1_893_524_645_000_i64);
 }
+
+#[test]
+fn pause_and_resume_a_queue_and_stats_says_which_is_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["migrate"]).status.success());
+    let out = run(
+        dir.path(),
+        &["pause", "default", "--reason", "DingTalk outage"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("paused"),
+        "{}",
+        text(&out.stdout)
+    );
+    let stats = text(&run(dir.path(), &["stats"]).stdout);
+    assert!(
+        stats.contains("queue \"default\" is PAUSED since") && stats.contains(": DingTalk outage"),
+        "{stats}"
+    );
+    let json: Value =
+        serde_json::from_slice(&run(dir.path(), &["stats", "--json"]).stdout).unwrap();
+    assert_eq!(json["paused_queues"][0]["queue"], "default");
+    let out = run(dir.path(), &["resume", "default", "--json"]);
+    let resumed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resumed["changed"], true);
+    let stats = text(&run(dir.path(), &["stats"]).stdout);
+    assert!(!stats.contains("PAUSED"), "{stats}");
+}

@@ -27,6 +27,7 @@ contract!(
     a_batch_enqueue_is_one_transaction_and_dedupes_keys_within_it,
     a_write_records_the_unstored_steps_before_its_own_event_and_stores_the_step_reached,
     unstored_steps_of_a_write_whose_fence_fails_are_not_recorded,
+    a_paused_queue_is_not_claimed_until_resumed_and_other_queues_go_on,
 );
 
 /// The `space` step, done at `at_ms` in 1 ms.
@@ -454,4 +455,54 @@ async fn an_idle_claim_takes_no_write_and_a_claim_after_a_full_one_skips_the_cou
     assert!(claim(2).await.unwrap().is_empty());
     assert_eq!(queue.commits(), before);
     assert_eq!(queue.get(waiting).await.unwrap().status, "queued");
+}
+
+async fn a_paused_queue_is_not_claimed_until_resumed_and_other_queues_go_on(queue: Queue) {
+    let now = now_ms();
+    let paused = queue.enqueue(&job(), now).await.unwrap().id;
+    let other = NewJob {
+        queue: Some("other".to_owned()),
+        ..job()
+    };
+    let elsewhere = queue.enqueue(&other, now).await.unwrap().id;
+    assert!(queue.pause("default", Some("outage"), now).await.unwrap());
+    assert!(
+        !queue
+            .pause("default", Some("again"), now + 1)
+            .await
+            .unwrap(),
+        "the first pause stands"
+    );
+    assert!(
+        queue
+            .claim("default", "w1", 10, 30_000, now + 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = queue
+        .claim("other", "w1", 10, 30_000, now + 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [elsewhere]
+    );
+    let listed = queue.paused().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].queue.as_str(),
+            listed[0].paused_at,
+            listed[0].reason.as_deref()
+        ),
+        ("default", now, Some("outage"))
+    );
+    assert!(queue.resume("default").await.unwrap());
+    assert!(!queue.resume("default").await.unwrap(), "resumed already");
+    let claimed = queue
+        .claim("default", "w1", 10, 30_000, now + 6)
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|c| c.id).collect::<Vec<_>>(), [paused]);
 }

@@ -19,6 +19,7 @@ pub(super) const CLAIM_SQL: &str = "\
 WITH picked AS (
     SELECT id FROM jobs
     WHERE status = 'queued' AND queue = $1 AND run_at <= $2
+      AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = $1)
     ORDER BY priority DESC, run_at, id
     LIMIT $3
     FOR UPDATE SKIP LOCKED
@@ -41,7 +42,8 @@ FROM claimed";
 /// `$1` queue, `$2` now, `$3` at most: how many due jobs there are, up to the claim's limit,
 /// through `jobs_due` (queue, run_at), which stops at the first job not yet due.
 const DUE_SQL: &str = "SELECT count(*) FROM (SELECT 1 FROM jobs \
-     WHERE status = 'queued' AND queue = $1 AND run_at <= $2 LIMIT $3) AS due";
+     WHERE status = 'queued' AND queue = $1 AND run_at <= $2 \
+       AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = $1) LIMIT $3) AS due";
 
 /// `$1` new expiry, `$2` owner, `$3` ids and `$4` attempts of the live claims: each is
 /// renewed only while it is still that claim.

@@ -4,6 +4,7 @@
 use super::text::Lossy;
 use super::{EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, SqliteStore, Stats, tx};
 use crate::queue::Verdict;
+use crate::queue::pause::PausedQueue;
 
 const JOB_COLUMNS: &str = "id, idempotency_key, queue, priority, status, step, payload, checkpoint, \
      attempt, uncharged_attempts, max_attempts, run_at, lease_owner, lease_expires_at, \
@@ -239,3 +240,40 @@ macro_rules! prunable {
 
 const PRUNE_SQL: &str = concat!("DELETE FROM jobs WHERE ", prunable!());
 const PRUNE_COUNT_SQL: &str = concat!("SELECT COUNT(*) FROM jobs WHERE ", prunable!());
+
+/// `?1` queue, `?2` now, `?3` reason: a queue paused twice keeps its first pause.
+const PAUSE_SQL: &str = "INSERT INTO queue_pauses (queue, paused_at, reason) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (queue) DO NOTHING";
+
+const RESUME_SQL: &str = "DELETE FROM queue_pauses WHERE queue = ?1";
+
+const PAUSED_SQL: &str = "SELECT queue, paused_at, reason FROM queue_pauses ORDER BY queue";
+
+impl SqliteStore {
+    pub(in crate::queue) async fn pause(
+        &self,
+        queue: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let done = sqlx::query(PAUSE_SQL)
+            .bind(queue)
+            .bind(now_ms)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(in crate::queue) async fn resume(&self, queue: &str) -> Result<bool, QueueError> {
+        let done = sqlx::query(RESUME_SQL)
+            .bind(queue)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(in crate::queue) async fn paused(&self) -> Result<Vec<PausedQueue>, QueueError> {
+        Ok(sqlx::query_as(PAUSED_SQL).fetch_all(&self.pool).await?)
+    }
+}

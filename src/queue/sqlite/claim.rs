@@ -74,6 +74,7 @@ pub(super) const CLAIM_SQL: &str = "UPDATE jobs \
          updated_at = ? \
      WHERE id IN (SELECT id FROM jobs \
                   WHERE status = 'queued' AND queue = ? AND run_at <= ? \
+                    AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = jobs.queue) \
                   ORDER BY priority DESC, run_at, id \
                   LIMIT (SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due \
                          WHERE status = 'queued' AND queue = ? AND run_at <= ? LIMIT ?))) \
@@ -90,11 +91,13 @@ pub(super) const CLAIM_EVENTS_SQL: &str = "INSERT INTO job_events (job_id, at, k
                        WHERE e.job_id = jobs.id AND e.attempt = jobs.attempt \
                          AND e.kind = 'claimed');";
 
-/// `?1` queue, `?2` now, `?3` at most: how many due jobs there are, up to the claim's limit.
+/// `?1` queue, `?2` now, `?3` at most: how many due jobs there are, up to the claim's limit
+/// (none while the queue is paused).
 /// It walks `jobs_due` (queue, run_at) and stops at the first job not yet due, so neither an
 /// idle poll nor a claim for more jobs than are due ever walks the jobs waiting in backoff.
 pub(super) const DUE_SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due \
-     WHERE status = 'queued' AND queue = ?1 AND run_at <= ?2 LIMIT ?3)";
+     WHERE status = 'queued' AND queue = ?1 AND run_at <= ?2 \
+       AND NOT EXISTS (SELECT 1 FROM queue_pauses p WHERE p.queue = ?1) LIMIT ?3)";
 
 /// How often [`SqliteStore::wait_for_change`] looks for other processes' commits.
 const CHANGE_CHECK: Duration = Duration::from_millis(50);
