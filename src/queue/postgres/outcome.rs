@@ -121,12 +121,14 @@ impl PgStore {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<DueCheck>, QueueError> {
-        Ok(sqlx::query_as(CLAIM_CHECKS_SQL)
+        let claimed = sqlx::query_as(CLAIM_CHECKS_SQL)
             .bind(now_ms)
             .bind(lease_ms)
             .bind(limit)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        self.count_commit();
+        Ok(claimed)
     }
 
     pub(in crate::queue) async fn finish_check(
@@ -143,6 +145,7 @@ impl PgStore {
             .bind(now_ms)
             .execute(&self.pool)
             .await?;
+        self.count_commit();
         Ok(result.rows_affected() == 1)
     }
 
@@ -152,12 +155,14 @@ impl PgStore {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<DueDelivery>, QueueError> {
-        Ok(sqlx::query_as(CLAIM_DELIVERIES_SQL)
+        let claimed = sqlx::query_as(CLAIM_DELIVERIES_SQL)
             .bind(now_ms)
             .bind(lease_ms)
             .bind(limit)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        self.count_commit();
+        Ok(claimed)
     }
 
     pub(in crate::queue) async fn finish_delivery(
@@ -179,6 +184,7 @@ impl PgStore {
             .bind(now_ms)
             .execute(&self.pool)
             .await?;
+        self.count_commit();
         Ok(result.rows_affected() == 1)
     }
 

@@ -77,7 +77,7 @@ impl SqliteStore {
         follow_up: &DecisionFollowUp,
         now_ms: i64,
     ) -> Result<Vec<Option<Recorded>>, QueueError> {
-        tx::immediate(&self.pool, async |conn| {
+        let recorded = tx::immediate(&self.pool, async |conn| {
             let mut recorded = Vec::with_capacity(decisions.len());
             for decision in decisions {
                 let changed: Option<(JobId, Option<String>, i64)> = sqlx::query_as(DECIDE_SQL)
@@ -110,7 +110,9 @@ impl SqliteStore {
             }
             Ok(recorded)
         })
-        .await
+        .await?;
+        self.count_commit();
+        Ok(recorded)
     }
 
     pub(in crate::queue) async fn claim_checks(
@@ -119,12 +121,14 @@ impl SqliteStore {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<DueCheck>, QueueError> {
-        Ok(sqlx::query_as(CLAIM_CHECKS_SQL)
+        let claimed = sqlx::query_as(CLAIM_CHECKS_SQL)
             .bind(now_ms)
             .bind(lease_ms)
             .bind(limit)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        self.count_commit();
+        Ok(claimed)
     }
 
     pub(in crate::queue) async fn finish_check(
@@ -141,6 +145,7 @@ impl SqliteStore {
             .bind(now_ms)
             .execute(&self.pool)
             .await?;
+        self.count_commit();
         Ok(result.rows_affected() == 1)
     }
 
@@ -150,12 +155,14 @@ impl SqliteStore {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<DueDelivery>, QueueError> {
-        Ok(sqlx::query_as(CLAIM_DELIVERIES_SQL)
+        let claimed = sqlx::query_as(CLAIM_DELIVERIES_SQL)
             .bind(now_ms)
             .bind(lease_ms)
             .bind(limit)
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        self.count_commit();
+        Ok(claimed)
     }
 
     pub(in crate::queue) async fn finish_delivery(
@@ -177,6 +184,7 @@ impl SqliteStore {
             .bind(now_ms)
             .execute(&self.pool)
             .await?;
+        self.count_commit();
         Ok(result.rows_affected() == 1)
     }
 
