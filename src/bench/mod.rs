@@ -15,6 +15,7 @@ mod e2e;
 mod largefile;
 mod limiter;
 mod openloop;
+mod outcomes;
 mod pgreport;
 mod pgserver;
 mod postgres;
@@ -70,6 +71,9 @@ pub(crate) enum Scenario {
     Batch,
     /// Several `run` processes draining one PostgreSQL database: jobs/s and double claims.
     Processes,
+    /// Following approvals to their decision: idle CPU with pending instances, reads against
+    /// the rate limit, commits per recorded decision.
+    Outcomes,
 }
 
 /// How big and which parts.
@@ -115,6 +119,8 @@ struct Sizes {
     batch_jobs: usize,
     /// Jobs the `run` processes of the processes scenario drain per run.
     process_jobs: usize,
+    /// The outcomes scenario.
+    outcomes: outcomes::OutcomeSizes,
 }
 
 impl Sizes {
@@ -136,6 +142,13 @@ impl Sizes {
             limiter_secs: 10,
             batch_jobs: 50_000,
             process_jobs: options.jobs.unwrap_or(2_000) * 2,
+            outcomes: outcomes::OutcomeSizes {
+                pending: 10_000,
+                idle_secs: 30,
+                read_secs: 20,
+                events: 2_048,
+                runs: options.runs.max(1),
+            },
         };
         let mut sizes = if options.quick {
             Sizes::quick(options)
@@ -166,6 +179,13 @@ impl Sizes {
             limiter_secs: 2,
             batch_jobs: 2_000,
             process_jobs: options.jobs.unwrap_or(100) * 2,
+            outcomes: outcomes::OutcomeSizes {
+                pending: 1_000,
+                idle_secs: 2,
+                read_secs: 2,
+                events: 256,
+                runs: 1,
+            },
         }
     }
 }
@@ -192,6 +212,8 @@ pub(crate) struct Results {
     pub(crate) limiter: Option<limiter::LimiterFigures>,
     /// Batch enqueue.
     pub(crate) batch: Option<batch::BatchFigures>,
+    /// Outcome tracking.
+    pub(crate) outcomes: Option<outcomes::OutcomeFigures>,
 }
 
 /// Concurrency of the no-HTTP shape, and the HTTP concurrency its ratio target compares
@@ -391,6 +413,15 @@ async fn run_sqlite(options: &BenchOptions) -> Result<Results, BenchError> {
         let figures = report::median_batch(&runs);
         report::batch(&figures);
         results.batch = Some(figures);
+    }
+
+    if wants(Scenario::Outcomes) {
+        let figures = outcomes::measure(sizes.outcomes, sandbox.url(), None, async |label| {
+            setup::Scratch::new(&scratch.dir, label, false)
+        })
+        .await?;
+        outcomes::print(&figures);
+        results.outcomes = Some(figures);
     }
 
     if options.only.contains(&Scenario::Processes) {

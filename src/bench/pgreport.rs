@@ -188,6 +188,9 @@ pub(super) fn targets(r: &PgResults) {
             f.double_claims == 0 && f.failed == 0,
         );
     }
+    if let Some(o) = &r.outcomes {
+        super::outcomes::targets(o, &line);
+    }
     if r.no_http.is_some() {
         println!(
             "  (no-HTTP ≥ 2 × underway: measured by bench/peer/underway, which runs the same shape \

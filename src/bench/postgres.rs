@@ -9,6 +9,7 @@
 use super::claims::{self, ClaimFigures, Shape};
 use super::e2e::{self, RunFigures};
 use super::openloop::{self, OpenLoopFigures};
+use super::outcomes::{self, OutcomeFigures};
 use super::pgserver::{self, Database, PgServer};
 use super::processes::{self, ProcessFigures};
 use super::setup::{Checkpoints::Automatic, ChildSandbox, Scratch};
@@ -40,6 +41,8 @@ pub(super) struct PgResults {
     pub(super) open_loop: Option<OpenLoopFigures>,
     /// Per number of `run` processes.
     pub(super) processes: Vec<ProcessFigures>,
+    /// Outcome tracking.
+    pub(super) outcomes: Option<OutcomeFigures>,
 }
 
 /// Runs the selected scenarios on the server at `url`, then drops every database it made.
@@ -167,6 +170,19 @@ async fn scenarios(options: &BenchOptions, server: &PgServer) -> Result<(), Benc
             .map(|runs| pgreport::median_processes(runs))
             .collect();
         pgreport::processes(&results.processes);
+    }
+
+    if wants(Scenario::Outcomes) {
+        let sandbox = ChildSandbox::start(exe)?;
+        // Each part's database is dropped with the others when the benchmark ends.
+        let figures =
+            outcomes::measure(sizes.outcomes, sandbox.url(), Some(server), async |label| {
+                let database = server.fresh(label).await?;
+                Ok(Scratch::new(&scratch.dir, label, false)?.on_postgres(&database.url))
+            })
+            .await?;
+        outcomes::print(&figures);
+        results.outcomes = Some(figures);
     }
 
     pgreport::skipped(options);

@@ -409,4 +409,7 @@ pub(super) fn targets(r: &Results) {
             b.jobs_per_sec >= TARGET_BATCH_JOBS_PER_SEC && b.durable == b.jobs as i64,
         );
     }
+    if let Some(o) = &r.outcomes {
+        super::outcomes::targets(o, &line);
+    }
 }

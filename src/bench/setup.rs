@@ -239,9 +239,18 @@ pub(crate) fn worker(
     url: &str,
     settings: WorkerSettings,
 ) -> Result<Worker, BenchError> {
+    worker_with_client(queue, dingtalk(url, 0)?, settings)
+}
+
+/// A worker over `queue` calling DingTalk through `dingtalk` (its rate limit, its call
+/// counts), as `run` builds it.
+pub(crate) fn worker_with_client(
+    queue: Queue,
+    dingtalk: DingTalk,
+    settings: WorkerSettings,
+) -> Result<Worker, BenchError> {
     let oss = Oss::new(CONNECT_TIMEOUT, REQUEST_TIMEOUT)
         .map_err(|e| BenchError::Setup(format!("OSS client: {e}")))?;
-    let dingtalk = dingtalk(url, 0)?;
     Ok(Worker::new(
         queue,
         Approval::new(dingtalk.clone(), oss),

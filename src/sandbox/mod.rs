@@ -220,6 +220,13 @@ impl Sandbox {
         state.instances.iter().map(|r| r.instance.clone()).collect()
     }
 
+    /// Adds `count` running instances by `originator` without the calls that create one
+    /// (an upload each), and returns their ids: for the benchmark, which reads thousands of
+    /// pending instances back. No Stream event announces them.
+    pub(crate) fn seed_running(&self, count: usize, originator: &str) -> Vec<String> {
+        workflow::seed_running(&self.shared, count, originator)
+    }
+
     /// Files committed so far.
     pub fn files(&self) -> Vec<StoredFile> {
         let state = self.shared.lock();

@@ -172,6 +172,51 @@ pub(super) fn create(shared: &Shared, call: &Call) -> Response {
     error::ok(&json!({"instanceId": instance_id}))
 }
 
+/// Adds `count` running instances by `originator`, each waiting on the default approver, as
+/// if created through the API without a form, and returns their ids. For the benchmark,
+/// which reads thousands of pending instances back: creating each through the API takes an
+/// upload first. They publish no Stream event (they were created before anyone listened)
+/// and are never decided automatically.
+pub(super) fn seed_running(shared: &Shared, count: usize, originator: &str) -> Vec<String> {
+    let mut state = shared.lock();
+    let mut created = Vec::with_capacity(count);
+    for _ in 0..count {
+        let created_at_ms = ids::now_ms();
+        let seq = state.next_instance_seq();
+        let instance_id = ids::uuid_like();
+        let nodes = vec![Node::new(
+            "NONE",
+            vec![shared.options.default_approver.clone()],
+        )];
+        let process = Process::start(nodes, originator, created_at_ms, &mut || {
+            state.task_ids.next()
+        });
+        state.instances.push(InstanceRecord {
+            instance: Instance {
+                instance_id: instance_id.clone(),
+                process_code: "PROC-BENCH".to_owned(),
+                originator_user_id: originator.to_owned(),
+                dept_id: Some(-1),
+                form: Vec::new(),
+                approvers: Value::Null,
+                cc_list: Vec::new(),
+                created_at_ms,
+                status: InstanceStatus::Running,
+                result: None,
+                finished_at_ms: None,
+            },
+            components: Vec::new(),
+            title: format!("{}提交的审批", user_name(originator)),
+            business_id: ids::business_id(created_at_ms, seq),
+            process,
+        });
+        created.push(instance_id);
+    }
+    drop(state);
+    shared.changed();
+    created
+}
+
 /// Originator, department, approvers and cc must be real people of the org.
 fn check_people(
     request: &CreateInstanceRequest,

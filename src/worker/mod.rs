@@ -235,6 +235,12 @@ impl Worker {
         let _ = self.inner.stream.set(status);
     }
 
+    /// The Stream client's state now, once the outcome tasks started it (the benchmark checks
+    /// the socket was open while it measured).
+    pub(crate) fn stream_state(&self) -> Option<crate::dingtalk::StreamState> {
+        self.inner.stream.get().map(|status| status.now())
+    }
+
     /// Speaks sd_notify from now on if systemd started the process (`NOTIFY_SOCKET`).
     pub(crate) fn speak_sd_notify(&self) {
         let _ = self.inner.notifier.set(Notifier::from_env());
