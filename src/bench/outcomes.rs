@@ -85,6 +85,8 @@ pub(crate) struct IdleFigures {
     pub(crate) stream_connected: bool,
     /// The PostgreSQL server's CPU in the following window, % of one core (a local server).
     pub(crate) server_percent: Option<f64>,
+    /// The same in the window without following.
+    pub(crate) server_not_following_percent: Option<f64>,
 }
 
 /// One reads window.
@@ -251,17 +253,19 @@ async fn idle(
         tokio::time::sleep(Duration::from_secs(sizes.idle_secs)).await;
         let elapsed = started.elapsed().as_secs_f64();
         let percent = cpu_time(None).saturating_sub(cpu).as_secs_f64() * 100.0 / elapsed;
+        let server_percent = server_cpu.and_then(|before| {
+            let used = server.and_then(PgServer::cpu)?.saturating_sub(before);
+            Some(used.as_secs_f64() * 100.0 / elapsed)
+        });
         figures.secs = elapsed;
         if follow {
             figures.following_percent = percent;
             figures.commits = queue.commits() - commits;
             figures.stream_connected = worker.stream_state().is_some_and(|s| s.connected);
-            figures.server_percent = server_cpu.and_then(|before| {
-                let used = server.and_then(PgServer::cpu)?.saturating_sub(before);
-                Some(used.as_secs_f64() * 100.0 / elapsed)
-            });
+            figures.server_percent = server_percent;
         } else {
             figures.not_following_percent = percent;
+            figures.server_not_following_percent = server_percent;
         }
         running.stop().await;
     }
@@ -486,8 +490,10 @@ pub(crate) fn print(f: &OutcomeFigures) {
         i.commits,
         i.not_following_percent,
     );
-    if let Some(server) = i.server_percent {
-        println!("    PostgreSQL server meanwhile: {server:.2} % of a core");
+    if let (Some(following), Some(not)) = (i.server_percent, i.server_not_following_percent) {
+        println!(
+            "    PostgreSQL server meanwhile: {following:.2} % of a core; without following: {not:.2} %"
+        );
     }
     let share = f64::from(API_RATE) * POLL_SHARE;
     for r in &f.reads {
