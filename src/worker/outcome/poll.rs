@@ -53,10 +53,16 @@ pub(super) async fn poll(following: Following, shutdown: CancellationToken) {
         if !claimed.is_empty() {
             read_and_record(&following, claimed).await;
         }
+        // The share is per second: a decision wanting its records cuts an idle wait short,
+        // but the next claim still comes a busy tick after this one at the earliest.
+        let records_wanted = async {
+            following.records_wanted.notified().await;
+            tokio::time::sleep_until(started + BUSY_TICK).await;
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep_until(started + tick) => {}
-            () = following.records_wanted.notified() => {}
+            () = records_wanted => {}
         }
     }
 }
