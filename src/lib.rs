@@ -14,6 +14,8 @@
 //! - [`worker`]: the pool that claims jobs and drives them through the steps; the only
 //!   module using both the queue and the state machine. What happens to a job after a step
 //!   is a pure function there (`worker::policy`).
+//! - [`dashboard`]: the operators' web dashboard, an HTTP face like `cli` that reads and
+//!   acts through the queue only.
 //! - [`sandbox`]: a DingTalk-compatible server on 127.0.0.1 for the demo and the tests.
 //! - [`config`], [`cli`], [`secret`]: settings, the command line, credential hygiene;
 //!   `bench`: the benchmark behind `approval-worker bench`; `clock`: time as stored;
@@ -26,6 +28,7 @@ mod bench;
 pub mod cli;
 mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod dingtalk;
 mod net;
 pub mod oss;

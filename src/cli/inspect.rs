@@ -193,6 +193,7 @@ pub(crate) async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError
         outcome: args.outcome,
         // One more than shown, to tell whether the list was cut.
         limit: args.limit.saturating_add(1),
+        ..JobFilter::default()
     };
     let mut jobs = queue.list(&filter).await?;
     queue.close().await;

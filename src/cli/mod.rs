@@ -4,8 +4,9 @@ mod admin;
 mod bench;
 mod check;
 mod copy;
+mod dashboard;
 mod demo;
-mod duration;
+pub(crate) mod duration;
 mod enqueue;
 mod follow;
 mod inspect;
@@ -40,6 +41,7 @@ const EXAMPLES: &str = "Examples:
   approval-worker run
   approval-worker jobs --status failed --since 1h
   approval-worker stats
+  approval-worker dashboard                  # the web dashboard on http://127.0.0.1:9188/
 
 Exit codes: 0 ok, 1 runtime failure (or a job that failed under enqueue --wait),
 2 usage error (bad arguments or payload, unknown job), 78 configuration error.";
@@ -122,6 +124,9 @@ enum Command {
     /// DingTalk calls this month.
     #[command(after_help = admin::STATS_EXAMPLES)]
     Stats(admin::StatsArgs),
+    /// Serve the operators' web dashboard against the database (no worker, no DingTalk).
+    #[command(after_help = dashboard::EXAMPLES)]
+    Dashboard(dashboard::DashboardArgs),
     /// Delete finished jobs (and their history) older than a given age.
     #[command(after_help = admin::PRUNE_EXAMPLES)]
     Prune(admin::PruneArgs),
@@ -212,6 +217,7 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                 Command::Resume(args) => pause::resume(&config, args).await,
                 Command::Stats(args) => admin::stats(&config, args).await,
                 Command::Prune(args) => admin::prune(&config, args).await,
+                Command::Dashboard(args) => dashboard::dashboard(&config, args).await,
                 Command::Backup(args) => admin::backup(&config, args).await,
                 Command::CopyTo(args) => copy::copy_to(&config, args).await,
                 Command::Check(args) => {

@@ -1,5 +1,5 @@
 //! `run`: the daemon. Builds the clients and the pool from config, speaks sd_notify, serves
-//! metrics if asked, and turns SIGTERM/SIGINT into a graceful drain (a second signal stops
+//! metrics and the dashboard if asked, and turns SIGTERM/SIGINT into a graceful drain (a second signal stops
 //! at once).
 
 use std::time::Duration;
@@ -53,6 +53,15 @@ async fn serve(
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
+    // Read before anything starts: a dashboard that may not listen as configured (no token
+    // for a remote listener) is a configuration error, exit 78.
+    let dashboard = match config.dashboard.listen {
+        Some(listen) => Some((
+            listen,
+            crate::dashboard::DashboardSettings::from_config(config, listen)?,
+        )),
+        None => None,
+    };
     let queue = open_queue(config).await?;
     let worker = build_worker(config, secret, queue.clone())?;
     check_credentials(&worker).await?;
@@ -73,12 +82,19 @@ async fn serve(
         }
         None => None,
     };
+    let board = match dashboard {
+        Some((listen, settings)) => {
+            Some(super::dashboard::start(queue.clone(), settings, listen, stop_http.clone()).await?)
+        }
+        None => None,
+    };
     let outcome = worker.run(shutdown, force).await;
     stop_http.cancel();
-    if let Some(http) = http {
-        match http.await {
-            Ok(Err(e)) => tracing::warn!(error = %e, "metrics listener failed"),
-            Err(e) => tracing::warn!(error = %e, "metrics listener task failed"),
+    for (name, server) in [("metrics", http), ("dashboard", board)] {
+        let Some(server) = server else { continue };
+        match server.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "{name} listener failed"),
+            Err(e) => tracing::warn!(error = %e, "{name} listener task failed"),
             Ok(Ok(())) => {}
         }
     }

@@ -7,8 +7,11 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+mod dashboard;
 mod outcome;
 
+pub(crate) use dashboard::DEFAULT_DASHBOARD_LISTEN;
+pub use dashboard::DashboardConfig;
 pub use outcome::OutcomeConfig;
 pub(crate) use outcome::check_webhook_url;
 
@@ -79,6 +82,8 @@ pub struct Config {
     pub outcome: OutcomeConfig,
     /// `[metrics]`
     pub(crate) metrics: MetricsConfig,
+    /// `[dashboard]`
+    pub dashboard: DashboardConfig,
     /// `[log]`
     pub log: LogConfig,
 }
@@ -456,6 +461,7 @@ impl Config {
             "[worker] max_attempts: must be at least 1",
         );
         problems.extend(self.outcome.problems());
+        problems.extend(self.dashboard.problems());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -581,6 +587,16 @@ impl Config {
             .and_then(crate::secret::file_mode_warning)
         {
             warnings.push(format!("[database] password_file: {warning}"));
+        }
+        let token_file = self.dashboard.token_file.as_deref().and_then(|file| {
+            let dir = credentials.as_deref().map(Path::new);
+            resolve_credential("[dashboard] token_file", file, dir).ok()
+        });
+        if let Some(warning) = token_file
+            .as_deref()
+            .and_then(crate::secret::file_mode_warning)
+        {
+            warnings.push(format!("[dashboard] token_file: {warning}"));
         }
         warnings
     }

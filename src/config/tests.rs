@@ -254,3 +254,43 @@ fn the_webhook_secret_comes_from_its_file_without_the_trailing_newline() {
         "an empty file is refused"
     );
 }
+
+#[test]
+fn a_dashboard_listening_beyond_loopback_without_allow_remote_is_a_config_error() {
+    let found = problems("[dashboard]\nlisten = \"0.0.0.0:9188\"\n");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("[dashboard] listen:"), "{found:?}");
+    assert!(found[0].contains("allow_remote"), "{found:?}");
+    assert!(problems("[dashboard]\nlisten = \"127.0.0.1:9188\"\n").is_empty());
+    assert!(problems("[dashboard]\nlisten = \"[::1]:9188\"\n").is_empty());
+    assert!(problems("[dashboard]\nlisten = \"0.0.0.0:9188\"\nallow_remote = true\n").is_empty());
+}
+
+#[test]
+fn a_remote_dashboard_needs_a_token_and_a_short_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let parse = |text: &str| Config::parse(text, Path::new("w.toml")).unwrap().dashboard;
+    let unset =
+        "[dashboard]\nallow_remote = true\ntoken_env = \"APPROVAL_WORKER_TEST_UNSET_TOKEN\"\n";
+    let err = parse(unset).token().unwrap_err().to_string();
+    assert!(err.contains("needs a token"), "{err}");
+    let local = "[dashboard]\ntoken_env = \"APPROVAL_WORKER_TEST_UNSET_TOKEN\"\n";
+    assert!(
+        parse(local).token().unwrap().is_none(),
+        "loopback needs none"
+    );
+
+    let file = dir.path().join("token");
+    std::fs::write(&file, "short\n").unwrap();
+    let with_file = format!(
+        "[dashboard]\nallow_remote = true\ntoken_file = {:?}\n",
+        file.display().to_string()
+    );
+    let err = parse(&with_file).token().unwrap_err().to_string();
+    assert!(err.contains("shorter than 16"), "{err}");
+    std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+    assert_eq!(
+        parse(&with_file).token().unwrap().unwrap().expose(),
+        "0123456789abcdef0123"
+    );
+}

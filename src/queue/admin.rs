@@ -88,17 +88,27 @@ pub struct EventRow {
     pub http_status: Option<i64>,
 }
 
-/// Which jobs `list` returns.
-#[derive(Debug, Clone, Default)]
+/// Which jobs `list` returns, and which a bulk action takes. Every condition set must hold;
+/// one left `None` matches every job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     /// Only this status.
     pub status: Option<JobStatus>,
     /// Only this queue.
     pub queue: Option<String>,
+    /// Only jobs whose current step is this one.
+    pub step: Option<String>,
     /// Only jobs created at or after (unix ms).
     pub since_ms: Option<i64>,
     /// Only jobs whose approval has this outcome.
     pub outcome: Option<Verdict>,
+    /// Only the job holding this idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Only the job that created this approval instance (found through its outcome row,
+    /// which every succeeded job has while `[outcome] follow` is on).
+    pub instance_id: Option<String>,
+    /// Only jobs with a lower id: the keyset of the next page (a bulk action ignores it).
+    pub before_id: Option<JobId>,
     /// At most this many, newest first.
     pub limit: i64,
 }

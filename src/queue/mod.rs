@@ -20,6 +20,7 @@ macro_rules! on_store {
 }
 
 mod admin;
+mod bulk;
 mod claim;
 pub(crate) mod copy;
 mod copy_outcomes;
@@ -29,6 +30,7 @@ mod inspect;
 mod measured;
 pub mod outcome;
 mod pause;
+mod overview;
 mod postgres;
 mod quota;
 mod sqlite;
@@ -44,6 +46,7 @@ use serde::Serialize;
 pub use crate::clock::now_ms;
 pub(crate) use admin::{Depth, Stats};
 pub use admin::{EventRow, JobFilter, JobRow};
+pub use bulk::{BulkAction, BulkDone};
 pub use claim::ClaimedJob;
 pub use enqueue::{Enqueued, NewJob};
 pub use error::QueueError;
@@ -52,6 +55,7 @@ pub(crate) use inspect::{DatabaseFile, exists, inspect};
 pub(crate) use measured::EventTiming;
 pub use outcome::{DeliveryRow, Follow, OutcomeRow, Verdict};
 pub use pause::PausedQueue;
+pub use overview::{FinishedBucket, QueueCounts};
 pub use postgres::PgOptions;
 pub(crate) use postgres::redacted as redacted_url;
 pub use quota::{CallDelta, MonthlyCalls, quota_month};
@@ -265,7 +269,7 @@ impl Queue {
         on_store!(self, store => store.rescue(now_ms).await)
     }
 
-    /// Jobs matching `filter`, newest first.
+    /// Jobs matching `filter`, newest first, below its `before_id` when it has one.
     pub async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRow>, QueueError> {
         on_store!(self, store => store.list(filter).await)
     }

@@ -1,9 +1,12 @@
 //! Reads and operator actions on PostgreSQL: list, show, history, retry, cancel, stats,
 //! prune, and the depth and counts that health and metrics read.
 
+use sqlx::{Postgres, QueryBuilder};
+
 use super::PgStore;
 use crate::queue::Verdict;
 use crate::queue::pause::PausedQueue;
+use super::filter::{Scope, push_where};
 use crate::queue::{Depth, EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, Stats};
 
 /// A job's columns as [`JobRow`] reads them (JSON as text).
@@ -16,18 +19,6 @@ macro_rules! job_columns {
          (SELECT o.outcome FROM outcomes o WHERE o.job_id = jobs.id) AS outcome"
     };
 }
-
-/// `$1` status, `$2` queue, `$3` created at or after, `$4` how many, `$5` outcome; NULL
-/// matches all.
-const LIST_SQL: &str = concat!(
-    "SELECT ",
-    job_columns!(),
-    " FROM jobs \
-     WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR queue = $2) \
-       AND ($3::bigint IS NULL OR created_at >= $3) \
-       AND ($5::text IS NULL OR id IN (SELECT job_id FROM outcomes WHERE outcome = $5)) \
-     ORDER BY id DESC LIMIT $4"
-);
 
 const GET_SQL: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
 
@@ -118,19 +109,16 @@ const PRUNE_SQL: &str = concat!("DELETE FROM jobs WHERE ", prunable!());
 const PRUNE_COUNT_SQL: &str = concat!("SELECT count(*) FROM jobs WHERE ", prunable!());
 
 impl PgStore {
-    /// Jobs matching `filter`, newest first.
+    /// Jobs matching `filter`, newest first, from its `before_id` on.
     pub(in crate::queue) async fn list(
         &self,
         filter: &JobFilter,
     ) -> Result<Vec<JobRow>, QueueError> {
-        Ok(sqlx::query_as(LIST_SQL)
-            .bind(filter.status.map(JobStatus::as_str))
-            .bind(&filter.queue)
-            .bind(filter.since_ms)
-            .bind(filter.limit)
-            .bind(filter.outcome.map(Verdict::as_str))
-            .fetch_all(&self.pool)
-            .await?)
+        let mut sql =
+            QueryBuilder::<Postgres>::new(concat!("SELECT ", job_columns!(), " FROM jobs"));
+        push_where(&mut sql, filter, Scope::All, true);
+        sql.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+        Ok(sql.build_query_as().fetch_all(&self.pool).await?)
     }
 
     /// One job.

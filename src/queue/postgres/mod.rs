@@ -3,12 +3,15 @@
 //! its own transaction (no transaction is ever held across a network wait).
 
 mod admin;
+mod bulk;
 mod claim;
 mod enqueue;
+mod filter;
 mod inspect;
 mod listen;
 mod measure;
 mod outcome;
+mod overview;
 mod quota;
 mod slots;
 mod transition;

@@ -1,6 +1,9 @@
 //! Reads and operator actions for the command line: list, show, history, retry, cancel,
 //! stats and prune.
 
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::filter::{Scope, push_where};
 use super::text::Lossy;
 use super::{EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, SqliteStore, Stats, tx};
 use crate::queue::Verdict;
@@ -12,26 +15,15 @@ const JOB_COLUMNS: &str = "id, idempotency_key, queue, priority, status, step, p
      (SELECT o.outcome FROM outcomes o WHERE o.job_id = jobs.id) AS outcome";
 
 impl SqliteStore {
-    /// Jobs matching `filter`, newest first.
+    /// Jobs matching `filter`, newest first, from its `before_id` on.
     pub(in crate::queue) async fn list(
         &self,
         filter: &JobFilter,
     ) -> Result<Vec<JobRow>, QueueError> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
-             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR queue = ?2) \
-               AND (?3 IS NULL OR created_at >= ?3) \
-               AND (?5 IS NULL OR id IN (SELECT job_id FROM outcomes WHERE outcome = ?5)) \
-             ORDER BY id DESC LIMIT ?4"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(filter.status.map(JobStatus::as_str))
-            .bind(&filter.queue)
-            .bind(filter.since_ms)
-            .bind(filter.limit)
-            .bind(filter.outcome.map(Verdict::as_str))
-            .fetch_all(&self.pool)
-            .await?)
+        let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS} FROM jobs"));
+        push_where(&mut sql, filter, Scope::All, true);
+        sql.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+        Ok(sql.build_query_as().fetch_all(&self.pool).await?)
     }
 
     /// One job.

@@ -5,13 +5,16 @@
 //! use the pool's one connection directly.
 
 mod admin;
+mod bulk;
 mod claim;
 mod enqueue;
 mod files;
+mod filter;
 mod inspect;
 pub(crate) mod measure;
 mod monitor;
 mod outcome;
+mod overview;
 mod quota;
 #[cfg(test)]
 mod schema_tests;

@@ -193,6 +193,7 @@ async fn upgrading_from_the_fourth_migration_keeps_every_row_and_every_rule() {
             "jobs_due",
             "jobs_finished",
             "jobs_lease",
+            "jobs_stopped",
             "sqlite_autoindex__sqlx_migrations_1",
             "sqlite_autoindex_jobs_1",
         ],
