@@ -1,1 +1,0 @@
-//! Handler tests
