@@ -168,7 +168,14 @@ async fn the_overview_counts_jobs_by_status_queue_and_outcome_and_charts_the_day
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("<svg class=\"chart\""), "{}", page.body);
     assert!(
-        page.body.contains("1 succeeded, 1 failed") || page.body.contains("succeeded, 1 failed")
+        page.body.contains(" succeeded 1<"),
+        "the legend: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains(" failed 1<"),
+        "the legend: {}",
+        page.body
     );
     assert!(
         page.body.contains(&format!("href=\"/jobs/{}\"", f.waiting)),
