@@ -175,7 +175,7 @@ pub struct DingTalkConfig {
     /// Per-request timeout (for OSS: longest silence while uploading).
     request_timeout_secs: u64,
     /// Counted calls per month (China Standard Time) after which `run` stops claiming.
-    pub(crate) monthly_call_budget: Option<u64>,
+    pub monthly_call_budget: Option<u64>,
 }
 
 impl Default for DingTalkConfig {
@@ -228,7 +228,7 @@ pub struct WorkerConfig {
     /// How long a claim stays valid without a heartbeat.
     pub(crate) lease_secs: u64,
     /// Attempts before a job fails (a job's own `max_attempts` wins).
-    pub(crate) max_attempts: u32,
+    pub max_attempts: u32,
     /// First retry delay ceiling.
     pub backoff_base_secs: u64,
     /// Largest retry delay.

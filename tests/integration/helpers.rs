@@ -1,5 +1,6 @@
 //! Shared set-up: a sandbox, a fresh database, a spool of attachments, and a running worker.
 
+pub mod browser;
 pub mod cluster;
 
 use std::path::{Path, PathBuf};

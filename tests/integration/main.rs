@@ -31,6 +31,7 @@ macro_rules! contract {
 
 mod bad_input;
 mod cli;
+mod dashboard;
 mod faults;
 mod helpers;
 mod kill;

@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{APP_SECRET, Fixture, Setup, TOKEN, bearer_post, form_post};
+use super::{APP_SECRET, Fixture, Setup, TOKEN, form_post};
 use crate::queue::{NewJob, now_ms};
 
 const ORIGIN: &str = "http://127.0.0.1:9188";
