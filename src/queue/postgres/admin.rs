@@ -4,7 +4,6 @@
 use sqlx::{Postgres, QueryBuilder};
 
 use super::PgStore;
-use crate::queue::Verdict;
 use crate::queue::pause::PausedQueue;
 use super::filter::{Scope, push_where};
 use crate::queue::{Depth, EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, Stats};

@@ -6,7 +6,6 @@ use sqlx::{QueryBuilder, Sqlite};
 use super::filter::{Scope, push_where};
 use super::text::Lossy;
 use super::{EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, SqliteStore, Stats, tx};
-use crate::queue::Verdict;
 use crate::queue::pause::PausedQueue;
 
 const JOB_COLUMNS: &str = "id, idempotency_key, queue, priority, status, step, payload, checkpoint, \
