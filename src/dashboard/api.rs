@@ -5,14 +5,15 @@
 //! - `GET /api/overview`, `GET /api/jobs?FILTER`, `GET /api/jobs/{id}`
 //! - `GET /api/bulk/{retry|cancel}?FILTER`: how many jobs the action would take
 //! - `POST /api/jobs/{id}/{retry|cancel}`, `POST /api/bulk/{retry|cancel}?FILTER`
+//! - `POST /api/queues/{name}/pause[?reason=…]`, `POST /api/queues/{name}/resume`
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Dashboard;
-use super::actions::{ActionDone, act, bulk, parse_action};
-use super::failure::ApiError;
+use super::actions::{ActionDone, QueueChange, act, bulk, parse_action, pause_or_resume};
+use super::failure::{ApiError, Failure};
 use super::filter::FilterForm;
 use super::pages::PAGE_SIZE;
 use super::view::{JobDetail, JobsPage, Overview};
@@ -94,5 +95,31 @@ pub(crate) async fn bulk_action(
     let filter = form.filter(now_ms(), 0)?;
     Ok(Json(
         bulk(&dashboard, action, &filter, &form.describe()).await?,
+    ))
+}
+
+/// The optional reason of `POST /api/queues/{name}/pause`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct PauseReason {
+    reason: String,
+}
+
+pub(crate) async fn queue_action(
+    State(dashboard): State<Dashboard>,
+    Path((name, action)): Path<(String, String)>,
+    Query(reason): Query<PauseReason>,
+) -> Result<Json<QueueChange>, ApiError> {
+    let pause = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Err(ApiError(Failure::NotFound(format!(
+                "no queue action {other:?} (pause or resume)"
+            ))));
+        }
+    };
+    Ok(Json(
+        pause_or_resume(&dashboard, &name, pause, Some(&reason.reason)).await?,
     ))
 }

@@ -27,6 +27,7 @@ pub fn router(dashboard: Dashboard) -> Router {
             "/bulk/{action}",
             get(pages::bulk_confirm).post(pages::bulk_perform),
         )
+        .route("/queues/{action}", post(pages::queue_action))
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout))
         .route("/static/style.css", get(style))
@@ -38,6 +39,7 @@ pub fn router(dashboard: Dashboard) -> Router {
             "/api/bulk/{action}",
             get(api::bulk_count).post(api::bulk_action),
         )
+        .route("/api/queues/{name}/{action}", post(api::queue_action))
         .fallback(not_found)
         .layer(from_fn_with_state(dashboard.clone(), access::guard))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

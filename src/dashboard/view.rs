@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::DashboardSettings;
 use super::failure::Failure;
 use crate::queue::{
-    DeliveryRow, EventRow, FinishedBucket, JobFilter, JobId, JobRow, OutcomeRow, Queue,
-    QueueCounts, quota_month,
+    DeliveryRow, EventRow, FinishedBucket, JobFilter, JobId, JobRow, OutcomeRow, PausedQueue,
+    Queue, QueueCounts, quota_month,
 };
 
 /// Hours the overview's chart covers.
@@ -40,12 +40,24 @@ pub(crate) struct Calls {
     pub(crate) budget: Option<u64>,
 }
 
+/// One queue's unfinished jobs and failures, and whether it is paused.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct QueueView {
+    #[serde(flatten)]
+    pub(crate) counts: QueueCounts,
+    /// No worker claims its jobs until it is resumed.
+    pub(crate) paused: bool,
+}
+
 /// The overview page.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Overview {
     pub(crate) now_ms: i64,
     pub(crate) by_status: Vec<Count>,
-    pub(crate) by_queue: Vec<QueueCounts>,
+    /// Queues with unfinished or failed jobs, then paused queues without any.
+    pub(crate) by_queue: Vec<QueueView>,
+    /// Paused queues with when and why, by name.
+    pub(crate) paused: Vec<PausedQueue>,
     pub(crate) by_outcome: Vec<Count>,
     /// The last [`CHART_HOURS`] hours, oldest first; the last bucket is the current hour.
     pub(crate) finished_per_hour: Vec<FinishedBucket>,
@@ -88,10 +100,32 @@ impl Overview {
             .filter(|c| c.counted && (settings.app_key.is_empty() || c.app_key == settings.app_key))
             .map(|c| c.calls)
             .sum();
+        let paused = queue.paused().await?;
+        let mut by_queue: Vec<QueueView> = queue
+            .queue_counts(now_ms)
+            .await?
+            .into_iter()
+            .map(|counts| QueueView {
+                paused: paused.iter().any(|p| p.queue == counts.queue),
+                counts,
+            })
+            .collect();
+        for pause in &paused {
+            if !by_queue.iter().any(|q| q.counts.queue == pause.queue) {
+                by_queue.push(QueueView {
+                    counts: QueueCounts {
+                        queue: pause.queue.clone(),
+                        ..QueueCounts::default()
+                    },
+                    paused: true,
+                });
+            }
+        }
         Ok(Overview {
             now_ms,
             by_status,
-            by_queue: queue.queue_counts(now_ms).await?,
+            by_queue,
+            paused,
             by_outcome,
             finished_per_hour,
             oldest_queued: stats
@@ -113,6 +147,8 @@ impl Overview {
 pub(crate) struct JobView {
     pub(crate) id: JobId,
     pub(crate) queue: String,
+    /// Its queue is paused: no worker claims it until the queue is resumed.
+    pub(crate) queue_paused: bool,
     pub(crate) priority: i64,
     pub(crate) status: String,
     pub(crate) step: String,
@@ -135,7 +171,13 @@ pub(crate) struct JobView {
 }
 
 impl JobView {
-    pub(crate) fn new(job: &JobRow, default_max_attempts: i64, now_ms: i64) -> JobView {
+    /// The view of `job`; `paused` lists the paused queues.
+    pub(crate) fn new(
+        job: &JobRow,
+        default_max_attempts: i64,
+        paused: &[PausedQueue],
+        now_ms: i64,
+    ) -> JobView {
         let instance_id = job
             .result
             .as_deref()
@@ -144,6 +186,7 @@ impl JobView {
         JobView {
             id: job.id,
             queue: job.queue.clone(),
+            queue_paused: paused.iter().any(|p| p.queue == job.queue),
             priority: job.priority,
             status: job.status.clone(),
             step: job.step.clone(),
@@ -187,9 +230,10 @@ impl JobsPage {
         let mut rows = queue.list(&probe).await?;
         let more = rows.len() > usize::try_from(shown).unwrap_or(usize::MAX);
         rows.truncate(usize::try_from(shown).unwrap_or(usize::MAX));
+        let paused = queue.paused().await?;
         let jobs: Vec<JobView> = rows
             .iter()
-            .map(|job| JobView::new(job, settings.max_attempts, now_ms))
+            .map(|job| JobView::new(job, settings.max_attempts, &paused, now_ms))
             .collect();
         let next_before = if more {
             jobs.last().map(|j| j.id)
@@ -276,9 +320,10 @@ impl JobDetail {
         let events = queue.events(id).await?;
         let outcome = queue.outcome(id).await?;
         let deliveries = queue.deliveries(id).await?;
+        let paused = queue.paused().await?;
         Ok(JobDetail {
             now_ms,
-            job: JobView::new(&job, settings.max_attempts, now_ms),
+            job: JobView::new(&job, settings.max_attempts, &paused, now_ms),
             payload: json_or_text(Some(&job.payload)),
             result: json_or_text(job.result.as_deref()),
             has_checkpoint: job.checkpoint.is_some(),

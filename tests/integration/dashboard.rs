@@ -1,22 +1,47 @@
 //! The dashboard as operators use it: in headless Chromium against a worker and the sandbox
-//! (find a failed job, see why, retry it and watch it succeed; cancel queued jobs by filter
-//! after seeing how many), and served by the binary (`dashboard` alone, and by `run`).
+//! (`in_browser`), and served by the binary (`served`: the `dashboard` command, `run`, and
+//! the refusal of a listener other hosts reach). Each browser scenario runs once per store.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use approval_worker::dashboard::{Dashboard, DashboardSettings, serve};
 use approval_worker::queue::outcome::{Decision, DecisionFollowUp, LearnedFrom, Verdict};
-use approval_worker::queue::{Failure, Follow, JobId, NewJob, Queue, Unstored, now_ms};
-use approval_worker::sandbox::{Endpoint, Fault};
+use approval_worker::queue::{Failure, Follow, NewJob, Queue, Unstored};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::browser::Browser;
-use crate::helpers::{Harness, audit, event_kinds};
+use crate::helpers::Harness;
 
-/// The dashboard token of the tests that sign in.
-const TOKEN: &str = "browser-test-token-5b1f0c9e";
+/// Runs each named scenario `fn name(harness: Harness, store: &str)` once per store: on
+/// SQLite, and on PostgreSQL where the harness has it.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Harness::new().await, "sqlite").await;
+                }
+            )*
+        }
+
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(harness) = crate::helpers::Harness::on_postgres().await else {
+                        return;
+                    };
+                    super::$name(harness, "postgres").await;
+                }
+            )*
+        }
+    };
+}
+
+// After the macro, so that they can use it.
+mod in_browser;
+mod served;
 
 /// Serves the dashboard over the harness's queue on a free port of 127.0.0.1; returns its
 /// address and what stops it.
@@ -109,260 +134,4 @@ async fn seed_history(queue: &Queue, now: i64) {
                 .unwrap();
         }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_finds_a_failed_job_sees_why_retries_it_and_watches_it_succeed() {
-    let Some(mut browser) = Browser::start("retry_a_failed_job").await else {
-        return;
-    };
-    let mut h = Harness::new().await;
-    h.config.worker.max_attempts = 2;
-    h.config.dingtalk.monthly_call_budget = Some(20_000);
-    let token_file = h.dir().join("dashboard-token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    h.config.dashboard.token_file = Some(token_file);
-    seed_history(&h.queue, now_ms()).await;
-
-    // DingTalk refuses the create twice: both attempts fail, and the job with them.
-    h.sandbox
-        .inject(Endpoint::CreateInstance, Fault::ServerError(500), 2);
-    h.start_timed();
-    let file = h.file("invoice.pdf", b"%PDF-1.4 dashboard test");
-    let id = h.enqueue(&h.payload(&[&file])).await;
-    let failed = h.finished(id).await;
-    assert_eq!(failed.status, "failed", "{failed:?}");
-    let (base, stop) = serve_dashboard(&h).await;
-
-    // Signing in leads back to the page asked for.
-    browser.open(&format!("{base}/"), "sign-in").await;
-    assert!(browser.location().await.starts_with("/login"));
-    browser.type_into("input[name=token]", TOKEN).await;
-    browser.click("form.signin button[type=submit]").await;
-    let overview = browser.text().await;
-    browser.screenshot("overview").await;
-    assert_eq!(browser.location().await, "/");
-    assert!(overview.contains("Finished per hour"), "{overview}");
-    assert!(overview.contains("DingTalk calls in"), "{overview}");
-    if std::env::var_os("APPROVAL_WORKER_UPDATE_DOCS_SCREENSHOT").is_some() {
-        let png = browser.client.screenshot().await.unwrap();
-        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
-        std::fs::write(&docs, png).unwrap();
-    }
-
-    // Filter to failed jobs, and find this one.
-    browser.click("header nav a[href='/jobs']").await;
-    browser.choose("select[name=status]", "failed").await;
-    browser.click("form.filter button[type=submit]").await;
-    assert!(browser.location().await.contains("status=failed"));
-    let list = browser.text().await;
-    browser.screenshot("failed-jobs").await;
-    assert!(list.contains("HTTP 500") || list.contains("500"), "{list}");
-    browser.click(&format!("a[href='/jobs/{id}']")).await;
-
-    // Its timeline says where and why it failed.
-    let page = browser.text().await;
-    browser.screenshot("failed-job").await;
-    assert!(page.contains(&format!("Job {id}")), "{page}");
-    assert!(page.contains("HTTP 500"), "{page}");
-    assert!(page.contains("2 of 2"), "{page}");
-    let history = browser
-        .client
-        .find(fantoccini::Locator::Css("ol.timeline"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(history.contains("step done"), "{history}");
-    assert!(history.contains("retry scheduled"), "{history}");
-    assert!(history.contains("failed"), "{history}");
-    let error = failed.last_error.clone().unwrap();
-    assert!(page.contains(&error), "the error {error:?} in {page}");
-
-    // Retry it, and watch it succeed.
-    browser.click("form[action$='/retry'] button").await;
-    assert!(browser.text().await.contains("Queued again"));
-    let done = browser.reload_until("succeeded", "succeeded").await;
-    assert!(done.contains("Approval outcome"), "{done}");
-    let job = h.finished(id).await;
-    assert_eq!(job.status, "succeeded");
-    assert!(
-        event_kinds(&h.queue, id)
-            .await
-            .contains(&"retried".to_owned())
-    );
-    assert_eq!(
-        h.received(Endpoint::CreateInstance).len(),
-        3,
-        "two refused, one made"
-    );
-    let mine: Vec<_> = h
-        .all_jobs()
-        .await
-        .into_iter()
-        .filter(|j| j.id == id)
-        .collect();
-    assert_eq!(
-        audit(&h.sandbox.instances(), &mine).0,
-        0,
-        "one approval, no duplicate"
-    );
-
-    browser.close().await;
-    stop.cancel();
-    h.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_cancels_queued_jobs_by_filter_after_seeing_how_many() {
-    let Some(mut browser) = Browser::start("bulk_cancel_by_filter").await else {
-        return;
-    };
-    let mut h = Harness::new().await;
-    let later = now_ms() + 3_600_000;
-    let mut bulk: Vec<JobId> = Vec::new();
-    for n in 0..5 {
-        let job = NewJob {
-            payload: json!({"process_code": "PROC-LATER", "n": n}).to_string(),
-            queue: Some("nightly".to_owned()),
-            run_at: Some(later),
-            ..NewJob::default()
-        };
-        bulk.push(h.enqueue_job(job).await);
-    }
-    let other = h
-        .enqueue_job(NewJob {
-            payload: json!({"process_code": "PROC-OTHER"}).to_string(),
-            queue: Some("daytime".to_owned()),
-            run_at: Some(later),
-            ..NewJob::default()
-        })
-        .await;
-    h.start_timed();
-    let (base, stop) = serve_dashboard(&h).await;
-
-    browser.open(&format!("{base}/jobs"), "all-jobs").await;
-    browser.type_into("input[name=queue]", "nightly").await;
-    browser.choose("select[name=status]", "queued").await;
-    browser.click("form.filter button[type=submit]").await;
-    let list = browser.text().await;
-    browser.screenshot("queued-nightly").await;
-    assert!(list.contains("next attempt in"), "{list}");
-    browser.click("a.button.danger").await;
-
-    let confirm = browser.text().await;
-    browser.screenshot("confirm-cancel").await;
-    assert!(
-        confirm.contains("5 queued or running jobs match: queue nightly, status queued"),
-        "{confirm}"
-    );
-    for id in bulk.iter().chain([&other]) {
-        assert_eq!(
-            h.queue.get(*id).await.unwrap().status,
-            "queued",
-            "nothing yet"
-        );
-    }
-    browser
-        .click("form[action='/bulk/cancel'] button[type=submit]")
-        .await;
-    let after = browser.text().await;
-    browser.screenshot("cancelled").await;
-    assert!(after.contains("5 jobs cancelled"), "{after}");
-
-    for id in &bulk {
-        let job = h.queue.get(*id).await.unwrap();
-        assert_eq!(job.status, "cancelled", "{job:?}");
-        assert_eq!(event_kinds(&h.queue, *id).await, ["cancelled"]);
-    }
-    assert_eq!(
-        h.queue.get(other).await.unwrap().status,
-        "queued",
-        "another queue's job"
-    );
-
-    browser.close().await;
-    stop.cancel();
-    h.stop().await;
-}
-
-#[tokio::test]
-async fn the_dashboard_command_serves_the_database_alone_and_run_serves_it_too() {
-    let h = Harness::new().await;
-    let id = h.enqueue(&json!({"process_code": "PROC-CLI"})).await;
-    let config = h.config_file("dashboard.toml", "");
-    let mut command = h.command();
-    command
-        .args(["--config"])
-        .arg(&config)
-        .args(["dashboard", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut alone = crate::helpers::Daemon::spawn(command);
-    let mut sh = std::process::Command::new("sh");
-    sh.args(["-c", "echo hi-there >&2; sleep 3"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
-    let mut d = crate::helpers::Daemon::spawn(sh);
-    eprintln!("SH {}", d.wait_for_log("hi-there"));
-    let base = served_at(&alone.wait_for_log("serving the dashboard at"));
-    let jobs: serde_json::Value = reqwest::get(format!("{base}/api/jobs"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(jobs["jobs"][0]["id"], id);
-    alone.signal("TERM");
-    assert_eq!(alone.wait_exit(Duration::from_secs(10)), Some(0));
-
-    let config = h.config_file("run.toml", "[dashboard]\nlisten = \"127.0.0.1:0\"\n");
-    let mut run = h.spawn_run(&config, &[]);
-    let base = served_at(&run.wait_for_log("serving the dashboard at"));
-    let page = reqwest::get(format!("{base}/jobs/{id}")).await.unwrap();
-    assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains(&format!("Job {id}")));
-    run.signal("TERM");
-    assert_eq!(run.wait_exit(Duration::from_secs(30)), Some(0));
-}
-
-#[tokio::test]
-async fn a_dashboard_other_hosts_can_reach_is_refused_without_allow_remote_and_a_token() {
-    let h = Harness::new().await;
-    let config = h.config_file("remote.toml", "");
-    let out = h
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["dashboard", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("allow_remote"), "{stderr}");
-
-    let config = h.config_file(
-        "remote-no-token.toml",
-        "[dashboard]\nallow_remote = true\ntoken_env = \"APPROVAL_WORKER_TEST_NO_SUCH_TOKEN\"\n",
-    );
-    let out = h
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args(["dashboard", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("needs a token"), "{stderr}");
-}
-
-/// The URL in a "serving the dashboard at http://…/" log line.
-fn served_at(line: &str) -> String {
-    let at = line.find("http://").expect("a URL in the log line");
-    line[at..]
-        .split(|c: char| c.is_whitespace() || c == '"')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .to_owned()
 }

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Section, csrf_field, cut, layout, span, status_badge, utc, when};
+use super::{Section, csrf_field, cut, layout, paused_marker, span, status_badge, utc, when};
 use crate::dashboard::Dashboard;
 use crate::dashboard::access::Viewer;
 use crate::dashboard::actions::{act, parse_action};
@@ -69,10 +69,22 @@ pub(crate) async fn job(
             }
         }
         dl.facts {
-            dt { "Queue" } dd { (job.queue) " (priority " (job.priority) ")" }
+            dt { "Queue" } dd {
+                (job.queue) " (priority " (job.priority) ")"
+                @if job.queue_paused {
+                    " " (paused_marker()) " "
+                    span.quiet { "no worker claims it until the queue is "
+                                 a href="/#paused-queues" { "resumed" } }
+                }
+            }
             dt { "Step" } dd { (job.step) }
             dt { "Attempt" } dd {
-                (job.attempt) " of " (job.max_attempts)
+                @if job.attempt > job.max_attempts {
+                    (job.attempt) " (limit " (job.max_attempts) "; the attempts past it only looked \
+                    for an approval an earlier create may have made, and never create one)"
+                } @else {
+                    (job.attempt) " of " (job.max_attempts)
+                }
                 @if job.claims != job.attempt { " (" (job.claims) " claims, some cut short by a stop)" }
             }
             @if let Some(at) = job.next_attempt_at {

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Section, cut, layout, number, status_badge, when};
+use super::{Section, cut, layout, number, paused_marker, status_badge, when};
 use crate::dashboard::Dashboard;
 use crate::dashboard::access::Viewer;
 use crate::dashboard::failure::PageError;
@@ -94,9 +94,18 @@ fn row(job: &JobView, now_ms: i64) -> Markup {
                 }
                 @if let Some(outcome) = &job.outcome { " " span.outcome { (outcome) } }
             }
-            td { (job.queue) }
+            td {
+                (job.queue)
+                @if job.queue_paused { " " (paused_marker()) }
+            }
             td { (job.step) }
-            td { (job.attempt) " of " (job.max_attempts) }
+            @if job.attempt > job.max_attempts {
+                td title="attempts past the limit only look for an approval an earlier create may have made" {
+                    (job.attempt) " (limit " (job.max_attempts) ")"
+                }
+            } @else {
+                td { (job.attempt) " of " (job.max_attempts) }
+            }
             td { (when(job.updated_at, now_ms)) }
             td.detail {
                 @match (&job.instance_id, &job.last_error) {

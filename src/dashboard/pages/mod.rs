@@ -8,6 +8,7 @@ mod job;
 mod jobs;
 mod login;
 mod overview;
+mod queues;
 
 use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
@@ -17,6 +18,7 @@ pub(crate) use job::{job, job_action};
 pub(crate) use jobs::{PAGE_SIZE, jobs};
 pub(crate) use login::{login_form, login_submit, logout};
 pub(crate) use overview::overview;
+pub(crate) use queues::{paused_marker, queue_action};
 
 use super::DashboardSettings;
 use super::access::Viewer;

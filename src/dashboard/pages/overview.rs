@@ -1,10 +1,11 @@
-//! `/`: the queue at a glance.
+//! `/`: the queue at a glance, and which queues are paused.
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use maud::{Markup, html};
 
 use super::chart::{finished_bars, meter};
+use super::queues::{self, QueueNotice, paused_marker, toggle_button};
 use super::{Section, layout, number, utc, when};
 use crate::dashboard::Dashboard;
 use crate::dashboard::access::Viewer;
@@ -16,6 +17,7 @@ use crate::queue::now_ms;
 pub(crate) async fn overview(
     State(dashboard): State<Dashboard>,
     Extension(viewer): Extension<Viewer>,
+    Query(notice): Query<QueueNotice>,
 ) -> Result<Markup, PageError> {
     let settings = dashboard.settings();
     let view = Overview::load(dashboard.queue(), settings, now_ms()).await?;
@@ -25,6 +27,7 @@ pub(crate) async fn overview(
         .fold((0, 0), |(s, f), b| (s + b.succeeded, f + b.failed));
     let body = html! {
         h1 { "Overview" }
+        (queues::notice(&notice))
         section.cards {
             @for count in &view.by_status {
                 a class={ "card status-" (count.name) } href={ "/jobs?status=" (count.name) } {
@@ -32,6 +35,10 @@ pub(crate) async fn overview(
                     span.what { (count.name) }
                 }
             }
+        }
+        // A paused queue is the first thing to see; otherwise the panel only offers to pause.
+        @if !view.paused.is_empty() {
+            (queues::panel(&view.paused, &viewer, settings.read_only, view.now_ms))
         }
         section.panel {
             h2 { "Finished per hour, last " (CHART_HOURS) " h (UTC)" }
@@ -45,20 +52,28 @@ pub(crate) async fn overview(
             section.panel {
                 h2 { "Queues" }
                 @if view.by_queue.is_empty() {
-                    p.quiet { "No queued, running or failed jobs." }
+                    p.quiet { "No queued, running or failed jobs, and no queue is paused." }
                 } @else {
                     table {
                         thead { tr { th { "Queue" } th.num { "Queued" } th.num { "Due now" }
-                                     th.num { "Running" } th.num { "Failed" } } }
+                                     th.num { "Running" } th.num { "Failed" }
+                                     @if !settings.read_only { th {} } } }
                         tbody {
-                            @for q in &view.by_queue {
+                            @for row in &view.by_queue {
+                                @let q = &row.counts;
                                 @let name = percent_encode(&q.queue);
-                                tr {
-                                    td { a href={ "/jobs?queue=" (name) } { (q.queue) } }
+                                tr.paused[row.paused] {
+                                    td {
+                                        a href={ "/jobs?queue=" (name) } { (q.queue) }
+                                        @if row.paused { " " (paused_marker()) }
+                                    }
                                     td.num { a href={ "/jobs?status=queued&queue=" (name) } { (number(q.queued)) } }
                                     td.num { (number(q.due)) }
                                     td.num { a href={ "/jobs?status=running&queue=" (name) } { (number(q.running)) } }
                                     td.num { a href={ "/jobs?status=failed&queue=" (name) } { (number(q.failed)) } }
+                                    @if !settings.read_only {
+                                        td.num { (toggle_button(&viewer, &q.queue, row.paused)) }
+                                    }
                                 }
                             }
                         }
@@ -102,6 +117,9 @@ pub(crate) async fn overview(
                                 code { "[dingtalk] monthly_call_budget" } " set." },
                 }
             }
+        }
+        @if view.paused.is_empty() {
+            (queues::panel(&view.paused, &viewer, settings.read_only, view.now_ms))
         }
         p.quiet { "As of " (utc(view.now_ms)) ". " a href="/api/overview" { "JSON" } }
     };

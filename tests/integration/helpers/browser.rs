@@ -2,11 +2,12 @@
 //! WebDriver (fantoccini): Debian's `chromium` and `chromium-driver`, which `.ci/run`
 //! installs where they are missing.
 //!
-//! Where they are missing a test fails, unless `APPROVAL_WORKER_SKIP_BROWSER_TESTS` is set,
-//! which skips it with a loud message instead. Chromium runs with a fresh profile, every
-//! background service off, and a resolver that finds no host but 127.0.0.1, so it contacts
-//! nothing but the dashboard under test. Each test saves a screenshot of every page it sees;
-//! a failing test prints where they are.
+//! Where they are missing the tests are skipped with a loud message; with
+//! `APPROVAL_WORKER_REQUIRE_BROWSER` set (`.ci/run` sets it) they fail instead. Chromium runs
+//! with a fresh profile, every background service off, a resolver that finds no host but
+//! 127.0.0.1, and every other address sent to a proxy on a closed port of 127.0.0.1, so it
+//! contacts nothing but the dashboard under test. Each test saves a screenshot of every page
+//! it sees under the target directory; a failing test prints where they are.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -44,8 +45,8 @@ impl Browser {
             let why = "the dashboard's browser tests need Debian's chromium and chromium-driver \
                        (apt-get install -y chromium chromium-driver; .ci/run installs them)";
             assert!(
-                std::env::var_os("APPROVAL_WORKER_SKIP_BROWSER_TESTS").is_some(),
-                "{why}; set APPROVAL_WORKER_SKIP_BROWSER_TESTS=1 to skip them"
+                std::env::var_os("APPROVAL_WORKER_REQUIRE_BROWSER").is_none(),
+                "{why}, and APPROVAL_WORKER_REQUIRE_BROWSER is set"
             );
             eprintln!("\n*** SKIPPED {name}: {why} ***\n");
             return None;
@@ -84,6 +85,9 @@ impl Browser {
             "--disable-features=Translate,OptimizationHints,MediaRouter,AutofillServerCommunication".to_owned(),
             // No name resolves but 127.0.0.1: whatever Chromium would fetch by itself fails.
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".to_owned(),
+            // And an address written as a number goes to a proxy that is not there (loopback
+            // itself bypasses proxies).
+            format!("--proxy-server=http://127.0.0.1:{}", free_port()),
             "--window-size=1280,1000".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
@@ -103,8 +107,8 @@ impl Browser {
                 .await
             {
                 Ok(client) => break client,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
+                // chromedriver is still starting.
+                Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("no WebDriver session from {chromedriver}: {e}"),
@@ -155,8 +159,14 @@ impl Browser {
         }
     }
 
-    /// Clicks the first element matching `css`.
+    /// Clicks the first element matching `css` (a link or a submit button) and waits for the
+    /// page it leads to: until the page shown before is gone and the new one has loaded.
     pub async fn click(&self, css: &str) {
+        let before = self
+            .client
+            .find(Locator::Css("html"))
+            .await
+            .expect("a page is shown");
         self.client
             .find(Locator::Css(css))
             .await
@@ -164,6 +174,26 @@ impl Browser {
             .click()
             .await
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+        let deadline = Instant::now() + PAGE_TIMEOUT;
+        // The old page's root goes stale once the browser has navigated away.
+        while before.tag_name().await.is_ok() {
+            assert!(Instant::now() < deadline, "clicking {css} led nowhere");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        loop {
+            let state = self
+                .client
+                .execute("return document.readyState", Vec::new())
+                .await;
+            if matches!(&state, Ok(serde_json::Value::String(s)) if s == "complete") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the page after clicking {css} never loaded: {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Types `text` into the field matching `css`.
@@ -237,7 +267,7 @@ impl Drop for Browser {
 /// after the run, for reading when it failed).
 fn screenshot_dir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("dashboard-screenshots")
+        .join("browser-screenshots")
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
