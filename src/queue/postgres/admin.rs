@@ -4,8 +4,8 @@
 use sqlx::{Postgres, QueryBuilder};
 
 use super::PgStore;
-use crate::queue::pause::PausedQueue;
 use super::filter::{Scope, push_where};
+use crate::queue::pause::PausedQueue;
 use crate::queue::{Depth, EventRow, JobFilter, JobId, JobRow, JobStatus, QueueError, Stats};
 
 /// A job's columns as [`JobRow`] reads them (JSON as text).
