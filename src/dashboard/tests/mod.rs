@@ -7,6 +7,7 @@
 
 mod access;
 mod pages;
+mod queues;
 
 use axum::Router;
 use axum::body::Body;

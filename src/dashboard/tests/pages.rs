@@ -195,7 +195,7 @@ async fn the_overview_counts_jobs_by_status_queue_and_outcome_and_charts_the_day
     assert_eq!(count(&api["by_outcome"], "agree"), Some(json!(1)));
     assert_eq!(
         api["by_queue"][0],
-        json!({"queue": "default", "queued": 1, "due": 0, "running": 0, "failed": 1})
+        json!({"queue": "default", "queued": 1, "due": 0, "running": 0, "failed": 1, "paused": false})
     );
     let hours = api["finished_per_hour"].as_array().unwrap();
     assert_eq!(hours.len(), 24);
