@@ -32,6 +32,7 @@ pub(crate) const DEFAULT_DASHBOARD_LISTEN: &str = "127.0.0.1:9188";
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardConfig {
     /// Where `run` serves the dashboard; none (off) when absent.
+    #[serde(deserialize_with = "socket_address")]
     pub listen: Option<SocketAddr>,
     /// Whether `listen` may be an address other hosts reach (needs a token).
     pub allow_remote: bool,
@@ -123,6 +124,20 @@ impl DashboardConfig {
             None => format!("${}", self.token_env),
         }
     }
+}
+
+/// `listen` as an IP address and port, with a message that says so (the standard one,
+/// "invalid socket address syntax", leaves a user who wrote `localhost:9188` guessing).
+fn socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP address and port such as \"127.0.0.1:9188\" or \"[::1]:9188\" \
+             (a host name such as localhost is not accepted)"
+        ))
+    })
 }
 
 fn read_token_file(file: &Path) -> Result<String, ConfigError> {

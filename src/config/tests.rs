@@ -267,6 +267,23 @@ fn a_dashboard_listening_beyond_loopback_without_allow_remote_is_a_config_error(
 }
 
 #[test]
+fn a_dashboard_listen_address_written_as_a_host_name_is_refused_saying_what_is_wanted() {
+    let err = Config::parse(
+        "[dashboard]\nlisten = \"localhost:9188\"\n",
+        Path::new("w.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("\"localhost:9188\" is not an IP address and port"),
+        "{err}"
+    );
+    assert!(err.contains("127.0.0.1:9188"), "{err}");
+    let config = Config::parse("", Path::new("w.toml")).unwrap();
+    assert!(config.dashboard.listen.is_none(), "off when absent");
+}
+
+#[test]
 fn a_remote_dashboard_needs_a_token_and_a_short_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let parse = |text: &str| Config::parse(text, Path::new("w.toml")).unwrap().dashboard;
