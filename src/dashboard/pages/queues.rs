@@ -90,7 +90,7 @@ pub(crate) fn toggle_button(viewer: &Viewer, queue: &str, paused: bool) -> Marku
         form.inline method="post" action={ "/queues/" (action) } {
             (csrf_field(viewer))
             input type="hidden" name="queue" value=(queue);
-            button.small.danger[!paused] type="submit" title={ (label) " queue " (queue) } { (label) }
+            button.small.secondary[!paused] type="submit" title={ (label) " queue " (queue) } { (label) }
         }
     }
 }
