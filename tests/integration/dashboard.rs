@@ -59,9 +59,19 @@ async fn serve_dashboard(h: &Harness) -> (String, CancellationToken) {
 }
 
 /// A day of history before `now`: jobs in two queues finished hour by hour, most approved,
-/// some refused, one in twelve failed, so the overview has something to show.
+/// some refused, one in twelve failed; and a few in `invoices` waiting for a retry in half
+/// an hour. The overview then has something to show.
 async fn seed_history(queue: &Queue, now: i64) {
     const HOUR: i64 = 3_600_000;
+    for n in 0..3 {
+        let job = NewJob {
+            payload: json!({"process_code": "PROC-SEED", "waiting": n}).to_string(),
+            queue: Some("invoices".to_owned()),
+            run_at: Some(now + HOUR / 2),
+            ..NewJob::default()
+        };
+        queue.enqueue(&job, now - HOUR).await.unwrap();
+    }
     for n in 0..150_i64 {
         let at = now - 23 * HOUR + n * (23 * HOUR / 150) - (n * 7_919 % 1_800_000);
         let name = if n % 3 == 0 { "invoices" } else { "default" };

@@ -67,7 +67,10 @@ async fn an_operator_finds_a_failed_job_sees_why_retries_it_and_watches_it_succe
         "{overview}"
     );
     if store == "sqlite" && std::env::var_os("APPROVAL_WORKER_UPDATE_DOCS_SCREENSHOT").is_some() {
+        // Tall enough for the whole overview.
+        browser.client.set_window_size(1280, 1240).await.unwrap();
         let png = browser.client.screenshot().await.unwrap();
+        browser.client.set_window_size(1280, 1000).await.unwrap();
         let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
         std::fs::write(&docs, png).unwrap();
         eprintln!("updated {}", docs.display());
