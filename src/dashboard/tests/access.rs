@@ -155,7 +155,7 @@ async fn a_cross_origin_post_is_refused_even_with_a_valid_session_and_csrf_token
         .headers_mut()
         .insert("sec-fetch-site", "cross-site".parse().unwrap());
     assert_eq!(f.send(cross_site).await.status, StatusCode::FORBIDDEN);
-    let api = Request::post(format!("/api/bulk/retry?status=failed"))
+    let api = Request::post("/api/bulk/retry?status=failed")
         .header(header::HOST, HOST)
         .header(header::ORIGIN, "https://evil.example")
         .body(Body::empty())
