@@ -5,8 +5,8 @@
 //! Layout: `routes` (the router), `access` (who may read and act: the token, sessions, CSRF
 //! and cross-origin checks), `headers` (Content-Security-Policy and friends), `filter` (the
 //! jobs filter as query parameters), `view` (what the pages and the API show, loaded from the
-//! queue), `pages/` (HTML), `api` (JSON), `actions` (retry, cancel, bulk), `failure` (errors
-//! as answers).
+//! queue), `pages/` (HTML), `api` (JSON), `actions` (retry, cancel, bulk, pause and resume a
+//! queue), `failure` (errors as answers).
 
 mod access;
 mod actions;
