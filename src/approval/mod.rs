@@ -25,9 +25,10 @@ pub use step::{
 use crate::dingtalk::{
     Approver, CreateInstance, Dentry, DingTalk, ErrorClass, FormValue, UploadInfoRequest,
 };
-use crate::oss::Oss;
+use crate::oss::{Oss, SentBytes};
 use grants::{Grant, Grants};
-use payload::{Attachment, Job};
+use payload::Attachment;
+pub(crate) use payload::Job;
 use template::Templates;
 
 /// How long an upload grant from spaces/infos/query is trusted before it is renewed. The
@@ -93,17 +94,18 @@ impl Approval {
         self.submit_settle
     }
 
-    /// Does the I/O of exactly one step.
+    /// Does the I/O of exactly one step; a PUT counts its bytes into `sent` as they go.
     pub(crate) async fn advance(
         &self,
         job: &Job,
         step: Step,
         at: Attempt,
+        sent: &SentBytes,
     ) -> Result<Step, StepError> {
         match step {
             Step::Space => self.space(job, at).await,
             Step::UploadInfo { progress } => self.upload_info(job, progress, at).await,
-            Step::Put { progress, upload } => self.put(job, progress, upload, at).await,
+            Step::Put { progress, upload } => self.put(job, progress, upload, at, sent).await,
             Step::Commit { progress, upload } => self.commit(job, progress, upload, at).await,
             Step::Submit { progress, intent } => self.submit(job, progress, intent, at).await,
             Step::Done { .. } => Ok(step),
@@ -228,6 +230,7 @@ impl Approval {
         progress: Progress,
         mut upload: PendingUpload,
         at: Attempt,
+        sent: &SentBytes,
     ) -> Result<Step, StepError> {
         let attachment = next_attachment(job, &progress)?;
         if at.now_ms + ticket_margin_ms(&upload) >= upload.expires_at_ms {
@@ -242,19 +245,19 @@ impl Approval {
         };
         let headers = &upload.ticket.headers;
         let path = &attachment.path;
-        let sent = match (&upload.snapshot, upload.md5.as_deref()) {
+        let put = match (&upload.snapshot, upload.md5.as_deref()) {
             (Some(snapshot), Some(md5)) => {
                 self.oss
-                    .put_snapshot(url, headers, path, snapshot, upload.modified, md5)
+                    .put_snapshot(url, headers, path, snapshot, upload.modified, md5, sent)
                     .await
             }
             (_, md5) => {
                 self.oss
-                    .put_file(url, headers, path, upload.size, upload.modified, md5)
+                    .put_file(url, headers, path, upload.size, upload.modified, md5, sent)
                     .await
             }
         };
-        match sent {
+        match put {
             Ok(receipt) => {
                 upload.md5 = Some(receipt.md5);
                 Ok(Step::Commit { progress, upload })

@@ -32,7 +32,10 @@ async fn run_steps(approval: &Approval, job: &Job) -> Result<Step, StepError> {
             now_ms: crate::clock::now_ms(),
             may_create: true,
         };
-        step = match approval.advance(job, step, at).await {
+        step = match approval
+            .advance(job, step, at, &crate::oss::SentBytes::default())
+            .await
+        {
             Ok(done @ Step::Done { .. }) => return Ok(done),
             Ok(next) => next,
             Err(StepError::Stale { back_to, .. }) => *back_to,

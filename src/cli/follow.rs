@@ -1,9 +1,10 @@
 //! `enqueue --wait`: follows jobs live from their history (`job_events`) until they finish,
 //! with a byte progress bar for large uploads.
 //!
-//! The worker may be another process, so progress is read from the database: the bar
-//! advances by each attachment's size once its PUT is checkpointed (file granularity, not
-//! bytes on the wire), with a ticking spinner and elapsed time while a PUT runs.
+//! The worker may be another process, so progress is read from the database: the bytes of
+//! attachments whose PUT is checkpointed, plus those of the PUT running now as its worker
+//! last reported them (about once a second). Without a terminal (or with several jobs) a
+//! line says how a long upload goes every few seconds instead of the bar.
 
 use std::time::Duration;
 
@@ -12,9 +13,9 @@ use serde_json::Value;
 
 use super::CliError;
 use super::enqueue::Until;
-use super::inspect::{instance_id, job_json};
+use super::inspect::{instance_id, job_json, upload_line};
 use crate::approval::Step;
-use crate::queue::{EventRow, JobId, JobRow, Queue, now_ms};
+use crate::queue::{EventRow, JobId, JobRow, LiveUpload, Queue, now_ms};
 
 /// How often the database is read while following.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
@@ -24,6 +25,8 @@ const DECISION_POLL: Duration = Duration::from_secs(1);
 const PROGRESS_BAR_MIN_BYTES: u64 = 1024 * 1024;
 /// How often the bar's spinner and clock redraw.
 const BAR_TICK: Duration = Duration::from_millis(120);
+/// Without a bar, how often a line tells how a long upload goes.
+const UPLOAD_LINE_EVERY_MS: i64 = 3_000;
 
 /// One job being followed.
 struct Followed {
@@ -32,6 +35,8 @@ struct Followed {
     announced_wait: bool,
     /// Succeeded, its approval undecided, and that was said.
     announced_pending: bool,
+    /// When an upload line was last printed (unix ms).
+    upload_said_at: i64,
     finished: Option<JobRow>,
 }
 
@@ -54,6 +59,7 @@ pub(crate) async fn follow(
             last_event: 0,
             announced_wait: false,
             announced_pending: false,
+            upload_said_at: 0,
             finished: None,
         })
         .collect();
@@ -81,8 +87,19 @@ pub(crate) async fn follow(
                     say(format!("{label}{line}"));
                 }
             }
+            let upload = if job.status == "running" && job.step == "put" {
+                queue.live_upload(followed.id).await?
+            } else {
+                None
+            };
             if let Some(bar) = &bar {
-                update_bar(bar, &job);
+                update_bar(bar, &job, upload.as_ref());
+            } else if let Some(upload) = upload.as_ref().filter(|_| !json) {
+                let now = now_ms();
+                if now - followed.upload_said_at >= UPLOAD_LINE_EVERY_MS {
+                    followed.upload_said_at = now;
+                    say(format!("{label}  … {}", upload_line(upload, now)));
+                }
             }
             if events.is_empty() && job.status == "queued" && !followed.announced_wait && !json {
                 followed.announced_wait = true;
@@ -258,7 +275,7 @@ fn upload_bar(job: &JobRow) -> Option<ProgressBar> {
         return None;
     }
     let style = ProgressStyle::with_template(
-        "{spinner} {msg:24!} [{bar:30}] {bytes}/{total_bytes} ({elapsed})",
+        "{spinner} {msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta} left ({elapsed})",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
@@ -285,9 +302,10 @@ fn attachment_sizes(job: &JobRow) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-fn update_bar(bar: &ProgressBar, job: &JobRow) {
+fn update_bar(bar: &ProgressBar, job: &JobRow, upload: Option<&LiveUpload>) {
     let (done, uploading) = uploaded_bytes(job);
-    bar.set_position(done);
+    let sending = upload.map_or(0, |upload| u64::try_from(upload.bytes_sent).unwrap_or(0));
+    bar.set_position(done + sending);
     bar.set_message(match uploading {
         Some(name) => format!("uploading {name}"),
         None => job.step.clone(),

@@ -1,4 +1,4 @@
-//! `jobs`, `show`, `retry`, `cancel`: reading and steering single jobs.
+//! `jobs` and `show`: reading the queue.
 
 use std::time::Duration;
 
@@ -9,9 +9,9 @@ use super::duration::{human, ms_before, parse_duration};
 use super::outcome::{outcome_json, print_outcome};
 use super::table::{render, time};
 use super::{CliError, open_existing_queue};
-use crate::approval::CREATE_STEP;
 use crate::config::Config;
-use crate::queue::{JobFilter, JobId, JobRow, JobStatus, Verdict, now_ms};
+use crate::queue::{JobFilter, JobId, JobRow, JobStatus, LiveUpload, Verdict, now_ms};
+use indicatif::HumanBytes;
 
 const DEFAULT_LIST_LIMIT: i64 = 50;
 
@@ -24,19 +24,6 @@ pub(crate) const JOBS_EXAMPLES: &str = "Examples:
 pub(crate) const SHOW_EXAMPLES: &str = "Examples:
   approval-worker show 42
   approval-worker show 42 --json | jq '.events[] | select(.kind == \"step_done\")'";
-/// Examples shown by `retry --help`.
-pub(crate) const RETRY_EXAMPLES: &str = "Examples:
-  approval-worker retry 42      # a failed or cancelled job, from its checkpoint
-  approval-worker retry 42 43 57
-  approval-worker jobs --status failed --since 2h --json | jq -r '.[].id' | xargs approval-worker retry
-
-A job whose create may have been sent reconciles before creating, so a retry never makes a
-second approval.";
-/// Examples shown by `cancel --help`.
-pub(crate) const CANCEL_EXAMPLES: &str = "Examples:
-  approval-worker cancel 42     # queued: at once; running: at its next checkpoint
-  approval-worker cancel 42 43 57";
-
 /// `jobs` arguments.
 #[derive(Debug, Args)]
 pub(crate) struct JobsArgs {
@@ -46,6 +33,15 @@ pub(crate) struct JobsArgs {
     /// Only jobs of this queue.
     #[arg(long)]
     queue: Option<String>,
+    /// Only jobs at this step (space, upload_info, put, commit, submit, done).
+    #[arg(long)]
+    step: Option<String>,
+    /// Only the job with this idempotency key.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Only the job that created this approval instance.
+    #[arg(long)]
+    instance_id: Option<String>,
     /// Only jobs whose approval has this outcome (pending, agree, refuse, terminated,
     /// deleted, unknown).
     #[arg(long)]
@@ -67,17 +63,6 @@ pub(crate) struct ShowArgs {
     /// The job id.
     id: JobId,
     /// Print JSON.
-    #[arg(long)]
-    json: bool,
-}
-
-/// Arguments of commands that act on jobs by id.
-#[derive(Debug, Args)]
-pub(crate) struct IdArgs {
-    /// The job ids (one or more).
-    #[arg(required = true, num_args = 1..)]
-    ids: Vec<JobId>,
-    /// Print each job's outcome as a JSON object, one per line.
     #[arg(long)]
     json: bool,
 }
@@ -189,6 +174,9 @@ pub(crate) async fn jobs(config: &Config, args: JobsArgs) -> Result<(), CliError
     let filter = JobFilter {
         status: args.status,
         queue: args.queue,
+        step: args.step,
+        idempotency_key: args.idempotency_key,
+        instance_id: args.instance_id,
         since_ms: args.since.map(|since| ms_before(now_ms(), since)),
         outcome: args.outcome,
         // One more than shown, to tell whether the list was cut.
@@ -231,10 +219,12 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     let events = queue.events(args.id).await?;
     let outcome = queue.outcome(args.id).await?;
     let deliveries = queue.deliveries(args.id).await?;
+    let upload = queue.live_upload(args.id).await?;
     queue.close().await;
     let detail = job_json(&job);
     if args.json {
         let mut detail = detail;
+        detail["upload"] = upload.as_ref().map_or(Value::Null, upload_json);
         detail["events"] = serde_json::to_value(&events).unwrap_or(Value::Null);
         detail["outcome"] = outcome
             .as_ref()
@@ -242,10 +232,19 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
         println!("{detail}");
         return Ok(());
     }
+    let charged = job.attempt - job.uncharged_attempts;
+    let limit = job
+        .max_attempts
+        .unwrap_or_else(|| i64::from(config.worker.max_attempts));
     println!(
-        "job {}  status {}  step {}  attempt {}",
-        job.id, job.status, job.step, job.attempt
+        "job {}  status {}  step {}  attempt {charged} of {limit}",
+        job.id, job.status, job.step
     );
+    let now = now_ms();
+    if job.status == "queued" && job.run_at > now {
+        let wait = Duration::from_millis(u64::try_from(job.run_at - now).unwrap_or(0));
+        println!("next attempt in {} (at {})", human(wait), time(job.run_at));
+    }
     println!(
         "created {}  updated {}",
         time(job.created_at),
@@ -253,6 +252,9 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     );
     if let Some(key) = &job.idempotency_key {
         println!("idempotency key {key}");
+    }
+    if let Some(upload) = &upload {
+        println!("{}", upload_line(upload, now));
     }
     if let Some(error) = &job.last_error {
         println!("last error: {error}");
@@ -292,77 +294,51 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     Ok(())
 }
 
-pub(crate) async fn retry(config: &Config, args: IdArgs) -> Result<(), CliError> {
-    let queue = open_existing_queue(config).await?;
-    let mut refused = Vec::new();
-    for &id in &args.ids {
-        match queue.retry(id, now_ms()).await {
-            Ok(()) if args.json => println!("{}", json!({"id": id, "status": JobStatus::Queued})),
-            Ok(()) => println!("job {id} queued again at its checkpoint"),
-            Err(e) => refused.push((id, CliError::from(e))),
-        }
-    }
-    queue.close().await;
-    each_refusal("retried", args.ids.len(), refused)
+/// A live upload as JSON, with its mean speed and the time left at that speed.
+pub(crate) fn upload_json(upload: &LiveUpload) -> Value {
+    json!({
+        "file_index": upload.file_index,
+        "file_count": upload.file_count,
+        "file_name": upload.file_name,
+        "bytes_sent": upload.bytes_sent,
+        "bytes_total": upload.bytes_total,
+        "started_at": upload.started_at,
+        "updated_at": upload.updated_at,
+        "bytes_per_sec": upload.bytes_per_sec(),
+        "eta_secs": upload.eta_secs(),
+    })
 }
 
-pub(crate) async fn cancel(config: &Config, args: IdArgs) -> Result<(), CliError> {
-    let queue = open_existing_queue(config).await?;
-    let mut refused = Vec::new();
-    for &id in &args.ids {
-        match queue.cancel(id, CREATE_STEP, now_ms()).await {
-            Ok(status) => print_cancelled(id, status, args.json),
-            Err(e) => refused.push((id, CliError::from(e))),
-        }
+/// "uploading file 2 of 3 (big.zip): 120.50 MiB of 288.96 MiB (41 %), 12.30 MiB/s, about
+/// 14 s left (as of 1 s ago)".
+pub(crate) fn upload_line(upload: &LiveUpload, now_ms: i64) -> String {
+    let bytes = |n: i64| HumanBytes(u64::try_from(n).unwrap_or(0)).to_string();
+    let percent = if upload.bytes_total > 0 {
+        upload.bytes_sent.saturating_mul(100) / upload.bytes_total
+    } else {
+        100
+    };
+    let mut line = format!(
+        "uploading file {} of {} ({}): {} of {} ({percent} %)",
+        upload.file_index + 1,
+        upload.file_count,
+        upload.file_name,
+        bytes(upload.bytes_sent),
+        bytes(upload.bytes_total),
+    );
+    if upload.bytes_sent >= upload.bytes_total {
+        line.push_str(", all sent, waiting for OSS's answer");
+    } else if let (Some(speed), Some(eta)) = (upload.bytes_per_sec(), upload.eta_secs()) {
+        line.push_str(&format!(
+            ", {}/s, about {} left",
+            HumanBytes(speed as u64),
+            human(Duration::from_secs_f64(eta.ceil()))
+        ));
     }
-    queue.close().await;
-    each_refusal("cancelled", args.ids.len(), refused)
-}
-
-fn print_cancelled(id: JobId, status: JobStatus, json: bool) {
-    if json {
-        let stopping = matches!(status, JobStatus::Running | JobStatus::Queued);
-        println!(
-            "{}",
-            json!({"id": id, "status": status, "cancel_requested": stopping})
-        );
-        return;
-    }
-    match status {
-        JobStatus::Running => println!(
-            "job {id} is running: it stops at its next checkpoint (always before its create)"
-        ),
-        JobStatus::Queued => println!(
-            "job {id} may already have sent its create: the worker reconciles first, then \
-             adopts the approval instance if it exists or cancels the job"
-        ),
-        _ => println!("job {id} cancelled"),
-    }
-}
-
-/// Reports the jobs an action refused, each with its reason, after acting on the others: the
-/// command's error is the only refusal's, or a count naming the worst exit code.
-fn each_refusal(
-    done: &str,
-    asked: usize,
-    mut refused: Vec<(JobId, CliError)>,
-) -> Result<(), CliError> {
-    match refused.len() {
-        0 => Ok(()),
-        1 if asked == 1 => Err(refused.remove(0).1),
-        count => {
-            let runtime = refused
-                .iter()
-                .any(|(_, e)| matches!(e, CliError::Runtime(_) | CliError::Config(_)));
-            for (id, e) in &refused {
-                eprintln!("job {id}: {e}");
-            }
-            let message = format!("{count} of {asked} jobs were not {done}");
-            Err(if runtime {
-                CliError::Runtime(anyhow::anyhow!(message))
-            } else {
-                CliError::Usage(message)
-            })
-        }
-    }
+    let age_ms = u64::try_from(now_ms - upload.updated_at).unwrap_or(0);
+    line.push_str(&format!(
+        " (as of {} ago)",
+        human(Duration::from_millis(age_ms))
+    ));
+    line
 }

@@ -14,6 +14,7 @@ mod outcome;
 mod pause;
 mod run;
 mod sandbox;
+mod steer;
 mod table;
 
 use std::path::PathBuf;
@@ -109,12 +110,14 @@ enum Command {
     /// Show one job: payload, checkpoint and history.
     #[command(after_help = inspect::SHOW_EXAMPLES)]
     Show(inspect::ShowArgs),
-    /// Re-queue a failed or cancelled job at its checkpoint.
-    #[command(after_help = inspect::RETRY_EXAMPLES)]
-    Retry(inspect::IdArgs),
-    /// Cancel a queued job, or stop a running one at its next checkpoint.
-    #[command(after_help = inspect::CANCEL_EXAMPLES)]
-    Cancel(inspect::IdArgs),
+    /// Re-queue failed or cancelled jobs at their checkpoints: by id, or every job a filter
+    /// matches.
+    #[command(after_help = steer::RETRY_EXAMPLES)]
+    Retry(steer::SteerArgs),
+    /// Cancel queued jobs, or stop running ones at their next checkpoint: by id, or every job
+    /// a filter matches.
+    #[command(after_help = steer::CANCEL_EXAMPLES)]
+    Cancel(steer::SteerArgs),
     /// Stop claiming a queue's jobs, in every worker process, until `resume`.
     #[command(after_help = pause::PAUSE_EXAMPLES)]
     Pause(pause::PauseArgs),
@@ -211,8 +214,8 @@ pub async fn execute(cli: Cli) -> Result<(), CliError> {
                 Command::Run => run::run(&config).await,
                 Command::Jobs(args) => inspect::jobs(&config, args).await,
                 Command::Show(args) => inspect::show(&config, args).await,
-                Command::Retry(args) => inspect::retry(&config, args).await,
-                Command::Cancel(args) => inspect::cancel(&config, args).await,
+                Command::Retry(args) => steer::retry(&config, args).await,
+                Command::Cancel(args) => steer::cancel(&config, args).await,
                 Command::Pause(args) => pause::pause(&config, args).await,
                 Command::Resume(args) => pause::resume(&config, args).await,
                 Command::Stats(args) => admin::stats(&config, args).await,

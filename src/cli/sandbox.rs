@@ -66,6 +66,10 @@ struct ServeArgs {
     /// Per-API calls per second before the sandbox answers with DingTalk's throttle error.
     #[arg(long)]
     qps: Option<u32>,
+    /// Take each upload's bytes no faster than this, as a slow link to OSS would
+    /// [default: as fast as they come].
+    #[arg(long, value_name = "BYTES")]
+    oss_bytes_per_sec: Option<u64>,
     /// Lifetime of access tokens in seconds.
     #[arg(long, default_value_t = 7200)]
     token_ttl_secs: u64,
@@ -105,6 +109,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let options = SandboxOptions {
         bind: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         qps_limit: args.qps,
+        oss_bytes_per_sec: args.oss_bytes_per_sec,
         token_ttl: Duration::from_secs(args.token_ttl_secs),
         ticket_ttl: Duration::from_secs(args.ticket_ttl_secs),
         auto_decide_after: args.auto_decide_ms.map(Duration::from_millis),

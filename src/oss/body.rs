@@ -7,7 +7,6 @@
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +16,7 @@ use md5::{Digest, Md5};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::SentBytes;
 use super::error::{OssError, file_changed};
 use crate::resolved::{Expected, OpenError, open_attachment, unchanged};
 
@@ -27,7 +27,7 @@ const READ_AHEAD_CHUNKS: usize = 4;
 
 /// What the upload has done so far, shared by the reader, the body and the stall watchdog.
 pub(super) struct Progress {
-    bytes: AtomicU64,
+    bytes: SentBytes,
     /// Why the file is not the one the ticket was issued for, once the reader found out.
     changed: Mutex<Option<String>>,
     /// The hex MD5 of the whole body, known before its last chunk is handed over.
@@ -36,9 +36,10 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn new() -> Self {
+    /// Counts into `sent`, which the caller may read while the upload runs.
+    pub(super) fn new(sent: SentBytes) -> Self {
         Self {
-            bytes: AtomicU64::new(0),
+            bytes: sent,
             changed: Mutex::new(None),
             md5: OnceLock::new(),
             last_progress: Mutex::new(Instant::now()),
@@ -47,7 +48,7 @@ impl Progress {
 
     /// Bytes handed to the connection so far.
     pub(super) fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Acquire)
+        self.bytes.get()
     }
 
     /// How the file changed during the upload, if it did.
@@ -74,7 +75,7 @@ impl Progress {
 
     /// Counts `chunk` as handed to the connection.
     pub(super) fn record(&self, chunk: &Bytes) {
-        self.bytes.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+        self.bytes.add(chunk.len() as u64);
         *self
             .last_progress
             .lock()

@@ -12,6 +12,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -37,6 +38,28 @@ pub struct PutReceipt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub(crate) bytes: Bytes,
+}
+
+/// Bytes of one upload handed to the connection so far, readable while it runs (for progress
+/// reports and metrics). Cheap to clone: clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct SentBytes(Arc<AtomicU64>);
+
+impl SentBytes {
+    /// Bytes sent so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn add(&self, bytes: u64) {
+        self.0.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// Counts `bytes` as sent, for tests of what reads the count.
+    #[cfg(test)]
+    pub(crate) fn add_for_tests(&self, bytes: u64) {
+        self.add(bytes);
+    }
 }
 
 /// Client for the OSS PUT. Cheap to clone.
@@ -77,7 +100,10 @@ impl Oss {
     /// and all the while it is read, else [`OssError::FileChanged`]; so must its modification
     /// time be `expected_modified`, and its MD5 `expected_md5_hex`, when they are given.
     /// What OSS stored is checked against what was sent through the MD5 OSS reports (the
-    /// ETag of a simple PUT).
+    /// ETag of a simple PUT). `sent` counts the bytes as they go.
+    // The ticket's target, the file and what it must be, and the counter: grouping them in a
+    // struct would only move the same list into every caller.
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_file(
         &self,
         url: &str,
@@ -86,9 +112,10 @@ impl Oss {
         expected_size: u64,
         expected_modified: Option<SystemTime>,
         expected_md5_hex: Option<&str>,
+        sent: &SentBytes,
     ) -> Result<PutReceipt, OssError> {
         let header_map = ticket_headers(headers, expected_size)?;
-        let progress = Arc::new(Progress::new());
+        let progress = Arc::new(Progress::new(sent.clone()));
         let chunks = body::open(path, expected_size, expected_modified, &progress).await?;
         let request = self
             .http
@@ -103,6 +130,7 @@ impl Oss {
     /// hashed to `md5_hex`, its modification time then `modified`. One `stat` first (on this
     /// thread, as the payload check does): a file whose size or modification time moved since
     /// is [`OssError::FileChanged`], as it would be had it been read again.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn put_snapshot(
         &self,
         url: &str,
@@ -111,11 +139,12 @@ impl Oss {
         snapshot: &Snapshot,
         modified: Option<SystemTime>,
         md5_hex: &str,
+        sent: &SentBytes,
     ) -> Result<PutReceipt, OssError> {
         let size = snapshot.bytes.len() as u64;
         let header_map = ticket_headers(headers, size)?;
         body::unchanged_since(path, size, modified)?;
-        let progress = Arc::new(Progress::new());
+        let progress = Arc::new(Progress::new(sent.clone()));
         progress.set_md5(md5_hex.to_owned());
         progress.record(&snapshot.bytes);
         let request = self

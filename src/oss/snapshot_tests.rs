@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use super::tests::{content, fake_oss, md5_hex, oss, temp_file, ticket_headers_fixture};
-use super::{OssError, Snapshot};
+use super::{OssError, SentBytes, Snapshot};
 
 /// PUTs `snapshot` of `path`, whose content was `data` and modification time `modified`,
 /// with no ticket headers.
@@ -25,6 +25,7 @@ async fn put(
             snapshot,
             modified,
             &md5_hex(data),
+            &SentBytes::default(),
         )
         .await
 }
@@ -51,6 +52,7 @@ async fn a_snapshot_is_sent_with_the_ticket_headers_and_its_length() {
             &snapshot,
             modified,
             &md5_hex(&data),
+            &SentBytes::default(),
         )
         .await
         .unwrap();

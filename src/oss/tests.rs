@@ -87,7 +87,15 @@ async fn put_data(
     request_timeout: Duration,
 ) -> Result<PutReceipt, OssError> {
     oss(request_timeout)
-        .put_file(url, &BTreeMap::new(), file, data.len() as u64, None, None)
+        .put_file(
+            url,
+            &BTreeMap::new(),
+            file,
+            data.len() as u64,
+            None,
+            None,
+            &SentBytes::default(),
+        )
         .await
 }
 
@@ -100,6 +108,7 @@ async fn sends_exactly_the_ticket_headers_and_the_bytes() {
     let (url, log) = fake_oss(200, "").await;
     let data = content(200 * 1024 + 7);
     let file = temp_file(&data);
+    let sent = SentBytes::default();
     let receipt = oss(Duration::from_secs(5))
         .put_file(
             &url,
@@ -108,9 +117,15 @@ async fn sends_exactly_the_ticket_headers_and_the_bytes() {
             data.len() as u64,
             None,
             Some(&md5_hex(&data).to_uppercase()),
+            &sent,
         )
         .await
         .unwrap();
+    assert_eq!(
+        sent.get(),
+        data.len() as u64,
+        "the caller's count of bytes sent"
+    );
     assert_eq!(
         receipt,
         PutReceipt {
@@ -152,7 +167,15 @@ async fn empty_file_is_sent_with_zero_length() {
     let (url, log) = fake_oss(200, "").await;
     let file = temp_file(b"");
     let receipt = oss(Duration::from_secs(5))
-        .put_file(&url, &BTreeMap::new(), file.path(), 0, None, None)
+        .put_file(
+            &url,
+            &BTreeMap::new(),
+            file.path(),
+            0,
+            None,
+            None,
+            &SentBytes::default(),
+        )
         .await
         .unwrap();
     assert_eq!(receipt.bytes, 0);
@@ -173,6 +196,7 @@ async fn a_file_of_the_wrong_size_is_not_sent() {
             101,
             None,
             None,
+            &SentBytes::default(),
         )
         .await
         .unwrap_err();
@@ -188,6 +212,7 @@ async fn a_file_of_the_wrong_size_is_not_sent() {
             1,
             None,
             None,
+            &SentBytes::default(),
         )
         .await
         .unwrap_err();
@@ -205,7 +230,15 @@ async fn a_fifo_swapped_in_after_the_ticket_is_not_streamed_as_an_empty_file() {
 
     // A FIFO measures 0 bytes: a ticket for an empty file is the one its size would match.
     let err = oss(Duration::from_secs(5))
-        .put_file(&url, &BTreeMap::new(), &path, 0, None, None)
+        .put_file(
+            &url,
+            &BTreeMap::new(),
+            &path,
+            0,
+            None,
+            None,
+            &SentBytes::default(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -235,6 +268,7 @@ async fn a_streamed_file_written_since_its_ticket_is_not_sent() {
             1000,
             Some(at_ticket),
             None,
+            &SentBytes::default(),
         )
         .await
         .unwrap_err();
@@ -325,7 +359,15 @@ async fn an_etag_that_is_not_an_md5_is_accepted_and_an_md5_etag_is_compared() {
     let data = content(1000);
     let file = temp_file(&data);
     let receipt = oss(Duration::from_secs(5))
-        .put_file(&url, &BTreeMap::new(), file.path(), 1000, None, None)
+        .put_file(
+            &url,
+            &BTreeMap::new(),
+            file.path(),
+            1000,
+            None,
+            None,
+            &SentBytes::default(),
+        )
         .await
         .unwrap();
     assert_eq!(receipt.etag.as_deref(), Some("\"opaque-etag-1\""));
@@ -426,6 +468,7 @@ async fn put_with_ticket_md5(
             data.len() as u64,
             None,
             Some(ticket_md5),
+            &SentBytes::default(),
         )
         .await
 }
@@ -520,7 +563,15 @@ async fn a_silent_server_times_out_as_transient() {
     let file = temp_file(&data);
     let started = std::time::Instant::now();
     let err = oss(Duration::from_millis(300))
-        .put_file(&url, &BTreeMap::new(), file.path(), 10, None, None)
+        .put_file(
+            &url,
+            &BTreeMap::new(),
+            file.path(),
+            10,
+            None,
+            None,
+            &SentBytes::default(),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -605,6 +656,7 @@ async fn connect_errors_are_not_sent_and_hide_the_signed_url() {
             10,
             None,
             None,
+            &SentBytes::default(),
         )
         .await
         .unwrap_err();

@@ -32,6 +32,7 @@ pub mod outcome;
 mod overview;
 mod pause;
 mod postgres;
+mod progress;
 mod quota;
 mod sqlite;
 mod text;
@@ -58,6 +59,7 @@ pub use overview::{FinishedBucket, QueueCounts};
 pub use pause::PausedQueue;
 pub use postgres::PgOptions;
 pub(crate) use postgres::redacted as redacted_url;
+pub use progress::{LiveUpload, UploadReport};
 pub use quota::{CallDelta, MonthlyCalls, quota_month};
 pub(crate) use sqlite::measure;
 pub(crate) use sqlite::{BUSY_TIMEOUT_SECS, OpenOptions, SqliteStore};
@@ -141,6 +143,14 @@ pub struct Fence {
     pub(crate) id: JobId,
     /// The attempt the claim started.
     attempt: i64,
+}
+
+#[cfg(test)]
+impl Fence {
+    /// The fence of attempt `attempt` of job `id`, for tests outside the queue.
+    pub(crate) fn for_tests(id: JobId, attempt: i64) -> Fence {
+        Fence { id, attempt }
+    }
 }
 
 /// Where the queue lives.

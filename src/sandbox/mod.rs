@@ -87,6 +87,9 @@ pub struct SandboxOptions {
     pub grant_ttl: Duration,
     /// Calls per second allowed per DingTalk API; `None` = unlimited.
     pub qps_limit: Option<u32>,
+    /// How fast OSS takes an upload's bytes (each PUT on its own), as a slow link to OSS
+    /// would; `None` = as fast as they come.
+    pub oss_bytes_per_sec: Option<u64>,
     /// Whether every request is kept for [`Sandbox::requests`]. Building a record (headers,
     /// body parsed as JSON) costs more than some calls' own work, so the benchmark's sandbox
     /// child, which never reads them, turns it off; DingTalk keeps no such log either.
@@ -116,6 +119,7 @@ impl Default for SandboxOptions {
             ticket_ttl: Duration::from_secs(900),
             grant_ttl: Duration::from_secs(600),
             qps_limit: None,
+            oss_bytes_per_sec: None,
             record_requests: true,
             default_approver: DEFAULT_APPROVER.to_owned(),
             corp_id: DEFAULT_CORP_ID.to_owned(),

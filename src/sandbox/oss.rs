@@ -42,7 +42,7 @@ async fn handle(shared: &Shared, conn: &ConnTag, request: Request) -> Response {
     };
     // Even a refused PUT is read to the end: closing on an unread body makes clients
     // see a broken pipe instead of the XML error OSS sends.
-    let received = receive(body, verdict.is_ok()).await;
+    let received = receive(body, verdict.is_ok(), shared.options.oss_bytes_per_sec).await;
     arrival.received.body_len = received.upload.len;
     arrival.received.body_md5 = Some(received.upload.md5.clone());
     let response = match (verdict, received.error) {
@@ -131,7 +131,8 @@ struct Receipt {
     error: Option<String>,
 }
 
-async fn receive(body: Body, keep: bool) -> Receipt {
+async fn receive(body: Body, keep: bool, bytes_per_sec: Option<u64>) -> Receipt {
+    let started = tokio::time::Instant::now();
     let mut stream = body.into_data_stream();
     let mut hasher = Md5::new();
     let mut len: u64 = 0;
@@ -153,6 +154,11 @@ async fn receive(body: Body, keep: bool) -> Receipt {
             kept = None;
         } else if let Some(buffer) = kept.as_mut() {
             buffer.extend_from_slice(&chunk);
+        }
+        // Reading no faster than the rate holds the client back through TCP's window.
+        if let Some(rate) = bytes_per_sec.filter(|rate| *rate > 0) {
+            let due = std::time::Duration::from_secs_f64(len as f64 / rate as f64);
+            tokio::time::sleep_until(started + due).await;
         }
     }
     Receipt {

@@ -11,7 +11,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::approval::Step;
 use crate::dingtalk::{CallCount, StreamState};
 use crate::queue::Depth;
 
@@ -95,7 +94,7 @@ impl Metrics {
         let upload_bytes = Counter::default();
         registry.register_with_unit(
             "upload",
-            "Attachment bytes uploaded to OSS",
+            "Attachment bytes sent to OSS, counted as they are sent (failed uploads included)",
             Unit::Bytes,
             upload_bytes.clone(),
         );
@@ -141,8 +140,8 @@ impl Metrics {
         }
     }
 
-    /// Records one finished step: its duration, and the bytes of a successful upload.
-    pub(crate) fn step(&self, name: &str, step: &Step, ok: bool, duration_ms: i64) {
+    /// Records one finished step: its duration.
+    pub(crate) fn step(&self, name: &str, ok: bool, duration_ms: i64) {
         let outcome = if ok { "ok" } else { "error" };
         self.step_seconds
             .get_or_create(&vec![
@@ -150,10 +149,14 @@ impl Metrics {
                 ("outcome", outcome.into()),
             ])
             .observe(duration_ms.max(0) as f64 / 1000.0);
-        if let (true, Step::Put { upload, .. }) = (ok, step) {
-            self.upload_bytes.inc_by(upload.size);
-        }
         self.steps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` more sent to OSS.
+    pub(crate) fn uploaded(&self, bytes: u64) {
+        if bytes > 0 {
+            self.upload_bytes.inc_by(bytes);
+        }
     }
 
     /// Records an attempt that failed at `step` and waits for a retry.
@@ -317,8 +320,10 @@ mod tests {
     #[test]
     fn a_scrape_lists_gauges_counters_and_histograms_once_each() {
         let metrics = Metrics::new();
-        metrics.step("space", &Step::Space, true, 120);
+        metrics.step("space", true, 120);
         metrics.retry("put");
+        metrics.uploaded(1_500);
+        metrics.uploaded(500);
         let text = metrics.render(&Snapshot {
             by_status: vec![("queued".into(), 3), ("succeeded".into(), 7)],
             depth: Depth {
@@ -345,6 +350,7 @@ mod tests {
             "approval_worker_oldest_waiting_job_age_seconds 60.0",
             "approval_worker_dingtalk_calls_total{endpoint=\"storage/files/commit\",result=\"ok\"} 4",
             "approval_worker_retries_total{step=\"put\"} 1",
+            "approval_worker_upload_bytes_total 2000",
             "approval_worker_step_duration_seconds_count{step=\"space\",outcome=\"ok\"} 1",
         ] {
             assert!(

@@ -13,6 +13,7 @@ mod policy;
 mod pool;
 mod quota;
 mod runner;
+mod uploads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -145,6 +146,8 @@ struct Inner {
     parked: AtomicUsize,
     /// Step durations, retries, upload bytes.
     metrics: Metrics,
+    /// The uploads running now, for the metric and progress reports.
+    uploads: uploads::Uploads,
     /// DingTalk calls per month, and the budget.
     quota: CallQuota,
     /// sd_notify, once `run` asks for it.
@@ -222,6 +225,7 @@ impl Worker {
                 finishing: AtomicUsize::new(0),
                 parked: AtomicUsize::new(0),
                 metrics: Metrics::new(),
+                uploads: uploads::Uploads::default(),
                 quota,
                 notifier: OnceLock::new(),
                 alive_at: Mutex::new(None),

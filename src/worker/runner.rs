@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::Worker;
 use super::policy::{self, Action, Standing};
+use super::uploads::UploadFile;
 use crate::approval::{self, Attempt, Step};
 use crate::queue::{ClaimedJob, Failure, Fence, Follow, QueueError, StepDone, Unstored, now_ms};
 
@@ -223,15 +224,17 @@ async fn drive(
             now_ms: now_ms(),
             may_create: standing.may_create(),
         };
+        // A PUT's bytes are counted as they go, for the metric and live progress.
+        let upload = upload_file(&job, &step).map(|file| worker.upload(fence, file, at.now_ms));
+        let sent = upload.as_ref().map(|upload| upload.sent.clone());
         let outcome = inner
             .approval
-            .advance(&job, step.clone(), at)
+            .advance(&job, step.clone(), at, &sent.unwrap_or_default())
             .instrument(tracing::debug_span!("step", step = label))
             .await;
+        drop(upload);
         let duration_ms = elapsed_ms(started);
-        inner
-            .metrics
-            .step(label, &step, outcome.is_ok(), duration_ms);
+        inner.metrics.step(label, outcome.is_ok(), duration_ms);
         match policy::after_step(&step, outcome, standing, delays(worker, standing)) {
             Action::Advance { next, store: false } => {
                 tracing::debug!(step = label, next = next.name(), duration_ms, "step done");
@@ -356,6 +359,24 @@ fn delays(worker: &Worker, standing: Standing) -> policy::Delays {
         ),
         submit_settle: worker.inner.approval.submit_settle(),
     }
+}
+
+/// The file a PUT step sends.
+fn upload_file(job: &approval::Job, step: &Step) -> Option<UploadFile> {
+    let Step::Put { progress, upload } = step else {
+        return None;
+    };
+    let index = progress.files.len();
+    Some(UploadFile {
+        index,
+        count: job.attachments.len(),
+        name: job
+            .attachments
+            .get(index)
+            .map(|attachment| attachment.name.clone())
+            .unwrap_or_default(),
+        size: upload.size,
+    })
 }
 
 /// The step name events record for `step` run under `attempt`.

@@ -47,6 +47,7 @@ mod postgres_workers;
 mod processes;
 mod producers;
 mod queue;
+mod queue_progress;
 mod queue_shared;
 mod recovery;
 mod security;

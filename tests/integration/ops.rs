@@ -1,6 +1,8 @@
 //! The operator's commands through the binary: output, `--json` parsed back, exit codes.
 
+mod bulk;
 mod check;
+mod progress;
 mod wait;
 
 use std::path::{Path, PathBuf};

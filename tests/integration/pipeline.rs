@@ -253,6 +253,7 @@ async fn a_job_checkpointed_at_commit_resumes_at_commit_without_a_second_upload(
         data.len() as u64,
         None,
         Some(&md5_hex(&data)),
+        &approval_worker::oss::SentBytes::default(),
     )
     .await
     .unwrap();

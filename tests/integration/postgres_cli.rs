@@ -84,7 +84,7 @@ fn every_command_works_on_a_postgres_queue() {
     assert!(ok(dir, &["migrate"]).contains("is at the latest schema"));
     let check = text(&run(dir, &["check"]).stdout);
     assert!(check.contains("on PostgreSQL"), "{check}");
-    assert!(check.contains("schema 5 (current), 0 jobs"), "{check}");
+    assert!(check.contains("schema 6 (current), 0 jobs"), "{check}");
 
     let mut with_key = ENQUEUE.to_vec();
     with_key.extend(["--idempotency-key", "order-7"]);

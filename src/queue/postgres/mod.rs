@@ -12,6 +12,7 @@ mod listen;
 mod measure;
 mod outcome;
 mod overview;
+mod progress;
 mod quota;
 mod slots;
 mod transition;

@@ -15,6 +15,7 @@ pub(crate) mod measure;
 mod monitor;
 mod outcome;
 mod overview;
+mod progress;
 mod quota;
 #[cfg(test)]
 mod schema_tests;
