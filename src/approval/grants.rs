@@ -1,6 +1,8 @@
 //! Upload grants shared between jobs: spaces/infos/query grants a *user* upload right on the
 //! approval space, so a grant one job just took serves the next job of the same originator
-//! instead of a call per job (one of the four DingTalk API calls of a one-file job).
+//! instead of a call per job (one of the four DingTalk API calls of a one-file job). Jobs of
+//! one user that need a grant at once take turns: the first calls, the others use its grant,
+//! so a backlog of one originator's jobs starts with one call instead of one per job.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,6 +28,16 @@ pub(crate) struct Grant {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Grants {
     latest: Arc<Mutex<HashMap<String, Grant>>>,
+    /// Per user, the turn to call for a grant, and how many grants were recorded.
+    turns: Arc<Mutex<HashMap<String, (Arc<tokio::sync::Mutex<()>>, u64)>>>,
+}
+
+/// What [`Grants::turn`] found.
+pub(crate) enum Turn {
+    /// Another job recorded a grant while this one waited: use it.
+    Shared(Grant),
+    /// This job calls; others of the same user wait until it is dropped.
+    Mine(tokio::sync::OwnedMutexGuard<()>),
 }
 
 impl Grants {
@@ -38,8 +50,39 @@ impl Grants {
             .filter(|grant| is_fresh(grant, now_ms))
     }
 
+    /// Waits for the turn to call for `user`'s grant; a grant recorded by the job that had
+    /// the turn meanwhile is handed over instead.
+    pub(crate) async fn turn(&self, user: &str) -> Turn {
+        let (lock, seen) = {
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+            if turns.len() >= MAX_GRANTS && !turns.contains_key(user) {
+                // Only turns nobody holds or waits for.
+                turns.retain(|_, (lock, _)| Arc::strong_count(lock) > 1);
+            }
+            let (lock, recorded) = turns.entry(user.to_owned()).or_default();
+            (Arc::clone(lock), *recorded)
+        };
+        let guard = lock.lock_owned().await;
+        if self.recorded(user) != seen {
+            let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(grant) = latest.get(user) {
+                return Turn::Shared(*grant);
+            }
+        }
+        Turn::Mine(guard)
+    }
+
+    fn recorded(&self, user: &str) -> u64 {
+        let turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        turns.get(user).map_or(0, |(_, recorded)| *recorded)
+    }
+
     /// Records a grant for `user`, unless a newer one is already recorded.
     pub(crate) fn record(&self, user: &str, grant: Grant) {
+        {
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+            turns.entry(user.to_owned()).or_default().1 += 1;
+        }
         let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
         if latest.len() >= MAX_GRANTS && !latest.contains_key(user) {
             latest.retain(|_, kept| is_fresh(kept, grant.granted_at_ms));
@@ -89,6 +132,40 @@ mod tests {
         assert_eq!(grants.fresh("u1", 5_001), Some(grant(7, 5_000)));
         grants.record("u1", grant(9, 6_000));
         assert_eq!(grants.fresh("u1", 6_001), Some(grant(9, 6_000)));
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_user_needing_a_grant_at_once_wait_for_the_first_and_share_its_grant() {
+        let grants = Grants::default();
+        let Turn::Mine(first) = grants.turn("u1").await else {
+            panic!("the first job calls")
+        };
+        let waiting = tokio::spawn({
+            let grants = grants.clone();
+            async move { grants.turn("u1").await }
+        });
+        let Turn::Mine(other_user) = grants.turn("u2").await else {
+            panic!("another user's job does not wait")
+        };
+        drop(other_user);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the second job of u1 waits");
+        grants.record("u1", grant(7, 1_000));
+        drop(first);
+        match waiting.await.unwrap() {
+            Turn::Shared(shared) => assert_eq!(shared, grant(7, 1_000)),
+            Turn::Mine(_) => panic!("the second job would call again"),
+        }
+        // The turn of a job whose call failed (nothing recorded) passes on to the next.
+        let Turn::Mine(failed) = grants.turn("u3").await else {
+            panic!()
+        };
+        let next = tokio::spawn({
+            let grants = grants.clone();
+            async move { matches!(grants.turn("u3").await, Turn::Mine(_)) }
+        });
+        drop(failed);
+        assert!(next.await.unwrap(), "it calls itself");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::dingtalk::{
     Approver, CreateInstance, Dentry, DingTalk, ErrorClass, FormValue, UploadInfoRequest,
 };
 use crate::oss::{Oss, SentBytes};
-use grants::{Grant, Grants};
+use grants::{Grant, Grants, Turn};
 use payload::Attachment;
 pub(crate) use payload::Job;
 use template::Templates;
@@ -142,6 +142,10 @@ impl Approval {
     /// Queries the approval space for `user`, which grants them upload right, and shares
     /// the grant with the user's other jobs.
     async fn take_grant(&self, user: &str, at: Attempt) -> Result<Grant, StepError> {
+        let _turn = match self.grants.turn(user).await {
+            Turn::Shared(grant) => return Ok(grant),
+            Turn::Mine(turn) => turn,
+        };
         let space_id = self
             .dingtalk
             .approval_space(user)

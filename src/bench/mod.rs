@@ -8,6 +8,7 @@
 //! With `--database postgres://…` the scenarios that concern the store run on PostgreSQL
 //! instead, each in a fresh database of that server (`postgres`).
 
+mod apibound;
 mod batch;
 mod ceilings;
 mod claims;
@@ -74,6 +75,9 @@ pub(crate) enum Scenario {
     /// Following approvals to their decision: idle CPU with pending instances, reads against
     /// the rate limit, commits per recorded decision.
     Outcomes,
+    /// Draining a backlog against DingTalk's per-API rate limit and latency: drain rate over
+    /// the rate the binding API allows, calls per job by API, throttles.
+    ApiBound,
 }
 
 /// How big and which parts.
@@ -121,6 +125,13 @@ struct Sizes {
     process_jobs: usize,
     /// The outcomes scenario.
     outcomes: outcomes::OutcomeSizes,
+    /// Jobs per api-bound drain.
+    api_bound_jobs: usize,
+    /// DingTalk latencies of the api-bound drains, ms.
+    api_bound_latencies_ms: Vec<u64>,
+    /// Fixed concurrencies the api-bound drains also run (`--concurrency`), beside the
+    /// default settings.
+    api_bound_concurrencies: Vec<u32>,
 }
 
 impl Sizes {
@@ -149,6 +160,9 @@ impl Sizes {
                 events: 2_048,
                 runs: options.runs.max(1),
             },
+            api_bound_jobs: options.jobs.unwrap_or(1_000),
+            api_bound_latencies_ms: vec![50, 150, 400],
+            api_bound_concurrencies: Vec::new(),
         };
         let mut sizes = if options.quick {
             Sizes::quick(options)
@@ -157,6 +171,7 @@ impl Sizes {
         };
         if !options.concurrency.is_empty() {
             sizes.concurrencies = options.concurrency.clone();
+            sizes.api_bound_concurrencies = options.concurrency.clone();
         }
         sizes
     }
@@ -186,6 +201,9 @@ impl Sizes {
                 events: 256,
                 runs: 1,
             },
+            api_bound_jobs: options.jobs.unwrap_or(30),
+            api_bound_latencies_ms: vec![50],
+            api_bound_concurrencies: Vec::new(),
         }
     }
 }
@@ -214,6 +232,8 @@ pub(crate) struct Results {
     pub(crate) batch: Option<batch::BatchFigures>,
     /// Outcome tracking.
     pub(crate) outcomes: Option<outcomes::OutcomeFigures>,
+    /// API-bound drains.
+    pub(crate) api_bound: Vec<apibound::ApiBoundFigures>,
 }
 
 /// Concurrency of the no-HTTP shape, and the HTTP concurrency its ratio target compares
@@ -422,6 +442,18 @@ async fn run_sqlite(options: &BenchOptions) -> Result<Results, BenchError> {
         .await?;
         outcomes::print(&figures);
         results.outcomes = Some(figures);
+    }
+
+    if wants(Scenario::ApiBound) {
+        let figures = apibound::measure(
+            sizes.api_bound_jobs,
+            &sizes.api_bound_latencies_ms,
+            &sizes.api_bound_concurrencies,
+            async |label| setup::Scratch::new(&scratch.dir, label, false),
+        )
+        .await?;
+        apibound::print(&figures);
+        results.api_bound = figures;
     }
 
     if options.only.contains(&Scenario::Processes) {

@@ -13,7 +13,6 @@ use super::{BenchOptions, Results};
 /// CPU per job allowed at concurrency 16 with HTTP, µs.
 const TARGET_CPU_US_PER_JOB: f64 = 400.0;
 /// Jobs/s with HTTP at concurrency 16 against the no-HTTP shape, at least.
-const TARGET_HTTP_RATIO: f64 = 0.75;
 /// Claims/s of the big table (and with backoff rows) against the small one, at least.
 const TARGET_CLAIM_RATIO: f64 = 0.9;
 /// Pickup p99, ms, at most.
@@ -312,21 +311,6 @@ pub(super) fn targets(r: &Results) {
         println!("  [{}] {name}: {value}", if ok { "met " } else { "MISS" });
     };
     let at16 = r.http.iter().find(|(c, _)| *c == 16).map(|(_, f)| f);
-    if let (Some(http), Some(no_http)) = (at16, &r.no_http) {
-        let ratio = http.jobs_per_sec / no_http.jobs_per_sec.max(f64::MIN_POSITIVE);
-        line(
-            "HTTP jobs/s ≥ 0.75 × no-HTTP (concurrency 16)",
-            format!(
-                "{:.0} / {:.0} = {ratio:.2}; worker + sandbox {:.0} + {:.0} µs CPU/job on {} cores",
-                http.jobs_per_sec,
-                no_http.jobs_per_sec,
-                http.cpu_us_per_job,
-                http.sandbox_cpu_us_per_job,
-                std::thread::available_parallelism().map_or(1, usize::from)
-            ),
-            ratio >= TARGET_HTTP_RATIO,
-        );
-    }
     if let Some(http) = at16 {
         line(
             "CPU per job ≤ 400 µs (concurrency 16, HTTP)",
@@ -411,5 +395,8 @@ pub(super) fn targets(r: &Results) {
     }
     if let Some(o) = &r.outcomes {
         super::outcomes::targets(o, &line);
+    }
+    for (ok, text) in super::apibound::targets(&r.api_bound) {
+        println!("  [{}] {text}", if ok { "met " } else { "MISS" });
     }
 }

@@ -182,6 +182,11 @@ impl Scratch {
         payload_for(&self.small[index % self.small.len()], index)
     }
 
+    /// The `index`th of the small attachment files, round the spool.
+    pub(crate) fn small_file(&self, index: usize) -> &Path {
+        &self.small[index % self.small.len()]
+    }
+
     /// Settings for a worker serving this scratch directory.
     pub(crate) fn config(&self, sandbox_url: &str, concurrency: u32) -> Config {
         let mut config = Config::default();
@@ -193,7 +198,7 @@ impl Scratch {
         config.dingtalk.oapi_base = sandbox_url.to_owned();
         config.dingtalk.rate_limit_per_sec = 0;
         config.upload.allowed_dirs = vec![self.spool.clone()];
-        config.worker.concurrency = concurrency;
+        config.worker.concurrency = Some(concurrency);
         config
     }
 }

@@ -183,7 +183,7 @@ fn demo_config(
     config.dingtalk.oapi_base = sandbox.base_url();
     config.dingtalk.attachment_field = options.attachment_label.clone();
     config.upload.allowed_dirs = vec![spool.to_path_buf()];
-    config.worker.concurrency = 4;
+    config.worker.concurrency = Some(4);
     config.worker.poll_interval_ms = 50;
     config
 }

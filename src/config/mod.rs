@@ -37,7 +37,7 @@ const DEFAULT_ATTACHMENT_FIELD: &str = "附件";
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_MAX_FILE_BYTES: u64 = 500 * 1024 * 1024;
-const DEFAULT_CONCURRENCY: u32 = 8;
+const DEFAULT_MAX_CONCURRENCY: u32 = 64;
 const DEFAULT_POLL_INTERVAL_MS: u64 = 200;
 const DEFAULT_LEASE_SECS: u64 = 60;
 const DEFAULT_MAX_ATTEMPTS: u32 = 12;
@@ -221,8 +221,11 @@ impl Default for UploadConfig {
 pub struct WorkerConfig {
     /// Which queue this process serves.
     pub(crate) queue: String,
-    /// Jobs run at once.
-    pub concurrency: u32,
+    /// Jobs run at once; unset, as many as the DingTalk rate limit can feed, up to
+    /// `max_concurrency`.
+    pub concurrency: Option<u32>,
+    /// Most jobs run at once when `concurrency` is not set.
+    pub max_concurrency: u32,
     /// How often an idle worker looks for due jobs.
     pub poll_interval_ms: u64,
     /// How long a claim stays valid without a heartbeat.
@@ -241,7 +244,8 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             queue: DEFAULT_QUEUE_NAME.to_string(),
-            concurrency: DEFAULT_CONCURRENCY,
+            concurrency: None,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
             lease_secs: DEFAULT_LEASE_SECS,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -453,8 +457,12 @@ impl Config {
         }
         check(!w.queue.is_empty(), "[worker] queue: must not be empty");
         check(
-            (1..=1024).contains(&w.concurrency),
+            w.concurrency.is_none_or(|n| (1..=1024).contains(&n)),
             "[worker] concurrency: must be between 1 and 1024",
+        );
+        check(
+            (1..=1024).contains(&w.max_concurrency),
+            "[worker] max_concurrency: must be between 1 and 1024",
         );
         check(
             w.max_attempts >= 1,

@@ -59,6 +59,13 @@ impl Limiter {
     /// at once with [`DingTalkError::Paused`], so the queue reschedules instead of a worker
     /// sleeping for minutes.
     pub(super) async fn ready(&self, endpoint: &'static str) -> Result<(), DingTalkError> {
+        let started = Instant::now();
+        let ready = self.turn(endpoint).await;
+        super::pacing::record(endpoint, started.elapsed());
+        ready
+    }
+
+    async fn turn(&self, endpoint: &'static str) -> Result<(), DingTalkError> {
         if let Some(remaining) = self.pause_remaining() {
             if remaining > MAX_IN_CALL_WAIT {
                 return Err(DingTalkError::Paused {

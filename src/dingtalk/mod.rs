@@ -16,6 +16,7 @@ mod fake;
 mod instance;
 mod isotime;
 mod limiter;
+mod pacing;
 mod storage;
 mod stream;
 mod template;
@@ -47,6 +48,7 @@ use crate::secret::Secret;
 use counter::CallCounter;
 use limiter::Limiter;
 pub use limiter::SharedPace;
+pub(crate) use pacing::{Pacing, measured};
 use token::TokenCache;
 
 /// How to reach DingTalk and as which app.

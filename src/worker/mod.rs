@@ -13,11 +13,12 @@ mod policy;
 mod pool;
 mod quota;
 mod runner;
+mod sizing;
 mod uploads;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -46,8 +47,10 @@ const HEALTH_DB_TIMEOUT: Duration = Duration::from_millis(800);
 pub struct WorkerSettings {
     /// The queue served.
     queue: String,
-    /// Jobs run at once.
-    concurrency: u32,
+    /// Jobs run at once; `None`: sized by the rate limit (see `sizing`).
+    concurrency: Option<u32>,
+    /// Most jobs run at once when sized by the rate limit.
+    max_concurrency: u32,
     /// Idle polling period.
     poll_interval: Duration,
     /// Lease length.
@@ -92,6 +95,7 @@ impl WorkerSettings {
         WorkerSettings {
             queue: w.queue.clone(),
             concurrency: w.concurrency,
+            max_concurrency: w.max_concurrency,
             poll_interval: Duration::from_millis(w.poll_interval_ms),
             lease: Duration::from_secs(w.lease_secs),
             max_attempts: w.max_attempts,
@@ -113,6 +117,12 @@ impl WorkerSettings {
     pub fn with_webhook_secret(mut self, secret: crate::secret::Secret) -> WorkerSettings {
         self.outcome.webhook_secret = Some(secret);
         self
+    }
+
+    /// The pool's size at start: the fixed concurrency, or a start until runs are measured.
+    fn initial_slots(&self) -> u32 {
+        self.concurrency
+            .unwrap_or_else(|| sizing::START_SLOTS.min(self.max_concurrency))
     }
 
     fn lease_ms(&self) -> i64 {
@@ -148,6 +158,12 @@ struct Inner {
     metrics: Metrics,
     /// The uploads running now, for the metric and progress reports.
     uploads: uploads::Uploads,
+    /// What finished runs of jobs took, for the pool's size.
+    sizing: Mutex<sizing::Sizing>,
+    /// The pool's size now.
+    slots: AtomicU32,
+    /// DingTalk calls per second per API the client keeps to (0: unlimited).
+    rate_per_api: u32,
     /// DingTalk calls per month, and the budget.
     quota: CallQuota,
     /// sd_notify, once `run` asks for it.
@@ -213,6 +229,7 @@ impl Worker {
             let pace = pace::DbPace::new(queue.clone(), settings.app_key.clone(), per_sec);
             dingtalk.share_pace(Arc::new(pace));
         }
+        let slots = settings.initial_slots();
         Worker {
             inner: Arc::new(Inner {
                 queue,
@@ -226,6 +243,9 @@ impl Worker {
                 parked: AtomicUsize::new(0),
                 metrics: Metrics::new(),
                 uploads: uploads::Uploads::default(),
+                sizing: Mutex::new(sizing::Sizing::default()),
+                slots: AtomicU32::new(slots),
+                rate_per_api: per_sec,
                 quota,
                 notifier: OnceLock::new(),
                 alive_at: Mutex::new(None),
@@ -270,7 +290,7 @@ impl Worker {
             depth,
             now_ms: now,
             in_flight: self.running().len(),
-            concurrency: inner.settings.concurrency,
+            concurrency: inner.slots.load(Ordering::Acquire),
             calls: dingtalk.call_counts(),
             month_calls: inner.quota.used(dingtalk),
             budget: inner.quota.budget(),

@@ -34,14 +34,21 @@ impl Worker {
         let (shutdown, force) = (shutdown.child_token(), force.child_token());
         let watcher = tokio::spawn(watch_files(self.clone(), shutdown.clone(), force.clone()));
         self.start_up().await;
-        let semaphore = Arc::new(Semaphore::new(inner.settings.concurrency as usize));
+        let slots = inner.slots.load(Ordering::Acquire);
+        let semaphore = Arc::new(Semaphore::new(slots as usize));
+        let sizing = inner.settings.concurrency.is_none().then(|| {
+            tokio::spawn(
+                self.clone()
+                    .adapt(Arc::clone(&semaphore), inner.settings.max_concurrency),
+            )
+        });
         let mut runners = JoinSet::new();
         let maintenance = tokio::spawn(maintain::maintain(self.clone(), shutdown.clone()));
         let following = tokio::spawn(outcome::follow(
             outcome::Following::new(self),
             shutdown.clone(),
         ));
-        tracing::info!(owner = %inner.owner, queue = %inner.settings.queue, concurrency = inner.settings.concurrency, "worker started");
+        tracing::info!(owner = %inner.owner, queue = %inner.settings.queue, concurrency = slots, sized_by_rate_limit = sizing.is_some(), max_concurrency = inner.settings.max_concurrency, "worker started");
         let outcome = self.claim_loop(&semaphore, &mut runners, &shutdown).await;
         tracing::info!(in_flight = runners.len(), "worker draining");
         let forced = !self.drain(&mut runners, &force).await;
@@ -53,6 +60,9 @@ impl Worker {
             self.release_all(unfinished, force.is_cancelled()).await;
         }
         maintenance.abort();
+        if let Some(sizing) = sizing {
+            sizing.abort();
+        }
         // Whatever the outcome tasks had in hand is fenced or acked only after its commit:
         // cut short, it is read, sent or delivered again.
         following.abort();
@@ -98,8 +108,12 @@ impl Worker {
             .unwrap_or_default();
         self.mark_alive();
         let quota = inner.quota.usage(&inner.dingtalk);
-        self.notifier()
-            .ready(&status_line(0, inner.settings.concurrency, &depth, quota));
+        self.notifier().ready(&status_line(
+            0,
+            inner.slots.load(Ordering::Acquire),
+            &depth,
+            quota,
+        ));
     }
 
     /// Writes this process's DingTalk call tallies to the database.
@@ -222,7 +236,7 @@ impl Worker {
                 let quota = inner.quota.usage(&inner.dingtalk);
                 let line = status_line(
                     self.running().len(),
-                    inner.settings.concurrency,
+                    inner.slots.load(Ordering::Acquire),
                     &depth,
                     quota,
                 );

@@ -93,9 +93,13 @@ pub(super) async fn run(
     slot: &mut Slot<'_>,
 ) {
     let span = tracing::info_span!("job", job_id = job.id, attempt = job.attempt);
-    let outcome = AssertUnwindSafe(drive(worker, &job, shutdown, slot).instrument(span.clone()))
-        .catch_unwind()
-        .await;
+    let started = Instant::now();
+    let (outcome, pacing) = crate::dingtalk::measured(
+        AssertUnwindSafe(drive(worker, &job, shutdown, slot).instrument(span.clone()))
+            .catch_unwind(),
+    )
+    .await;
+    worker.record_run(started.elapsed(), &pacing);
     let outcome = match outcome {
         Ok(outcome) => outcome,
         // A bug, not the job's fault: the attempt is charged, so a job that always hits it

@@ -384,7 +384,7 @@ async fn dingtalks_qps_limit_slows_the_worker_down_but_every_job_succeeds_once()
         ..SandboxOptions::default()
     };
     let mut h = Harness::with_sandbox(options).await;
-    h.config.worker.concurrency = 6;
+    h.config.worker.concurrency = Some(6);
     let mut ids = Vec::new();
     for n in 0..6 {
         let file = h.file(&format!("q{n}.pdf"), &bytes(500, n));
@@ -413,7 +413,7 @@ async fn the_shared_rate_limiter_keeps_every_runner_under_dingtalks_limit() {
         ..SandboxOptions::default()
     };
     let mut h = Harness::with_sandbox(options).await;
-    h.config.worker.concurrency = 8;
+    h.config.worker.concurrency = Some(8);
     h.config.dingtalk.rate_limit_per_sec = 10;
     let mut ids = Vec::new();
     for n in 0..12 {

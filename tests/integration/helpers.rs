@@ -79,7 +79,7 @@ impl Harness {
         config.dingtalk.rate_limit_per_sec = 0;
         config.upload.allowed_dirs = vec![spool.clone()];
         config.worker.poll_interval_ms = 20;
-        config.worker.concurrency = 4;
+        config.worker.concurrency = Some(4);
         config.worker.backoff_base_secs = 1;
         config.worker.backoff_max_secs = 1;
         // Tests that are not about outcomes see only the calls of the submit: no Stream, and

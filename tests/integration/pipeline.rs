@@ -311,7 +311,7 @@ async fn sqlx_checkpoint(h: &Harness, id: i64, step: &Step) {
 async fn jobs_of_one_originator_share_its_upload_grant_and_another_originator_takes_its_own() {
     let mut h = Harness::new().await;
     // One at a time, so each job starts after the previous one took or used the grant.
-    h.config.worker.concurrency = 1;
+    h.config.worker.concurrency = Some(1);
     let mut ids = Vec::new();
     for n in 0..3 {
         let file = h.file(&format!("same{n}.pdf"), &bytes(100, n));
@@ -388,7 +388,7 @@ async fn last_write_and_successor_claim(
 ) -> (i64, i64) {
     let mut h = Harness::new().await;
     // One slot: the second job can only start once the first has given its slot back.
-    h.config.worker.concurrency = 1;
+    h.config.worker.concurrency = Some(1);
     let first = h.enqueue(&first(&h)).await;
     let second_file = h.file("second.pdf", &bytes(100, 2));
     let second = h.enqueue(&h.payload(&[&second_file])).await;
@@ -430,7 +430,7 @@ async fn second_job_claimed_during_the_first_create(
     create_delay: Duration,
 ) -> (Harness, JobId, JobId) {
     let mut h = Harness::new().await;
-    h.config.worker.concurrency = 1;
+    h.config.worker.concurrency = Some(1);
     let first = h
         .enqueue(&h.payload(&[&h.file("first.pdf", &bytes(100, 1))]))
         .await;
