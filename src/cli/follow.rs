@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::CliError;
 use super::enqueue::Until;
-use super::inspect::{instance_id, job_json, upload_line};
+use super::inspect::{instance_id, job_json};
 use crate::approval::Step;
 use crate::queue::{EventRow, JobId, JobRow, LiveUpload, Queue, now_ms};
 
@@ -98,7 +98,7 @@ pub(crate) async fn follow(
                 let now = now_ms();
                 if now - followed.upload_said_at >= UPLOAD_LINE_EVERY_MS {
                     followed.upload_said_at = now;
-                    say(format!("{label}  … {}", upload_line(upload, now)));
+                    say(format!("{label}  … {}", upload.summary(now)));
                 }
             }
             if events.is_empty() && job.status == "queued" && !followed.announced_wait && !json {

@@ -11,7 +11,6 @@ use super::table::{render, time};
 use super::{CliError, open_existing_queue};
 use crate::config::Config;
 use crate::queue::{JobFilter, JobId, JobRow, JobStatus, LiveUpload, Verdict, now_ms};
-use indicatif::HumanBytes;
 
 const DEFAULT_LIST_LIMIT: i64 = 50;
 
@@ -254,7 +253,7 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
         println!("idempotency key {key}");
     }
     if let Some(upload) = &upload {
-        println!("{}", upload_line(upload, now));
+        println!("{}", upload.summary(now));
     }
     if let Some(error) = &job.last_error {
         println!("last error: {error}");
@@ -307,38 +306,4 @@ pub(crate) fn upload_json(upload: &LiveUpload) -> Value {
         "bytes_per_sec": upload.bytes_per_sec(),
         "eta_secs": upload.eta_secs(),
     })
-}
-
-/// "uploading file 2 of 3 (big.zip): 120.50 MiB of 288.96 MiB (41 %), 12.30 MiB/s, about
-/// 14 s left (as of 1 s ago)".
-pub(crate) fn upload_line(upload: &LiveUpload, now_ms: i64) -> String {
-    let bytes = |n: i64| HumanBytes(u64::try_from(n).unwrap_or(0)).to_string();
-    let percent = if upload.bytes_total > 0 {
-        upload.bytes_sent.saturating_mul(100) / upload.bytes_total
-    } else {
-        100
-    };
-    let mut line = format!(
-        "uploading file {} of {} ({}): {} of {} ({percent} %)",
-        upload.file_index + 1,
-        upload.file_count,
-        upload.file_name,
-        bytes(upload.bytes_sent),
-        bytes(upload.bytes_total),
-    );
-    if upload.bytes_sent >= upload.bytes_total {
-        line.push_str(", all sent, waiting for OSS's answer");
-    } else if let (Some(speed), Some(eta)) = (upload.bytes_per_sec(), upload.eta_secs()) {
-        line.push_str(&format!(
-            ", {}/s, about {} left",
-            HumanBytes(speed as u64),
-            human(Duration::from_secs_f64(eta.ceil()))
-        ));
-    }
-    let age_ms = u64::try_from(now_ms - upload.updated_at).unwrap_or(0);
-    line.push_str(&format!(
-        " (as of {} ago)",
-        human(Duration::from_millis(age_ms))
-    ));
-    line
 }

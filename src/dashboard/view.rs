@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::DashboardSettings;
 use super::failure::Failure;
 use crate::queue::{
-    DeliveryRow, EventRow, FinishedBucket, JobFilter, JobId, JobRow, OutcomeRow, PausedQueue,
-    Queue, QueueCounts, quota_month,
+    DeliveryRow, EventRow, FinishedBucket, JobFilter, JobId, JobRow, LiveUpload, OutcomeRow,
+    PausedQueue, Queue, QueueCounts, quota_month,
 };
 
 /// Hours the overview's chart covers.
@@ -307,6 +307,19 @@ pub(crate) struct JobDetail {
     pub(crate) events: Vec<EventView>,
     pub(crate) outcome: Option<OutcomeView>,
     pub(crate) deliveries: Vec<DeliveryView>,
+    /// The upload it is running now, as its worker last reported it.
+    pub(crate) upload: Option<UploadView>,
+}
+
+/// A running upload: its worker's last report, with its mean speed and the time left.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UploadView {
+    #[serde(flatten)]
+    pub(crate) live: LiveUpload,
+    pub(crate) bytes_per_sec: Option<f64>,
+    pub(crate) eta_secs: Option<f64>,
+    /// The same in words.
+    pub(crate) summary: String,
 }
 
 impl JobDetail {
@@ -321,6 +334,7 @@ impl JobDetail {
         let outcome = queue.outcome(id).await?;
         let deliveries = queue.deliveries(id).await?;
         let paused = queue.paused().await?;
+        let upload = queue.live_upload(id).await?;
         Ok(JobDetail {
             now_ms,
             job: JobView::new(&job, settings.max_attempts, &paused, now_ms),
@@ -330,6 +344,12 @@ impl JobDetail {
             events: event_views(&events),
             outcome: outcome.as_ref().map(outcome_view),
             deliveries: deliveries.iter().map(delivery_view).collect(),
+            upload: upload.map(|live| UploadView {
+                bytes_per_sec: live.bytes_per_sec(),
+                eta_secs: live.eta_secs(),
+                summary: live.summary(now_ms),
+                live,
+            }),
         })
     }
 }

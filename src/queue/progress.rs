@@ -3,6 +3,7 @@
 //! chunk), so that another process (`show`, `enqueue --wait`, the dashboard) shows bytes,
 //! speed and time left.
 
+use indicatif::HumanBytes;
 use serde::Serialize;
 use sqlx::FromRow;
 
@@ -61,6 +62,46 @@ impl LiveUpload {
         let left = (self.bytes_total - self.bytes_sent).max(0);
         self.bytes_per_sec().map(|speed| left as f64 / speed)
     }
+
+    /// "uploading file 2 of 3 (big.zip): 120.50 MiB of 288.96 MiB (41 %), 12.30 MiB/s,
+    /// about 14 s left (as of 1 s ago)", for people.
+    pub fn summary(&self, now_ms: i64) -> String {
+        let bytes = |n: i64| HumanBytes(u64::try_from(n).unwrap_or(0)).to_string();
+        let percent = if self.bytes_total > 0 {
+            self.bytes_sent.saturating_mul(100) / self.bytes_total
+        } else {
+            100
+        };
+        let mut line = format!(
+            "uploading file {} of {} ({}): {} of {} ({percent} %)",
+            self.file_index + 1,
+            self.file_count,
+            self.file_name,
+            bytes(self.bytes_sent),
+            bytes(self.bytes_total),
+        );
+        if self.bytes_sent >= self.bytes_total {
+            line.push_str(", all sent, waiting for OSS's answer");
+        } else if let (Some(speed), Some(eta)) = (self.bytes_per_sec(), self.eta_secs()) {
+            line.push_str(&format!(
+                ", {}/s, about {} left",
+                HumanBytes(speed as u64),
+                seconds(eta.ceil() as u64)
+            ));
+        }
+        let age_ms = u64::try_from(now_ms - self.updated_at).unwrap_or(0);
+        line.push_str(&format!(" (as of {} ago)", seconds(age_ms / 1000)));
+        line
+    }
+}
+
+/// `42 s`, `3 min`, `2 h`.
+fn seconds(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=7_199 => format!("{} min", secs / 60),
+        _ => format!("{} h", secs / 3_600),
+    }
 }
 
 impl Queue {
@@ -105,6 +146,22 @@ mod tests {
         let live = upload(50_000_000, 150_000_000, 10_000, 15_000);
         assert_eq!(live.bytes_per_sec(), Some(10_000_000.0));
         assert_eq!(live.eta_secs(), Some(10.0));
+    }
+
+    #[test]
+    fn the_summary_names_the_file_and_tells_bytes_percent_speed_and_time_left() {
+        let mut live = upload(50 * 1024 * 1024, 150 * 1024 * 1024, 10_000, 15_000);
+        live.file_count = 2;
+        assert_eq!(
+            live.summary(16_000),
+            "uploading file 1 of 2 (a.zip): 50.00 MiB of 150.00 MiB (33 %), 10.00 MiB/s, \
+             about 10 s left (as of 1 s ago)"
+        );
+        live.bytes_sent = live.bytes_total;
+        assert!(
+            live.summary(16_000)
+                .contains("(100 %), all sent, waiting for OSS's answer")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/jobs/{id}`: one job — its state, its history as a timeline with each step's duration
 //! and each failure's HTTP status and error, its approval's outcome, the notifications, and
-//! its payload — with the actions its status allows.
+//! its payload — with the actions its status allows. While it uploads, the page shows the
+//! bytes sent, speed and time left, and asks the browser to reload it every few seconds.
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -29,7 +30,7 @@ pub(crate) async fn job(
     Extension(viewer): Extension<Viewer>,
     Path(id): Path<JobId>,
     Query(notice): Query<JobNotice>,
-) -> Result<Markup, PageError> {
+) -> Result<Response, PageError> {
     let settings = dashboard.settings();
     let detail = JobDetail::load(dashboard.queue(), settings, id, now_ms()).await?;
     let job = &detail.job;
@@ -99,6 +100,12 @@ pub(crate) async fn job(
             dt { "Updated" } dd { (utc(job.updated_at)) }
             @if let Some(at) = job.finished_at { dt { "Finished" } dd { (utc(at)) } }
             @if let Some(error) = &job.last_error { dt { "Last error" } dd.error { (error) } }
+            @if let Some(upload) = &detail.upload {
+                dt { "Uploading" } dd.upload {
+                    progress value=(upload.live.bytes_sent) max=(upload.live.bytes_total.max(1)) {}
+                    " " (upload.summary)
+                }
+            }
         }
         section.panel {
             h2 { "History" }
@@ -126,14 +133,23 @@ pub(crate) async fn job(
         }
         p.quiet { a href={ "/api/jobs/" (job.id) } { "JSON" } }
     };
-    Ok(layout(
+    let page = layout(
         &format!("Job {}", job.id),
         Section::Jobs,
         &viewer,
         settings,
         body,
-    ))
+    );
+    Ok(match detail.upload {
+        // The worker reports about once a second; a reload every few seconds follows it
+        // without a script (the page's CSP allows none).
+        Some(_) => ([("refresh", UPLOAD_REFRESH_SECS)], page).into_response(),
+        None => page.into_response(),
+    })
 }
+
+/// How often a page showing a running upload reloads itself, s.
+const UPLOAD_REFRESH_SECS: &str = "2";
 
 /// `POST /jobs/{id}/{retry|cancel}`: acts, then shows the job again.
 pub(crate) async fn job_action(

@@ -337,3 +337,78 @@ async fn a_bulk_retry_shows_how_many_first_and_takes_at_most_the_cap() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_running_upload_shows_its_bytes_speed_and_time_left_and_the_page_reloads_itself() {
+    let f = Fixture::new(Setup::default()).await;
+    let now = now_ms();
+    let id = f
+        .queue
+        .enqueue(
+            &NewJob {
+                payload: json!({"process_code": "PROC-BIG"}).to_string(),
+                ..NewJob::default()
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id;
+    let claimed = f
+        .queue
+        .claim("default", "w1", 10, 60_000, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|job| job.id == id)
+        .unwrap();
+    let done = crate::queue::StepDone {
+        step: "upload_info",
+        duration_ms: 40,
+        at_ms: now,
+    };
+    f.queue
+        .checkpoint(
+            claimed.fence(),
+            &crate::queue::Unstored::default(),
+            &done,
+            "put",
+            "{}",
+        )
+        .await
+        .unwrap();
+    let report = crate::queue::UploadReport {
+        fence: claimed.fence(),
+        file_index: 0,
+        file_count: 1,
+        file_name: "scan.tiff".to_owned(),
+        bytes_sent: 40 * 1024 * 1024,
+        bytes_total: 100 * 1024 * 1024,
+        started_at: now - 4_000,
+    };
+    f.queue.report_uploads(&[report], now).await.unwrap();
+
+    let page = f.get(&format!("/jobs/{id}"), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains(
+            "uploading file 1 of 1 (scan.tiff): 40.00 MiB of 100.00 MiB (40 %), 10.00 MiB/s, \
+             about 6 s left"
+        ),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.headers["refresh"], "2");
+    let api: Value =
+        serde_json::from_str(&f.get(&format!("/api/jobs/{id}"), None).await.body).unwrap();
+    assert_eq!(api["upload"]["bytes_sent"], 40 * 1024 * 1024);
+    assert_eq!(api["upload"]["file_name"], "scan.tiff");
+    assert_eq!(api["upload"]["eta_secs"], 6.0);
+
+    let quiet = f.get(&format!("/jobs/{}", f.failed), None).await;
+    assert!(!quiet.body.contains("Uploading"));
+    assert!(
+        quiet.headers.get("refresh").is_none(),
+        "no upload, no reload"
+    );
+}
