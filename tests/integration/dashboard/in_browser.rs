@@ -1,17 +1,18 @@
 //! The dashboard in headless Chromium against a running worker and the sandbox: find a failed
 //! job, see why, retry it and watch it succeed; cancel queued jobs by filter after seeing how
-//! many; pause a queue, see a new job wait, resume it and watch the job succeed.
+//! many; pause a queue, see a new job wait, resume it and watch the job succeed; watch a
+//! large upload's progress move.
 
 use std::time::{Duration, Instant};
 
 use approval_worker::queue::{JobId, NewJob, now_ms};
-use approval_worker::sandbox::{Endpoint, Fault};
+use approval_worker::sandbox::{Endpoint, Fault, SandboxOptions};
 use fantoccini::Locator;
 use serde_json::json;
 
 use super::{seed_history, serve_dashboard};
 use crate::helpers::browser::Browser;
-use crate::helpers::{Harness, audit, event_kinds};
+use crate::helpers::{Harness, audit, bytes, event_kinds, md5_hex};
 
 /// The dashboard token of the scenario that signs in.
 const TOKEN: &str = "browser-test-token-5b1f0c9e";
@@ -319,4 +320,64 @@ async fn stays_unclaimed(h: &Harness, id: JobId, poll: Duration, polls: u32) {
         tokio::time::sleep(poll).await;
     }
     assert!(event_kinds(&h.queue, id).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_a_large_uploads_progress_move_on_its_page() {
+    let Some(mut browser) = Browser::start("large_upload_progress").await else {
+        return;
+    };
+    const MIB: usize = 1024 * 1024;
+    let mut h = Harness::with_sandbox(SandboxOptions {
+        oss_bytes_per_sec: Some(3 * MIB as u64),
+        ..SandboxOptions::default()
+    })
+    .await;
+    // Large beside what loopback's socket buffers take in before OSS reads it.
+    let data = bytes(30 * MIB, 9);
+    let big = h.file("scan.tiff", &data);
+    h.start_timed();
+    let (base, stop) = serve_dashboard(&h).await;
+    let id = h.enqueue(&h.payload(&[&big])).await;
+
+    browser.open(&format!("{base}/jobs/{id}"), "job").await;
+    let first = browser
+        .reload_until("uploading file 1 of 1 (scan.tiff)", "uploading")
+        .await;
+    let before = percent(&first).expect("a percentage");
+    assert!(first.contains(" of 30.00 MiB ("), "{first}");
+    assert!(first.contains("/s, about "), "{first}");
+    // The page reloads itself while the upload runs: no reload from here.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let later = loop {
+        let text = browser.text().await;
+        if let Some(now) = percent(&text).filter(|now| *now > before) {
+            browser.screenshot("moved").await;
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the upload's progress never moved past {before} %: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(later <= 100);
+
+    let done = browser.reload_until("Approval outcome", "succeeded").await;
+    assert!(!done.contains("uploading file"), "{done}");
+    assert_eq!(h.finished(id).await.status, "succeeded");
+    let stored = h.sandbox.files();
+    assert_eq!(stored[0].md5, md5_hex(&data), "the file arrived whole");
+
+    browser.close().await;
+    stop.cancel();
+    h.stop().await;
+}
+
+/// The percentage in an "uploading file …: 12.00 MiB of 30.00 MiB (40 %)" line.
+fn percent(text: &str) -> Option<u32> {
+    let line = &text[text.find("uploading file")?..];
+    let end = line.find(" %)")?;
+    let start = line[..end].rfind('(')? + 1;
+    line[start..end].parse().ok()
 }
