@@ -17,7 +17,7 @@ use super::Worker;
 use crate::dingtalk::Pacing;
 
 /// In-flight jobs over what Little's law gives: the queue at the limiter.
-const HEADROOM: f64 = 1.5;
+const HEADROOM: f64 = 2.0;
 /// Weight of the newest job in the running means.
 const SMOOTHING: f64 = 0.1;
 /// Fewest jobs in flight.
@@ -152,8 +152,8 @@ mod tests {
         // answered, whatever it waited on top.
         let (elapsed, pacing) = run(2_000, 3_000, &[("upload", 2), ("commit", 2), ("create", 1)]);
         sizing.record(elapsed, &pacing);
-        // 20 / 2 = 10 jobs/s × 2 s × 1.5 = 30.
-        assert_eq!(sizing.slots(20, 64), Some(30));
+        // 20 / 2 = 10 jobs/s × 2 s × 2 = 40.
+        assert_eq!(sizing.slots(20, 64), Some(40));
         assert_eq!(sizing.slots(20, 16), Some(16), "never above the maximum");
         assert_eq!(sizing.slots(0, 64), Some(64), "no rate limit: the maximum");
     }
@@ -167,7 +167,7 @@ mod tests {
         let (elapsed, pacing) = run(500, 9_500, &[("create", 1)]);
         queued.record(elapsed, &pacing);
         assert_eq!(quiet.slots(20, 1024), queued.slots(20, 1024));
-        assert_eq!(quiet.slots(20, 1024), Some(15));
+        assert_eq!(quiet.slots(20, 1024), Some(20));
     }
 
     #[test]
@@ -181,8 +181,8 @@ mod tests {
         assert!((sizing.busy_secs - 1.2).abs() < 1e-9);
         assert!((sizing.calls["commit"] - 0.3).abs() < 1e-9);
         assert!((sizing.calls["create"] - 1.0).abs() < 1e-9);
-        // 20 / 1.0 × 1.2 × 1.5 = 36.
-        assert_eq!(sizing.slots(20, 64), Some(36));
+        // 20 / 1.0 × 1.2 × 2 = 48.
+        assert_eq!(sizing.slots(20, 64), Some(48));
     }
 
     #[tokio::test]
