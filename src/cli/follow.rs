@@ -37,6 +37,8 @@ struct Followed {
     announced_pending: bool,
     /// When an upload line was last printed (unix ms).
     upload_said_at: i64,
+    /// Files committed so far, by the history: the file the next upload steps are for.
+    files_done: usize,
     finished: Option<JobRow>,
 }
 
@@ -60,6 +62,7 @@ pub(crate) async fn follow(
             announced_wait: false,
             announced_pending: false,
             upload_said_at: 0,
+            files_done: 0,
             finished: None,
         })
         .collect();
@@ -83,7 +86,11 @@ pub(crate) async fn follow(
             let seen = followed.last_event;
             for event in events.iter().filter(|e| e.id > seen) {
                 followed.last_event = event.id;
-                if let Some(line) = describe(event, &job).filter(|_| !json) {
+                let file = file_label(&job, event, followed.files_done);
+                if event.kind == "step_done" && event.step.as_deref() == Some("commit") {
+                    followed.files_done += 1;
+                }
+                if let Some(line) = describe(event, &job, &file).filter(|_| !json) {
                     say(format!("{label}{line}"));
                 }
             }
@@ -196,9 +203,33 @@ pub(crate) async fn follow(
     }
 }
 
+/// " of b.pdf (file 2 of 3)" for an upload step's event of a job with several files, where
+/// `done` files were committed before it; empty otherwise (one file says nothing new).
+fn file_label(job: &JobRow, event: &EventRow, done: usize) -> String {
+    let upload_step = matches!(
+        event.step.as_deref(),
+        Some("upload_info" | "put" | "commit")
+    );
+    let payload: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
+    let files = payload["attachments"].as_array().map_or(0, Vec::len);
+    if !upload_step || files < 2 {
+        return String::new();
+    }
+    let attachment = &payload["attachments"][done];
+    let name = attachment["name"]
+        .as_str()
+        .or_else(|| {
+            attachment["path"]
+                .as_str()
+                .and_then(|p| p.rsplit('/').next())
+        })
+        .unwrap_or("?");
+    format!(" of {name} (file {} of {files})", done + 1)
+}
+
 /// The line for one history event; `None` for the final ones (the outcome line says it).
-fn describe(event: &EventRow, job: &JobRow) -> Option<String> {
-    let step = event.step.as_deref().unwrap_or("?");
+fn describe(event: &EventRow, job: &JobRow, file: &str) -> Option<String> {
+    let step = format!("{}{file}", event.step.as_deref().unwrap_or("?"));
     let error = event.error.as_deref().unwrap_or("");
     let attempt = event.attempt.unwrap_or(job.attempt);
     let line = match event.kind.as_str() {

@@ -24,8 +24,9 @@ const SMOOTHING: f64 = 0.1;
 const MIN_SLOTS: u32 = 2;
 /// How often the pool is resized.
 const RESIZE_EVERY: Duration = Duration::from_secs(1);
-/// Jobs in flight before the first run was measured (at most the maximum).
-pub(super) const START_SLOTS: u32 = 16;
+/// Jobs in flight before the first run was measured (at most the maximum): enough for a
+/// backlog against DingTalk's usual latencies, so its first seconds are not lost.
+pub(super) const START_SLOTS: u32 = 32;
 
 /// Running means over finished runs of jobs.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -55,6 +55,16 @@ async fn enqueue_wait_follows_the_job_step_by_step_to_its_instance_id() {
         ],
         "{text}"
     );
+    for (step, file) in [
+        ("upload_info", "a.pdf (file 1 of 2)"),
+        ("put", "a.pdf (file 1 of 2)"),
+        ("commit", "a.pdf (file 1 of 2)"),
+        ("put", "b.pdf (file 2 of 2)"),
+        ("commit", "b.pdf (file 2 of 2)"),
+    ] {
+        let said = format!("  ✓ {step} of {file} (");
+        assert!(lines.iter().any(|l| l.starts_with(&said)), "{said}: {text}");
+    }
     assert_eq!(
         lines.last().copied(),
         Some(format!("job 1 succeeded: approval instance {instance}").as_str())
