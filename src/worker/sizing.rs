@@ -20,7 +20,7 @@ use crate::dingtalk::Pacing;
 const HEADROOM: f64 = 2.0;
 /// Weight of the newest job in the running means.
 const SMOOTHING: f64 = 0.1;
-/// Fewest jobs in flight.
+/// Fewest jobs in flight (below the maximum).
 const MIN_SLOTS: u32 = 2;
 /// How often the pool is resized.
 const RESIZE_EVERY: Duration = Duration::from_secs(1);
@@ -65,8 +65,12 @@ impl Sizing {
             return Some(max);
         }
         let jobs_per_sec = f64::from(rate_per_api) / busiest;
-        let wanted = (jobs_per_sec * self.busy_secs * HEADROOM).ceil();
-        Some((wanted as u32).clamp(MIN_SLOTS.min(max), max))
+        let wanted = (jobs_per_sec * self.busy_secs * HEADROOM).ceil() as u32;
+        // With fast answers Little's law asks for a handful of jobs, whose calls then arrive
+        // in step; a second's worth of one API's calls keeps the limiter's queue from
+        // running dry between them.
+        let floor = rate_per_api.max(MIN_SLOTS);
+        Some(wanted.max(floor).min(max))
     }
 }
 
@@ -163,12 +167,23 @@ mod tests {
     fn waiting_for_the_limiter_does_not_grow_the_pool() {
         let mut quiet = Sizing::default();
         let mut queued = Sizing::default();
-        let (elapsed, pacing) = run(500, 0, &[("create", 1)]);
+        let (elapsed, pacing) = run(1_500, 0, &[("create", 1)]);
         quiet.record(elapsed, &pacing);
-        let (elapsed, pacing) = run(500, 9_500, &[("create", 1)]);
+        let (elapsed, pacing) = run(1_500, 9_500, &[("create", 1)]);
         queued.record(elapsed, &pacing);
         assert_eq!(quiet.slots(20, 1024), queued.slots(20, 1024));
-        assert_eq!(quiet.slots(20, 1024), Some(20));
+        // 20 jobs/s × 1.5 s × 2.
+        assert_eq!(quiet.slots(20, 1024), Some(60));
+    }
+
+    #[test]
+    fn fast_answers_still_keep_a_seconds_worth_of_calls_in_flight() {
+        let mut sizing = Sizing::default();
+        let (elapsed, pacing) = run(100, 0, &[("upload", 2), ("create", 1)]);
+        sizing.record(elapsed, &pacing);
+        // Little's law: 10 jobs/s × 0.1 s × 2 = 2; the floor is the API's 20 calls.
+        assert_eq!(sizing.slots(20, 64), Some(20));
+        assert_eq!(sizing.slots(20, 8), Some(8), "the maximum still wins");
     }
 
     #[test]
