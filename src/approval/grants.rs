@@ -29,8 +29,11 @@ pub(crate) struct Grant {
 pub(crate) struct Grants {
     latest: Arc<Mutex<HashMap<String, Grant>>>,
     /// Per user, the turn to call for a grant, and how many grants were recorded.
-    turns: Arc<Mutex<HashMap<String, (Arc<tokio::sync::Mutex<()>>, u64)>>>,
+    turns: Arc<Mutex<HashMap<String, UserTurns>>>,
 }
+
+/// One user's turn to call for a grant, and how many grants were recorded for them.
+type UserTurns = (Arc<tokio::sync::Mutex<()>>, u64);
 
 /// What [`Grants::turn`] found.
 pub(crate) enum Turn {
