@@ -79,7 +79,13 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let queue = Queue::open(&database)
         .await
         .context("opening the demo database")?;
-    let jobs = demo_jobs(&spool, args.jobs)?;
+    // Originators from the sandbox's directory, so every one of them is known to it.
+    let originators: Vec<String> = options
+        .directory
+        .members_of(-1)
+        .map(|user| user.user_id().to_owned())
+        .collect();
+    let jobs = demo_jobs(&spool, args.jobs, &originators)?;
     let total_bytes: u64 = jobs.iter().map(|(_, bytes)| bytes).sum();
     let enqueued = queue
         .enqueue_many(
@@ -181,15 +187,31 @@ fn demo_config(
     config.dingtalk.agent_id = options.agent_id;
     config.dingtalk.api_base = sandbox.base_url();
     config.dingtalk.oapi_base = sandbox.base_url();
-    config.dingtalk.attachment_field = options.attachment_label.clone();
+    if let Some(label) = options
+        .directory
+        .template(DEMO_PROCESS_CODE)
+        .and_then(|template| template.attachment_label())
+    {
+        config.dingtalk.attachment_field = label.to_owned();
+    }
     config.upload.allowed_dirs = vec![spool.to_path_buf()];
     config.worker.concurrency = Some(4);
     config.worker.poll_interval_ms = 50;
     config
 }
 
-/// Writes attachments of mixed sizes and builds jobs with one to three of them each.
-fn demo_jobs(spool: &Path, count: usize) -> Result<Vec<(NewJob, u64)>, CliError> {
+/// Writes attachments of mixed sizes and builds jobs with one to three of them each, by
+/// `originators` in turn (members of the root department).
+fn demo_jobs(
+    spool: &Path,
+    count: usize,
+    originators: &[String],
+) -> Result<Vec<(NewJob, u64)>, CliError> {
+    if originators.is_empty() {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "the sandbox's directory has no user in the root department to originate the demo jobs"
+        )));
+    }
     let mut jobs = Vec::with_capacity(count);
     for n in 0..count {
         let mut attachments = Vec::new();
@@ -203,7 +225,7 @@ fn demo_jobs(spool: &Path, count: usize) -> Result<Vec<(NewJob, u64)>, CliError>
         }
         let payload = json!({
             "process_code": DEMO_PROCESS_CODE,
-            "originator_user_id": format!("manager{}", 4220 + n),
+            "originator_user_id": originators[n % originators.len()],
             "dept_id": -1,
             "form": [
                 {"name": "报销事由", "value": format!("演示报销 #{}", n + 1)},

@@ -1,12 +1,14 @@
-//! Admin routes under `/sandbox/`, a prefix DingTalk does not use: decide instances and
-//! drive the Stream gateway's faults from outside the process (`sandbox decide`, curl).
-//! They need no token and are not recorded: they are not part of DingTalk's API.
+//! Admin routes under `/sandbox/`, a prefix DingTalk does not use: decide instances, queue
+//! faults and drive the Stream gateway's from outside the process (`sandbox decide`,
+//! `sandbox fault`, curl). They need no token and are not recorded: they are not part of
+//! DingTalk's API. They answer loopback clients only, even when the sandbox listens wider.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -15,7 +17,9 @@ use serde_json::{Value, json};
 
 use super::decide;
 use super::error::{self, Refusal};
+use super::faults::{Fault, FaultSpecError};
 use super::ids;
+use super::listener::ConnTag;
 use super::process::{DecideError, Decision};
 use super::state::Shared;
 use super::wire;
@@ -30,6 +34,28 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/sandbox/stream/drop", post(drop_connections))
         .route("/sandbox/stream/duplicate-next", post(duplicate_next))
         .route("/sandbox/stream/delay", post(delay))
+        .route(
+            "/sandbox/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route_layer(middleware::from_fn(loopback_only))
+}
+
+/// Refuses admin calls from anywhere but this host: they reach into the sandbox's state.
+async fn loopback_only(
+    ConnectInfo(conn): ConnectInfo<ConnTag>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if conn.peer().ip().is_loopback() {
+        next.run(request).await
+    } else {
+        error::api(
+            403,
+            "Forbidden.AdminLoopbackOnly",
+            "the sandbox's admin routes answer loopback clients only",
+        )
+    }
 }
 
 /// `{"action": "agree"|"refuse"|"terminate"|"delete", "remark": "…"}`
@@ -149,4 +175,72 @@ async fn delay(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
     };
     shared.stream.set_delay(Duration::from_millis(request.ms));
     error::ok(&json!({"delayMs": request.ms}))
+}
+
+/// `{"endpoint": "create_instance", "fault": "server_error(503)", "count": 2}`; the parts
+/// of `--fault ENDPOINT:KIND[:COUNT]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultBody {
+    endpoint: String,
+    fault: String,
+    count: Option<u32>,
+}
+
+/// `POST /sandbox/faults`: queues the fault for the endpoint's next `count` calls (1 when
+/// left out) after those already queued; 200 with what was queued and how many faults now
+/// wait on that endpoint, 400 `invalidParameter` naming the bad part.
+async fn add_fault(State(shared): State<Arc<Shared>>, bytes: Bytes) -> Response {
+    let request: FaultBody = match body(&bytes) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let parsed = request
+        .endpoint
+        .parse()
+        .map_err(FaultSpecError::from)
+        .and_then(|endpoint| Ok((endpoint, request.fault.parse::<Fault>()?)));
+    let (endpoint, fault) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return error::api(400, "invalidParameter", e.to_string()),
+    };
+    let count = request.count.unwrap_or(1);
+    if count == 0 {
+        return error::api(
+            400,
+            "invalidParameter",
+            FaultSpecError::Count("0".into()).to_string(),
+        );
+    }
+    let mut state = shared.lock();
+    state.inject(endpoint, fault.clone(), count);
+    let queued: u32 = state
+        .pending_faults()
+        .iter()
+        .filter(|(e, _, _)| *e == endpoint)
+        .map(|(_, _, n)| n)
+        .sum();
+    drop(state);
+    tracing::info!(%endpoint, %fault, count, "sandbox: fault queued");
+    error::ok(&json!({
+        "endpoint": endpoint, "fault": fault.to_string(), "count": count, "queued": queued,
+    }))
+}
+
+/// `GET /sandbox/faults`: the faults still waiting, per endpoint in the order they strike.
+async fn list_faults(State(shared): State<Arc<Shared>>) -> Response {
+    let pending = shared.lock().pending_faults();
+    let faults: Vec<Value> = pending
+        .into_iter()
+        .map(|(endpoint, fault, count)| {
+            json!({"endpoint": endpoint, "fault": fault.to_string(), "count": count})
+        })
+        .collect();
+    error::ok(&json!({ "faults": faults }))
+}
+
+/// `DELETE /sandbox/faults`: drops every queued fault.
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> Response {
+    let cleared = shared.lock().clear_faults();
+    error::ok(&json!({ "cleared": cleared }))
 }

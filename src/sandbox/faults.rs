@@ -1,12 +1,15 @@
-//! Injectable faults and the answer each one produces on each endpoint.
+//! Injectable faults, their text form (`--fault ENDPOINT:KIND[:COUNT]`, the admin route),
+//! and the answer each one produces on each endpoint.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use axum::response::Response;
 
+use super::auth::BAD_APP_CREDENTIALS;
 use super::error;
-use super::records::Endpoint;
+use super::records::{Endpoint, UnknownEndpoint};
 
 /// Something going wrong on purpose for the next call(s) of one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,115 @@ impl fmt::Display for Fault {
     }
 }
 
+/// The fault kinds as `--fault` and the admin route spell them.
+const KINDS: &str = "server_error, server_error(5xx), throttle, throttle_pascal_case, \
+                     throttle_page, token_revoked, drop_connection, lose_response, latency(MS)";
+
+/// A fault spelled wrongly, naming the part that is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FaultSpecError {
+    /// Not `ENDPOINT:KIND[:COUNT]`.
+    #[error("`{0}`: expected ENDPOINT:KIND[:COUNT], e.g. create_instance:server_error(503):2")]
+    Shape(String),
+    /// The endpoint part names no endpoint.
+    #[error(transparent)]
+    Endpoint(#[from] UnknownEndpoint),
+    /// The kind part names no fault.
+    #[error("unknown fault kind `{0}` (expected one of {KINDS})")]
+    Kind(String),
+    /// `server_error(N)` with N not a 5xx status.
+    #[error("fault kind `{0}`: the status must be 500 to 599")]
+    Status(String),
+    /// `latency(N)` with N not milliseconds.
+    #[error("fault kind `{0}`: expected milliseconds, e.g. latency(800) or latency(800ms)")]
+    Latency(String),
+    /// The count part is not a positive whole number.
+    #[error("count `{0}`: expected how many calls suffer the fault, 1 or more")]
+    Count(String),
+}
+
+/// Parses a kind as [`Fault`]'s `Display` writes it; `server_error` alone is a 500 and
+/// `latency(N)` may leave out the `ms`.
+impl FromStr for Fault {
+    type Err = FaultSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fault = match s {
+            "server_error" => Fault::ServerError(500),
+            "throttle" => Fault::Throttle { pascal_case: false },
+            "throttle_pascal_case" => Fault::Throttle { pascal_case: true },
+            "throttle_page" => Fault::ThrottlePage,
+            "token_revoked" => Fault::TokenRevoked,
+            "drop_connection" => Fault::DropConnection,
+            "lose_response" => Fault::LoseResponse,
+            _ => {
+                if let Some(code) = argument(s, "server_error") {
+                    match code.parse::<u16>() {
+                        Ok(code) if (500..=599).contains(&code) => Fault::ServerError(code),
+                        _ => return Err(FaultSpecError::Status(s.to_owned())),
+                    }
+                } else if let Some(ms) = argument(s, "latency") {
+                    let ms = ms.strip_suffix("ms").unwrap_or(ms);
+                    match ms.parse::<u64>() {
+                        Ok(ms) => Fault::Latency(Duration::from_millis(ms)),
+                        Err(_) => return Err(FaultSpecError::Latency(s.to_owned())),
+                    }
+                } else {
+                    return Err(FaultSpecError::Kind(s.to_owned()));
+                }
+            }
+        };
+        Ok(fault)
+    }
+}
+
+/// `inner` of `name(inner)`.
+fn argument<'a>(s: &'a str, name: &str) -> Option<&'a str> {
+    s.strip_prefix(name)?.strip_prefix('(')?.strip_suffix(')')
+}
+
+/// A fault for the next `count` calls of one endpoint: `ENDPOINT:KIND[:COUNT]`, e.g.
+/// `create_instance:server_error(503):2` or `commit:lose_response`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultSpec {
+    /// Which API suffers it.
+    pub endpoint: Endpoint,
+    /// What happens.
+    pub fault: Fault,
+    /// How many calls in a row (1 when left out).
+    pub count: u32,
+}
+
+impl FromStr for FaultSpec {
+    type Err = FaultSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(':');
+        let (Some(endpoint), Some(kind)) = (parts.next(), parts.next()) else {
+            return Err(FaultSpecError::Shape(s.to_owned()));
+        };
+        let count = match (parts.next(), parts.next()) {
+            (None, _) => 1,
+            (Some(count), None) => match count.parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => return Err(FaultSpecError::Count(count.to_owned())),
+            },
+            (Some(_), Some(_)) => return Err(FaultSpecError::Shape(s.to_owned())),
+        };
+        Ok(FaultSpec {
+            endpoint: endpoint.parse()?,
+            fault: kind.parse()?,
+            count,
+        })
+    }
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.endpoint, self.fault, self.count)
+    }
+}
+
 /// What the client sees for an answering fault (everything except drop/lose/latency).
 pub(super) fn answer(endpoint: Endpoint, fault: &Fault) -> Option<Response> {
     let response = match (endpoint, fault) {
@@ -68,11 +180,14 @@ pub(super) fn answer(endpoint: Endpoint, fault: &Fault) -> Option<Response> {
             error::oss(403, "AccessDenied", "Request has expired.")
         }
 
-        (Endpoint::UserGet, Fault::ServerError(code)) => {
+        (Endpoint::UserGet | Endpoint::LegacyToken, Fault::ServerError(code)) => {
             error::oapi_with_status(*code, -1, "系统繁忙")
         }
-        (Endpoint::UserGet, Fault::Throttle { .. }) => throttle(Endpoint::UserGet, false),
+        (Endpoint::UserGet | Endpoint::LegacyToken, Fault::Throttle { .. }) => {
+            throttle(endpoint, false)
+        }
         (Endpoint::UserGet, Fault::TokenRevoked) => error::oapi(40014, "不合法的access_token"),
+        (Endpoint::LegacyToken, Fault::TokenRevoked) => error::oapi(40001, BAD_APP_CREDENTIALS),
 
         (_, Fault::ServerError(code)) => error::api(*code, "systemError", "系统错误，请稍后重试"),
         (_, Fault::Throttle { pascal_case }) => throttle(endpoint, *pascal_case),
@@ -86,7 +201,7 @@ pub(super) fn throttle(endpoint: Endpoint, pascal_case: bool) -> Response {
     const CODE: &str = "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi";
     const MESSAGE: &str = "您的应用调用当前API超过QPS限制";
     match endpoint {
-        Endpoint::UserGet => error::oapi(
+        Endpoint::UserGet | Endpoint::LegacyToken => error::oapi(
             90018,
             "您的服务器调用钉钉开放平台当前接口的频率超过了应用级别的QPS限制",
         ),

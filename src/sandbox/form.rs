@@ -1,24 +1,18 @@
-//! The template's form: its schema (§5.12) and the validation of StartProcessInstance's
-//! values, above all the DDAttachment value.
+//! Templates' forms: the schema endpoint (§5.12) serving the directory's templates, and the
+//! validation of StartProcessInstance's values against a template, above all DDAttachment
+//! values.
 
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::directory::{COMPONENT_TYPES, Template};
 use super::error::{self, Refusal};
 use super::pipeline::{self, Call};
 use super::state::{Files, Shared};
 use super::wire::FormComponentValue;
 
-/// The fields every `PROC-…` template of the sandbox has besides its attachment field:
-/// (label, component). None is required; the attachment field is.
-const TEMPLATE_FIELDS: [(&str, &str); 3] = [
-    ("报销事由", "TextField"),
-    ("说明", "TextareaField"),
-    ("金额", "MoneyField"),
-];
-
-/// `GET /v1.0/workflow/forms/schemas/processCodes`: the sandbox's one form, under any
-/// `PROC-…` code, with its attachment field labelled as configured.
+/// `GET /v1.0/workflow/forms/schemas/processCodes?processCode=CODE`: the directory's
+/// template under that code, `processCodeError` for a code it does not have.
 pub(super) fn schema(shared: &Shared, call: &Call) -> Response {
     if let Err(response) = pipeline::require_token(shared, call) {
         return *response;
@@ -26,50 +20,25 @@ pub(super) fn schema(shared: &Shared, call: &Call) -> Response {
     let Some(code) = call.query.get("processCode").filter(|c| !c.is_empty()) else {
         return error::api(400, "invalidParameter", "processCode is required");
     };
-    if !code.starts_with("PROC-") {
+    let Some(template) = shared.options.directory.template(code) else {
         return error::api(400, "processCodeError", format!("审批模板不存在: {code}"));
-    }
-    let mut items: Vec<Value> = TEMPLATE_FIELDS
+    };
+    let items: Vec<Value> = template
+        .fields
         .iter()
-        .enumerate()
-        .map(|(n, (label, component))| {
-            json!({"componentName": component,
-                   "props": {"id": format!("{component}-{n}"), "label": label, "required": false}})
+        .map(|field| {
+            json!({"componentName": field.component,
+                   "props": {"id": field.id, "label": field.label, "required": field.required}})
         })
         .collect();
-    items.push(json!({"componentName": "DDAttachment",
-                      "props": {"id": "DDAttachment-1", "label": shared.options.attachment_label,
-                                "required": true}}));
     error::ok(&json!({"result": {
-        "name": "报销", "formCode": code, "memo": "", "status": "PUBLISHED",
-        "schemaContent": {"title": "报销", "icon": "expense", "items": items}
+        "name": template.name, "formCode": code, "memo": "", "status": "PUBLISHED",
+        "schemaContent": {"title": template.name, "icon": "common", "items": items}
     }}))
 }
 
 /// The five keys of a DDAttachment item, all JSON strings.
 const ATTACHMENT_KEYS: [&str; 5] = ["spaceId", "fileName", "fileSize", "fileType", "fileId"];
-
-/// componentType values the create call accepts.
-const COMPONENT_TYPES: [&str; 18] = [
-    "TextField",
-    "TextareaField",
-    "NumberField",
-    "DDSelectField",
-    "DDMultiSelectField",
-    "DDDateField",
-    "DDDateRangeField",
-    "TextNote",
-    "PhoneField",
-    "DDPhotoField",
-    "MoneyField",
-    "TableField",
-    "DDAttachment",
-    "InnerContactField",
-    "RelateField",
-    "AddressField",
-    "StarRatingField",
-    "DepartmentField",
-];
 
 const MAX_VALUE_CHARS: usize = 65_535;
 
@@ -82,16 +51,12 @@ fn converter_error(message: String) -> Refusal {
     .into()
 }
 
-/// True when this component is the template's attachment field.
-pub(super) fn is_attachment(shared: &Shared, value: &FormComponentValue) -> bool {
-    value.name == shared.options.attachment_label
-        || value.component_type.as_deref() == Some("DDAttachment")
-}
-
-/// Validates all components against the sandbox's template: its attachment field is
-/// required and must point at committed files of this space.
+/// Validates all components against `template`: every required field present and not
+/// empty, and each value of a DDAttachment field pointing at committed files of this space.
+/// Labels the template does not have are stored as sent.
 pub(super) fn validate(
     shared: &Shared,
+    template: &Template,
     files: &Files,
     values: &[FormComponentValue],
 ) -> Result<(), Refusal> {
@@ -128,17 +93,32 @@ pub(super) fn validate(
             )));
         }
     }
-    let attachments: Vec<&FormComponentValue> =
-        values.iter().filter(|v| is_attachment(shared, v)).collect();
-    if attachments.is_empty() {
-        return Err(converter_error(format!(
-            "required component 「{}」 (DDAttachment) is missing",
-            shared.options.attachment_label
-        )));
+    for field in template.fields.iter().filter(|f| f.required) {
+        match values.iter().find(|v| v.name == field.label) {
+            None => {
+                return Err(converter_error(format!(
+                    "required component 「{}」 ({}) is missing",
+                    field.label, field.component
+                )));
+            }
+            Some(value) if value.value.trim().is_empty() => {
+                return Err(converter_error(format!(
+                    "required component 「{}」 ({}) is empty",
+                    field.label, field.component
+                )));
+            }
+            Some(_) => {}
+        }
     }
-    for component in attachments {
-        attachment_problem(shared, files, &component.value).map_err(|problem| {
-            converter_error(format!("component 「{}」 {problem}", component.name))
+    for value in values {
+        let Some(field) = template
+            .field(&value.name)
+            .filter(|f| f.component == "DDAttachment")
+        else {
+            continue;
+        };
+        attachment_problem(shared, files, &value.value, field.required).map_err(|problem| {
+            converter_error(format!("component 「{}」 {problem}", value.name))
         })?;
     }
     Ok(())
@@ -146,7 +126,12 @@ pub(super) fn validate(
 
 /// Checks one DDAttachment value: a JSON array of five-string-key objects naming
 /// committed files whose name, size and type match.
-fn attachment_problem(shared: &Shared, files: &Files, raw: &str) -> Result<(), String> {
+fn attachment_problem(
+    shared: &Shared,
+    files: &Files,
+    raw: &str,
+    required: bool,
+) -> Result<(), String> {
     let parsed: Value =
         serde_json::from_str(raw).map_err(|e| format!("value is not valid JSON: {e}"))?;
     let Value::Array(items) = parsed else {
@@ -155,7 +140,7 @@ fn attachment_problem(shared: &Shared, files: &Files, raw: &str) -> Result<(), S
             type_name(&parsed)
         ));
     };
-    if items.is_empty() {
+    if items.is_empty() && required {
         return Err("is required but lists no file".to_owned());
     }
     let space_id = shared.options.space_id.to_string();

@@ -35,6 +35,11 @@ pub(super) struct ConnTag {
 }
 
 impl ConnTag {
+    /// The client's address.
+    pub(super) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// From now on the connection neither reads nor writes; hyper then drops it, so
     /// whatever response is in flight never leaves and the client sees the socket close.
     pub(super) fn kill(&self) {

@@ -12,10 +12,12 @@
 mod admin;
 mod auth;
 mod decide;
+mod directory;
 mod error;
 mod faults;
 mod form;
 mod ids;
+mod latency;
 mod listener;
 mod oss;
 mod pipeline;
@@ -39,7 +41,9 @@ use axum::routing::{get, post, put};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use faults::Fault;
+pub use directory::{Directory, DirectoryError};
+pub use faults::{Fault, FaultSpec, FaultSpecError};
+pub use latency::Latency;
 pub use process::{DecideError, Decision, InstanceStatus, Outcome, UnknownDecision};
 pub use records::{Endpoint, Instance, Received, StoredFile, UnknownEndpoint};
 pub use stream::{AckStatus, StreamDelivery, StreamEvent, StreamOptions, StreamPing, StreamStats};
@@ -77,8 +81,12 @@ pub struct SandboxOptions {
     pub agent_id: i64,
     /// The approval attachment space.
     pub space_id: i64,
-    /// Label of the template's (required) DDAttachment component.
-    pub attachment_label: String,
+    /// The organisation: users, departments and templates; unknown ones are refused with
+    /// DingTalk's errors.
+    pub directory: Directory,
+    /// How long every DingTalk API call takes to answer (OSS PUTs excepted: see
+    /// `oss_bytes_per_sec`); `None` = at once.
+    pub latency: Option<Latency>,
     /// Access token lifetime.
     pub token_ttl: Duration,
     /// Upload ticket lifetime (`expirationSeconds`).
@@ -114,7 +122,8 @@ impl Default for SandboxOptions {
             app_secret: DEFAULT_APP_SECRET.to_owned(),
             agent_id: DEFAULT_AGENT_ID,
             space_id: DEFAULT_SPACE_ID,
-            attachment_label: "附件".to_owned(),
+            directory: Directory::builtin(),
+            latency: None,
             token_ttl: Duration::from_secs(7200),
             ticket_ttl: Duration::from_secs(900),
             grant_ttl: Duration::from_secs(600),
@@ -306,12 +315,6 @@ impl Sandbox {
         self.shared.lock().expire_tickets();
     }
 
-    /// Makes `user_id` exist (all ids do except those starting with `ghost`).
-    #[cfg(test)]
-    fn add_user(&self, user_id: &str) {
-        self.shared.lock().add_user(user_id);
-    }
-
     /// Stops accepting, lets in-flight requests finish (up to a few seconds), then returns.
     pub(crate) async fn shutdown(mut self) {
         self.shared.closing.cancel();
@@ -353,6 +356,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1.0/oauth2/accessToken",
             post(handler(Endpoint::Token, auth::token)),
+        )
+        .route(
+            "/gettoken",
+            get(handler(Endpoint::LegacyToken, auth::legacy_token)),
         )
         .route(
             "/topapi/v2/user/get",

@@ -1,5 +1,5 @@
-//! What every call goes through: recording, injected faults, the QPS limit, and
-//! killing the connection for dropped or lost responses.
+//! What every call goes through: recording, the configured latency, injected faults, the
+//! QPS limit, and killing the connection for dropped or lost responses.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -152,9 +152,15 @@ impl Arrival {
         }
     }
 
-    /// Applies the injected fault, then the QPS limit (which only DingTalk APIs have).
+    /// Waits the configured latency, applies the injected fault, then the QPS limit (the
+    /// latency and the limit are DingTalk's, so OSS PUTs have neither).
     pub(super) async fn gate(&self, shared: &Shared) -> Gate {
         let endpoint = self.received.endpoint;
+        if endpoint != Endpoint::OssPut
+            && let Some(latency) = &shared.options.latency
+        {
+            tokio::time::sleep(latency.sample()).await;
+        }
         match &self.fault {
             Some(Fault::DropConnection) => return Gate::Drop,
             Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,

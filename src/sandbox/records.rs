@@ -14,6 +14,8 @@ use super::process::{InstanceStatus, Outcome};
 pub enum Endpoint {
     /// `POST /v1.0/oauth2/accessToken`
     Token,
+    /// `GET /gettoken` (oapi style, the legacy token call)
+    LegacyToken,
     /// `POST /topapi/v2/user/get` (oapi style)
     UserGet,
     /// `POST /v1.0/workflow/processInstances/spaces/infos/query`
@@ -41,6 +43,7 @@ impl Endpoint {
     pub fn all() -> &'static [Endpoint] {
         &[
             Endpoint::Token,
+            Endpoint::LegacyToken,
             Endpoint::UserGet,
             Endpoint::Space,
             Endpoint::UploadInfo,
@@ -58,6 +61,7 @@ impl Endpoint {
     fn name(self) -> &'static str {
         match self {
             Endpoint::Token => "token",
+            Endpoint::LegacyToken => "legacy_token",
             Endpoint::UserGet => "user_get",
             Endpoint::Space => "space",
             Endpoint::UploadInfo => "upload_info",
@@ -81,7 +85,7 @@ impl fmt::Display for Endpoint {
 /// A string that names no [`Endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown sandbox endpoint `{0}` (expected one of token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema, open_connection)"
+    "unknown sandbox endpoint `{0}` (expected one of token, legacy_token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema, open_connection)"
 )]
 pub struct UnknownEndpoint(pub(crate) String);
 

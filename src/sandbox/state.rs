@@ -2,7 +2,7 @@
 //! instances, queued faults and QPS windows, all behind one mutex; beside it the Stream
 //! gateway (with its own), the change signal tests wait on, and the background tasks' stop.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -217,7 +217,6 @@ pub(super) struct State {
     pub(crate) requests: Vec<Received>,
     current_token: Option<String>,
     tokens: HashMap<String, Instant>,
-    added_users: HashSet<String>,
     /// unionId → end of its upload grant.
     grants: HashMap<String, Instant>,
     /// uploadKey → ticket.
@@ -279,16 +278,6 @@ impl State {
         self.current_token = None;
     }
 
-    /// Every user exists except ids starting with `ghost`, unless added explicitly.
-    pub(super) fn user_exists(&self, user_id: &str) -> bool {
-        !user_id.is_empty() && (!user_id.starts_with("ghost") || self.added_users.contains(user_id))
-    }
-
-    #[cfg(test)]
-    pub(super) fn add_user(&mut self, user_id: &str) {
-        self.added_users.insert(user_id.to_owned());
-    }
-
     pub(super) fn grant_upload(&mut self, union_id: String, ttl: Duration) {
         self.grants.insert(union_id, self.now() + ttl);
     }
@@ -309,6 +298,27 @@ impl State {
     pub(super) fn inject(&mut self, endpoint: Endpoint, fault: Fault, times: u32) {
         let queue = self.faults.entry(endpoint).or_default();
         queue.extend(std::iter::repeat_n(fault, times as usize));
+    }
+
+    /// Faults still queued, per endpoint in order, runs of the same fault counted.
+    pub(super) fn pending_faults(&self) -> Vec<(Endpoint, Fault, u32)> {
+        let mut pending: Vec<(Endpoint, Fault, u32)> = Vec::new();
+        let mut endpoints: Vec<&Endpoint> = self.faults.keys().collect();
+        endpoints.sort();
+        for endpoint in endpoints {
+            for fault in &self.faults[endpoint] {
+                match pending.last_mut() {
+                    Some((e, f, n)) if e == endpoint && f == fault => *n += 1,
+                    _ => pending.push((*endpoint, fault.clone(), 1)),
+                }
+            }
+        }
+        pending
+    }
+
+    /// Drops every queued fault; returns how many there were.
+    pub(super) fn clear_faults(&mut self) -> usize {
+        self.faults.drain().map(|(_, queue)| queue.len()).sum()
     }
 
     pub(super) fn take_fault(&mut self, endpoint: Endpoint) -> Option<Fault> {
@@ -340,9 +350,4 @@ impl State {
         self.issued_instances += 1;
         self.issued_instances
     }
-}
-
-/// The display name the sandbox gives a user.
-pub(super) fn user_name(user_id: &str) -> String {
-    format!("测试用户{user_id}")
 }

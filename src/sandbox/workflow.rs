@@ -3,14 +3,16 @@
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::auth::note_union_id;
 use super::decide::{self, INSTANCE_CHANGE};
+use super::directory::Directory;
 use super::error;
 use super::form;
 use super::ids;
 use super::pipeline::{self, Call};
 use super::process::{InstanceStatus, Node, Process};
 use super::records::Instance;
-use super::state::{Component, InstanceRecord, Shared, user_name};
+use super::state::{Component, InstanceRecord, Shared};
 use super::wire::{CreateInstanceRequest, ListIdsRequest, SpaceRequest};
 
 const INSTANCE_STATUSES: [&str; 3] = ["RUNNING", "TERMINATED", "COMPLETED"];
@@ -38,16 +40,17 @@ pub(super) fn space(shared: &Shared, call: &Call) -> Response {
     if request.user_id.is_empty() {
         return error::api(400, "invalidUserId", "userId must not be empty");
     }
-    let mut state = shared.lock();
-    if !state.user_exists(&request.user_id) {
+    let Some(user) = shared.options.directory.user(&request.user_id) else {
+        note_union_id(shared, "userId", &request.user_id);
         return error::api(
             400,
             "userNotExist",
             format!("用户不存在: {}", request.user_id),
         );
-    }
-    state.grant_upload(ids::union_id(&request.user_id), shared.options.grant_ttl);
-    drop(state);
+    };
+    shared
+        .lock()
+        .grant_upload(user.union_id.clone(), shared.options.grant_ttl);
     error::ok(&json!({"result": {"spaceId": shared.options.space_id}, "success": true}))
 }
 
@@ -69,21 +72,28 @@ pub(super) fn create(shared: &Shared, call: &Call) -> Response {
             format!("microappAgentId {id} is not this app's AgentId"),
         );
     }
-    if !request.process_code.starts_with("PROC-") {
+    let directory = &shared.options.directory;
+    let Some(template) = directory.template(&request.process_code) else {
         return error::api(
             400,
             "processCodeError",
             format!("审批模板不存在: {}", request.process_code),
         );
-    }
-    let mut state = shared.lock();
-    if let Err(message) = check_people(&request, |user| state.user_exists(user)) {
+    };
+    if let Err(message) = check_people(&request, directory) {
+        note_union_id(shared, "originatorUserId", &request.originator_user_id);
         return error::api(400, "processInstanceInvalidParameter", message);
     }
     if let Err(message) = check_routing(&request) {
         return error::api(400, "invalidParameter", message);
     }
-    if let Err(response) = form::validate(shared, &state.files, &request.form_component_values) {
+    let mut state = shared.lock();
+    if let Err(response) = form::validate(
+        shared,
+        template,
+        &state.files,
+        &request.form_component_values,
+    ) {
         return *response;
     }
 
@@ -95,14 +105,12 @@ pub(super) fn create(shared: &Shared, call: &Call) -> Response {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let kind = v.component_type.clone().unwrap_or_else(|| {
-                if form::is_attachment(shared, v) {
-                    "DDAttachment"
-                } else {
-                    "TextField"
-                }
-                .to_owned()
-            });
+            // What the template says the component is; the request's word for unknown labels.
+            let kind = template
+                .field(&v.name)
+                .map(|f| f.component.clone())
+                .or_else(|| v.component_type.clone())
+                .unwrap_or_else(|| "TextField".to_owned());
             Component {
                 id: v.id.clone().unwrap_or_else(|| format!("{kind}_{i}")),
                 name: v.name.clone(),
@@ -150,7 +158,10 @@ pub(super) fn create(shared: &Shared, call: &Call) -> Response {
             finished_at_ms: None,
         },
         components,
-        title: format!("{}提交的审批", user_name(&request.originator_user_id)),
+        title: format!(
+            "{}提交的审批",
+            display_name(directory, &request.originator_user_id)
+        ),
         business_id: ids::business_id(created_at_ms, seq),
         process,
     };
@@ -206,7 +217,10 @@ pub(super) fn seed_running(shared: &Shared, count: usize, originator: &str) -> V
                 finished_at_ms: None,
             },
             components: Vec::new(),
-            title: format!("{}提交的审批", user_name(originator)),
+            title: format!(
+                "{}提交的审批",
+                display_name(&shared.options.directory, originator)
+            ),
             business_id: ids::business_id(created_at_ms, seq),
             process,
         });
@@ -217,20 +231,27 @@ pub(super) fn seed_running(shared: &Shared, count: usize, originator: &str) -> V
     created
 }
 
-/// Originator, department, approvers and cc must be real people of the org.
-fn check_people(
-    request: &CreateInstanceRequest,
-    exists: impl Fn(&str) -> bool,
-) -> Result<(), String> {
-    if !exists(&request.originator_user_id) {
+/// The name the directory gives a user; the id itself for one it does not know.
+fn display_name(directory: &Directory, user_id: &str) -> String {
+    directory
+        .user(user_id)
+        .map_or_else(|| user_id.to_owned(), |u| u.name.clone())
+}
+
+/// Originator, approvers, cc and actioners must be people of the org, and the originator a
+/// member of the department the instance is started in (`-1`: the root).
+fn check_people(request: &CreateInstanceRequest, directory: &Directory) -> Result<(), String> {
+    let Some(originator) = directory.user(&request.originator_user_id) else {
         return Err(format!("发起人不存在: {}", request.originator_user_id));
-    }
+    };
     let has_approvers = request.approvers.as_ref().is_some_and(|a| !a.is_empty());
     match request.dept_id {
         None if !has_approvers => {
             return Err("deptId is required when approvers is not given".into());
         }
-        Some(id) if id == 0 || id < -1 => return Err(format!("发起人不在部门 {id} 中")),
+        Some(id) if !originator.in_department(id) => {
+            return Err(format!("发起人 {} 不在部门 {id} 中", originator.user_id));
+        }
         _ => {}
     }
     let approvers = request.approvers.iter().flatten().flat_map(|a| &a.user_ids);
@@ -243,7 +264,7 @@ fn check_people(
     match approvers
         .chain(cc)
         .chain(actioners)
-        .find(|user| !exists(user))
+        .find(|user| directory.user(user).is_none())
     {
         Some(user) => Err(format!("用户不存在: {user}")),
         None => Ok(()),
@@ -326,7 +347,11 @@ pub(super) fn get(shared: &Shared, call: &Call) -> Response {
             "createTime": ids::iso_minute(instance.created_at_ms),
             "originatorUserId": instance.originator_user_id,
             "originatorDeptId": instance.dept_id.unwrap_or(-1).to_string(),
-            "originatorDeptName": "根部门",
+            "originatorDeptName": shared
+                .options
+                .directory
+                .department(instance.dept_id.unwrap_or(-1))
+                .map_or("", |d| d.name.as_str()),
             "status": instance.status.as_wire(),
             "result": instance.result.map(|r| r.as_wire()).unwrap_or_default(),
             "businessId": record.business_id,

@@ -151,8 +151,8 @@ async fn agreeing_takes_every_approver_of_an_and_node_and_reaches_the_later_node
     let h = Harness::start().await;
     let token = h.token().await;
     let approvers = json!([
-        {"actionType": "AND", "userIds": ["a1", "a2"]},
-        {"actionType": "NONE", "userIds": ["c1"]},
+        {"actionType": "AND", "userIds": ["boss1", "boss2"]},
+        {"actionType": "NONE", "userIds": ["finance01"]},
     ]);
     let id = create(&h, &token, approvers).await;
     let before = read(&h, &token, &id).await.body["result"]["tasks"].clone();
@@ -164,7 +164,7 @@ async fn agreeing_takes_every_approver_of_an_and_node_and_reaches_the_later_node
         .collect();
     assert_eq!(
         users,
-        ["a1", "a2"],
+        ["boss1", "boss2"],
         "the second node has no task before the flow reaches it"
     );
 
@@ -177,7 +177,14 @@ async fn agreeing_takes_every_approver_of_an_and_node_and_reaches_the_later_node
         .skip(1)
         .map(|r| (r["userId"].as_str().unwrap(), r["result"].as_str().unwrap()))
         .collect();
-    assert_eq!(agreed, [("a1", "AGREE"), ("a2", "AGREE"), ("c1", "AGREE")]);
+    assert_eq!(
+        agreed,
+        [
+            ("boss1", "AGREE"),
+            ("boss2", "AGREE"),
+            ("finance01", "AGREE")
+        ]
+    );
     assert!(
         result["tasks"]
             .as_array()
@@ -185,7 +192,10 @@ async fn agreeing_takes_every_approver_of_an_and_node_and_reaches_the_later_node
             .iter()
             .all(|t| t["result"] == "AGREE")
     );
-    assert_eq!(result["approverUserIds"], json!(["a1", "a2", "c1"]));
+    assert_eq!(
+        result["approverUserIds"],
+        json!(["boss1", "boss2", "finance01"])
+    );
 }
 
 #[tokio::test]
