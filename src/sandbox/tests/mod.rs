@@ -3,11 +3,13 @@
 
 mod faults;
 mod flow;
+mod knobs;
 mod process;
 mod storage;
 mod stream;
 mod stream_client;
 mod stream_faults;
+mod strict;
 mod workflow;
 
 use reqwest::Method;
