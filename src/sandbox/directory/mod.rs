@@ -3,6 +3,7 @@
 //! built-in default. DingTalk refuses ids it does not know; so does the sandbox, from here.
 
 mod parse;
+mod summary;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -179,3 +179,22 @@ fn an_unreadable_file_is_a_read_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn the_summary_lists_users_with_union_ids_and_templates_with_required_fields() {
+    let directory = Directory::parse(
+        "[[users]]\nuser_id = \"a\"\nunion_id = \"U-a\"\nname = \"甲\"\n\n\
+         [[templates]]\nprocess_code = \"PROC-A\"\nname = \"报销\"\n\
+         fields = [{ label = \"事由\", component = \"TextField\" },\
+                   { label = \"附件\", component = \"DDAttachment\", required = true }]\n",
+        Path::new("a.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        directory.summary("  "),
+        "  Users (1; userId, unionId, name, departments):\n\
+         \x20   a  U-a  甲  根部门(1)\n\
+         \x20 Templates (1; process code, name: fields, * = required):\n\
+         \x20   PROC-A  报销: 事由 (TextField), 附件* (DDAttachment)\n"
+    );
+}
