@@ -50,6 +50,7 @@ mod queue;
 mod queue_progress;
 mod queue_shared;
 mod recovery;
+mod sandbox_cli;
 mod security;
 mod stops;
 mod stream_sdk;
