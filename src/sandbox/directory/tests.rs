@@ -198,3 +198,15 @@ fn the_summary_lists_users_with_union_ids_and_templates_with_required_fields() {
          \x20   PROC-A  报销: 事由 (TextField), 附件* (DDAttachment)\n"
     );
 }
+
+#[test]
+fn the_documented_example_directory_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/sandbox-directory.toml");
+    let directory = Directory::load(&path).unwrap();
+    assert_eq!(directory.department(-1).unwrap().name, "示例公司");
+    assert!(!directory.user("lawyer01").unwrap().in_department(-1));
+    assert_eq!(
+        directory.template("PROC-CONTRACT").unwrap().attachment_label(),
+        Some("合同文件")
+    );
+}
