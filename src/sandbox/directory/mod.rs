@@ -149,11 +149,10 @@ impl Directory {
 
     /// Parses a directory from TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Directory, DirectoryError> {
-        let (departments, users, templates) = parse::parse(text, origin)?;
-        Ok(Directory::new(departments, users, templates))
+        parse::parse(text, origin)
     }
 
-    /// Builds the lookups; the parts must have passed [`parse`]'s checks.
+    /// Builds the lookups; the parts must have passed `parse`'s checks.
     fn new(departments: Vec<Department>, users: Vec<User>, templates: Vec<Template>) -> Self {
         let user_index = users
             .iter()

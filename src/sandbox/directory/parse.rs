@@ -7,7 +7,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::super::ids;
-use super::{COMPONENT_TYPES, Department, DirectoryError, Field, ROOT_DEPARTMENT, Template, User};
+use super::{
+    COMPONENT_TYPES, Department, Directory, DirectoryError, Field, ROOT_DEPARTMENT, Template, User,
+};
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -60,10 +62,7 @@ struct RawField {
 }
 
 /// Parses and checks `text`; every problem found is reported at once.
-pub(super) fn parse(
-    text: &str,
-    origin: &Path,
-) -> Result<(Vec<Department>, Vec<User>, Vec<Template>), DirectoryError> {
+pub(super) fn parse(text: &str, origin: &Path) -> Result<Directory, DirectoryError> {
     let raw: RawDirectory = toml::from_str(text).map_err(|e| DirectoryError::Parse {
         path: origin.to_owned(),
         message: e.to_string().trim_end().to_owned(),
@@ -74,7 +73,7 @@ pub(super) fn parse(
     let users = users(raw.users, &known, &mut problems);
     let templates = templates(raw.templates, &mut problems);
     if problems.is_empty() {
-        Ok((departments, users, templates))
+        Ok(Directory::new(departments, users, templates))
     } else {
         Err(DirectoryError::Invalid {
             path: origin.to_owned(),

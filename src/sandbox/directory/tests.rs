@@ -206,7 +206,10 @@ fn the_documented_example_directory_loads() {
     assert_eq!(directory.department(-1).unwrap().name, "示例公司");
     assert!(!directory.user("lawyer01").unwrap().in_department(-1));
     assert_eq!(
-        directory.template("PROC-CONTRACT").unwrap().attachment_label(),
+        directory
+            .template("PROC-CONTRACT")
+            .unwrap()
+            .attachment_label(),
         Some("合同文件")
     );
 }
