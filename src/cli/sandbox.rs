@@ -21,7 +21,7 @@ pub(crate) const SANDBOX_EXAMPLES: &str = "Examples:
   approval-worker sandbox --port 8787
   approval-worker sandbox --directory sandbox.toml        # your own users and templates
   approval-worker sandbox --qps 20 --latency-ms 150 --latency-jitter-ms 50   # like DingTalk
-  approval-worker sandbox --fault create_instance:server_error(503):2 --fault commit:lose_response
+  approval-worker sandbox --fault 'create_instance:server_error(503):2' --fault commit:lose_response
   approval-worker sandbox --auto-decide-ms 3000          # every instance decided after 3 s
   approval-worker sandbox decide 8c1e2f4a-0b9d-4c55-a1e3-7f2d9b6c4e10 agree --remark 同意
   approval-worker sandbox fault upload_info:throttle:3   # on a running sandbox
@@ -48,7 +48,7 @@ in GetProcessInstance and as bpms_instance_change events on the Stream mode gate
 (POST /v1.0/gateway/connections/open).";
 /// Examples shown by `sandbox fault --help`.
 const FAULT_EXAMPLES: &str = "Examples:
-  approval-worker sandbox fault create_instance:server_error(503):2
+  approval-worker sandbox fault 'create_instance:server_error(503):2'   # quoted for the shell
   approval-worker sandbox fault commit:lose_response --url http://127.0.0.1:9000
   approval-worker sandbox fault --list
   approval-worker sandbox fault --clear
@@ -190,6 +190,7 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let options = SandboxOptions {
         bind: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         directory,
+        faults: args.faults.clone(),
         latency: args.latency_ms.map(|ms| Latency {
             base: Duration::from_millis(ms),
             jitter: Duration::from_millis(args.latency_jitter_ms.unwrap_or(0)),
@@ -208,9 +209,6 @@ async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let sandbox = Sandbox::start(options.clone())
         .await
         .with_context(|| format!("cannot start the sandbox on 127.0.0.1:{}", args.port))?;
-    for spec in &args.faults {
-        sandbox.inject(spec.endpoint, spec.fault.clone(), spec.count);
-    }
     print_banner(&sandbox, &options, &args);
     tokio::signal::ctrl_c()
         .await

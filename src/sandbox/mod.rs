@@ -2,8 +2,9 @@
 //! for the `demo` command and the tests.
 //!
 //! It behaves like an outside server: strict request validation with DingTalk's own error
-//! shapes, an OSS endpoint that checks header signatures, a QPS limit, token and ticket
-//! expiry, and faults injected per endpoint. It records every request so tests can assert
+//! shapes, a directory of the users, departments and templates that exist (anything else is
+//! refused as DingTalk refuses it), an OSS endpoint that checks header signatures, a QPS
+//! limit, latency, token and ticket expiry, and faults injected per endpoint. It records every request so tests can assert
 //! on what the client actually sent. Instances are approval processes that are decided by
 //! hand (a method, an admin route) or automatically, and report their outcome through
 //! GetProcessInstance and a Stream mode gateway on a second port. It depends on nothing
@@ -87,6 +88,8 @@ pub struct SandboxOptions {
     /// How long every DingTalk API call takes to answer (OSS PUTs excepted: see
     /// `oss_bytes_per_sec`); `None` = at once.
     pub latency: Option<Latency>,
+    /// Faults queued before the first call is accepted (as [`Sandbox::inject`] would).
+    pub faults: Vec<FaultSpec>,
     /// Access token lifetime.
     pub token_ttl: Duration,
     /// Upload ticket lifetime (`expirationSeconds`).
@@ -102,7 +105,8 @@ pub struct SandboxOptions {
     /// body parsed as JSON) costs more than some calls' own work, so the benchmark's sandbox
     /// child, which never reads them, turns it off; DingTalk keeps no such log either.
     pub record_requests: bool,
-    /// The approver of instances created without `approvers`.
+    /// The approver of instances created without `approvers` (the templates' own flow);
+    /// should be a user of `directory` (the built-in one has [`DEFAULT_APPROVER`]).
     pub default_approver: String,
     /// The organisation's corpId (`eventCorpId`, `corpId` in Stream events).
     pub corp_id: String,
@@ -124,6 +128,7 @@ impl Default for SandboxOptions {
             space_id: DEFAULT_SPACE_ID,
             directory: Directory::builtin(),
             latency: None,
+            faults: Vec::new(),
             token_ttl: Duration::from_secs(7200),
             ticket_ttl: Duration::from_secs(900),
             grant_ttl: Duration::from_secs(600),
@@ -182,6 +187,12 @@ impl Sandbox {
             stream_endpoint,
             auto_tx,
         ));
+        {
+            let mut state = shared.lock();
+            for spec in &shared.options.faults {
+                state.inject(spec.endpoint, spec.fault.clone(), spec.count);
+            }
+        }
         let mut background = vec![
             stream::serve(Arc::clone(&shared), stream_tcp),
             stream::pump(Arc::clone(&shared)),

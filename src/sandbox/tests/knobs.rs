@@ -289,6 +289,88 @@ async fn the_admin_fault_route_refuses_a_bad_fault_naming_the_part() {
 }
 
 #[tokio::test]
+async fn faults_in_the_options_strike_from_the_first_call() {
+    let h = Harness::with(SandboxOptions {
+        faults: vec!["token:throttle_pascal_case:2".parse().unwrap()],
+        ..SandboxOptions::default()
+    })
+    .await;
+    let body = json!({"appKey": super::super::DEFAULT_APP_KEY,
+                      "appSecret": super::super::DEFAULT_APP_SECRET});
+    for _ in 0..2 {
+        let answer = h.post("/v1.0/oauth2/accessToken", None, body.clone()).await;
+        assert_eq!(answer.status, 403);
+        assert_eq!(
+            answer.body["Code"],
+            "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi"
+        );
+    }
+    h.token().await;
+}
+
+/// This host's address on its outward interface, if it has one: connecting a UDP socket
+/// sends nothing, it only picks the route.
+fn outward_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("203.0.113.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn admin_routes_answer_loopback_clients_only_while_the_api_answers_everyone() {
+    let Some(ip) = outward_ip() else {
+        eprintln!("skipped: this host has no address besides loopback");
+        return;
+    };
+    let h = Harness::with(SandboxOptions {
+        bind: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let port = h.sandbox.addr.port();
+    let outside = format!("http://{ip}:{port}");
+    for (method, path) in [
+        (reqwest::Method::GET, "/sandbox/faults"),
+        (reqwest::Method::POST, "/sandbox/faults"),
+        (reqwest::Method::GET, "/sandbox/instances"),
+    ] {
+        let answer = super::answer(
+            h.http
+                .request(method.clone(), format!("{outside}{path}"))
+                .json(&json!({"endpoint": "token", "fault": "throttle"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(answer.status, 403, "{method} {path}: {}", answer.body);
+        assert_eq!(answer.body["code"], "Forbidden.AdminLoopbackOnly");
+    }
+    assert!(h.sandbox.shared.lock().pending_faults().is_empty());
+    let token = h
+        .http
+        .post(format!("{outside}/v1.0/oauth2/accessToken"))
+        .json(&json!({"appKey": super::super::DEFAULT_APP_KEY,
+                      "appSecret": super::super::DEFAULT_APP_SECRET}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        token.status(),
+        200,
+        "DingTalk's own API is not loopback-only"
+    );
+    let local = h
+        .http
+        .get(format!("{}/sandbox/faults", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200);
+}
+
+#[tokio::test]
 async fn latency_delays_every_dingtalk_answer_but_not_the_oss_put() {
     // Margins of a second either way: a loaded test machine must not fail this.
     let h = Harness::with(SandboxOptions {
