@@ -17,15 +17,13 @@ use super::setup::{self, Checkpoints::Automatic, Running, Scratch};
 use super::stats::rate;
 use crate::config::Config;
 use crate::queue::{JobFilter, JobStatus, NewJob};
-use crate::sandbox::{Endpoint, Fault, Sandbox, SandboxOptions};
+use crate::sandbox::{Endpoint, Latency, Sandbox, SandboxOptions};
 use crate::worker::WorkerSettings;
 
 /// The sandbox's limit per API, and the worker client's (the product's default).
 pub(crate) const API_RATE: u32 = 20;
 /// Most attachments a job has; job `i` has `i % MAX_FILES + 1`.
 const MAX_FILES: usize = 3;
-/// More calls to any one API than a job of this scenario makes, retries included.
-const CALLS_PER_JOB_BOUND: usize = 4 * MAX_FILES;
 /// How often the driver looks whether the backlog is drained.
 const FINISH_POLL: Duration = Duration::from_millis(100);
 /// Longest a drain may take.
@@ -106,19 +104,13 @@ async fn drain(
     latency_ms: u64,
     concurrency: Option<u32>,
 ) -> Result<ApiBoundFigures, BenchError> {
+    let latency = Duration::from_millis(latency_ms);
     let sandbox = Sandbox::start(SandboxOptions {
         qps_limit: Some(API_RATE),
+        latency: (!latency.is_zero()).then(|| Latency::fixed(latency)),
         ..SandboxOptions::default()
     })
     .await?;
-    let latency = Duration::from_millis(latency_ms);
-    // A fault is queued once per call it applies to: enough for every call of the drain.
-    let calls = u32::try_from(jobs.saturating_mul(CALLS_PER_JOB_BOUND)).unwrap_or(u32::MAX);
-    for &endpoint in Endpoint::all() {
-        if endpoint != Endpoint::OssPut && !latency.is_zero() {
-            sandbox.inject(endpoint, Fault::Latency(latency), calls);
-        }
-    }
     let queue = scratch.queue(Automatic).await?;
     let mut files = 0;
     let batch: Vec<NewJob> = (0..jobs)
