@@ -12,6 +12,7 @@ mod apibound;
 mod batch;
 mod ceilings;
 mod claims;
+mod dashboard;
 mod e2e;
 mod largefile;
 mod limiter;
@@ -78,6 +79,8 @@ pub(crate) enum Scenario {
     /// Draining a backlog against DingTalk's per-API rate limit and latency: drain rate over
     /// the rate the binding API allows, calls per job by API, throttles.
     ApiBound,
+    /// Server time of the dashboard's pages with 1 M jobs in the table.
+    Dashboard,
 }
 
 /// How big and which parts.
@@ -132,6 +135,8 @@ struct Sizes {
     /// Fixed concurrencies the api-bound drains also run (`--concurrency`), beside the
     /// default settings.
     api_bound_concurrencies: Vec<u32>,
+    /// The dashboard scenario.
+    dashboard: dashboard::DashboardSizes,
 }
 
 impl Sizes {
@@ -163,6 +168,10 @@ impl Sizes {
             api_bound_jobs: options.jobs.unwrap_or(1_000),
             api_bound_latencies_ms: vec![50, 150, 400],
             api_bound_concurrencies: Vec::new(),
+            dashboard: dashboard::DashboardSizes {
+                jobs: 1_000_000,
+                requests: 50,
+            },
         };
         let mut sizes = if options.quick {
             Sizes::quick(options)
@@ -204,6 +213,10 @@ impl Sizes {
             api_bound_jobs: options.jobs.unwrap_or(30),
             api_bound_latencies_ms: vec![50],
             api_bound_concurrencies: Vec::new(),
+            dashboard: dashboard::DashboardSizes {
+                jobs: 20_000,
+                requests: 10,
+            },
         }
     }
 }
@@ -234,6 +247,8 @@ pub(crate) struct Results {
     pub(crate) outcomes: Option<outcomes::OutcomeFigures>,
     /// API-bound drains.
     pub(crate) api_bound: Vec<apibound::ApiBoundFigures>,
+    /// Dashboard pages.
+    pub(crate) dashboard: Option<dashboard::DashboardFigures>,
 }
 
 /// Concurrency of the no-HTTP shape, and the HTTP concurrency its ratio target compares
@@ -454,6 +469,13 @@ async fn run_sqlite(options: &BenchOptions) -> Result<Results, BenchError> {
         .await?;
         apibound::print(&figures);
         results.api_bound = figures;
+    }
+
+    if wants(Scenario::Dashboard) {
+        let dir = setup::Scratch::new(&scratch.dir, "dashboard", false)?;
+        let figures = dashboard::measure(&dir, sizes.dashboard).await?;
+        dashboard::print(&figures);
+        results.dashboard = Some(figures);
     }
 
     if options.only.contains(&Scenario::Processes) {

@@ -399,4 +399,7 @@ pub(super) fn targets(r: &Results) {
     for (ok, text) in super::apibound::targets(&r.api_bound) {
         println!("  [{}] {text}", if ok { "met " } else { "MISS" });
     }
+    for (ok, text) in r.dashboard.iter().flat_map(super::dashboard::targets) {
+        println!("  [{}] {text}", if ok { "met " } else { "MISS" });
+    }
 }
