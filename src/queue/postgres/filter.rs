@@ -32,6 +32,9 @@ impl Scope {
 /// proves nothing) may walk that partial index.
 const STOPPED: &str = " AND status IN ('failed', 'cancelled')";
 const CANCELLABLE: &str = " AND status IN ('queued', 'running') AND NOT cancel_requested";
+/// `jobs_lease`'s condition as a literal: running jobs are few, so a list of them reads that
+/// index rather than walking every job by id for a page it never fills.
+const RUNNING: &str = " AND status = 'running'";
 
 /// Appends ` WHERE …` for `filter` within `scope`; with `keyset`, the page's `before_id` too.
 pub(super) fn push_where<'a>(
@@ -53,6 +56,9 @@ pub(super) fn push_where<'a>(
     if let Some(status) = filter.status {
         if matches!(status, JobStatus::Failed | JobStatus::Cancelled) && scope != Scope::Retryable {
             sql.push(STOPPED);
+        }
+        if status == JobStatus::Running {
+            sql.push(RUNNING);
         }
         sql.push(" AND status = ").push_bind(status.as_str());
     }

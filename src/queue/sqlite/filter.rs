@@ -33,6 +33,10 @@ impl Scope {
 /// index only for a query whose `WHERE` carries the index's.
 const STOPPED: &str = " AND (status = 'failed' OR status = 'cancelled')";
 const CANCELLABLE: &str = " AND status IN ('queued', 'running') AND cancel_requested = 0";
+/// `jobs_lease`'s condition: running jobs are few (the workers' pools), so a list of them
+/// reads that index and sorts the handful it finds, where a walk by id newest first would
+/// read the whole table looking for a page it never fills.
+const RUNNING: &str = " AND status = 'running'";
 
 /// Appends ` WHERE …` for `filter` within `scope`; with `keyset`, the page's `before_id` too.
 pub(super) fn push_where<'a>(
@@ -54,6 +58,9 @@ pub(super) fn push_where<'a>(
     if let Some(status) = filter.status {
         if matches!(status, JobStatus::Failed | JobStatus::Cancelled) && scope != Scope::Retryable {
             sql.push(STOPPED);
+        }
+        if status == JobStatus::Running {
+            sql.push(RUNNING);
         }
         if status == JobStatus::Succeeded {
             // Unary `+` keeps SQLite off jobs_finished: through it the list would read every
