@@ -219,9 +219,15 @@ pub(super) async fn plans(
                 query.terms
             )
         } else {
+            // As the store orders a list of running jobs (see its `list`).
+            let order = if query.terms.contains("status = 'running'") {
+                "+id"
+            } else {
+                "id"
+            };
             format!(
                 "EXPLAIN QUERY PLAN SELECT {LIST_COLUMNS} FROM jobs WHERE 1 = 1{} \
-                 ORDER BY id DESC LIMIT ?",
+                 ORDER BY {order} DESC LIMIT ?",
                 query.terms
             )
         };

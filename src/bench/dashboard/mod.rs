@@ -271,7 +271,7 @@ fn list_queries(before: i64) -> Vec<ListQuery> {
         ),
         query(
             "/jobs?status=running",
-            " AND status = ?",
+            " AND status = 'running' AND status = ?",
             vec![Arg::Text("running")],
         ),
         query(

@@ -21,7 +21,14 @@ impl SqliteStore {
     ) -> Result<Vec<JobRow>, QueueError> {
         let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS} FROM jobs"));
         push_where(&mut sql, filter, Scope::All, true);
-        sql.push(" ORDER BY id DESC LIMIT ").push_bind(filter.limit);
+        // Running jobs are few and jobs_lease holds them: `+id` keeps SQLite from walking
+        // every job by id for a page of them, so it reads that index and sorts what it finds.
+        let order = if filter.status == Some(JobStatus::Running) {
+            " ORDER BY +id DESC LIMIT "
+        } else {
+            " ORDER BY id DESC LIMIT "
+        };
+        sql.push(order).push_bind(filter.limit);
         Ok(sql.build_query_as().fetch_all(&self.pool).await?)
     }
 
