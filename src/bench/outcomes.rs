@@ -1,4 +1,4 @@
-//! Outcomes (issue #19): what following created approvals to their decision costs.
+//! Outcomes: what following created approvals to their decision costs.
 //!
 //! 1. *Idle*: N succeeded jobs whose instances are pending, each next read a day away. The
 //!    real worker (outcomes followed, the Stream connected to the sandbox child's gateway)
@@ -475,7 +475,7 @@ fn within_share(r: &ReadFigures) -> bool {
 /// Prints the scenario's block.
 pub(crate) fn print(f: &OutcomeFigures) {
     let i = &f.idle;
-    println!("== outcomes (following created approvals to their decision; issue #19)");
+    println!("== outcomes (following created approvals to their decision)");
     println!(
         "  idle worker, {} pending instances, next reads a day away, Stream {}: {:.2} % of a core \
          over {:.0} s ({} commits); with `follow = false`: {:.2} %",

@@ -1,4 +1,4 @@
-//! Dashboard (issue #17): the server time of the operators' pages with a big table.
+//! Dashboard: the server time of the operators' pages with a big table.
 //!
 //! A SQLite queue of 1 M jobs (a month of a busy queue, see `fill`) is served by the
 //! dashboard's router in this process: each request goes through `oneshot`, no socket, so
