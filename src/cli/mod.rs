@@ -145,8 +145,8 @@ enum Command {
     /// Print a shell completion script.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
-    /// Run the local DingTalk-compatible sandbox server until Ctrl-C, or decide an instance
-    /// on a running one (`sandbox decide`).
+    /// Run the local DingTalk-compatible sandbox server until Ctrl-C; decide an instance
+    /// (`sandbox decide`) or add a fault (`sandbox fault`) on a running one.
     #[command(after_help = sandbox::SANDBOX_EXAMPLES)]
     Sandbox(sandbox::SandboxArgs),
     /// Run the whole pipeline against the embedded sandbox and print the result.
