@@ -35,11 +35,12 @@ an unknown process code (processCodeError), a missing required field (formConver
 Without --directory it uses a built-in one; docs/sandbox-directory.toml shows the format.
 
 Faults are ENDPOINT:KIND[:COUNT]: ENDPOINT one of token, legacy_token, user_get, space,
-upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema,
-open_connection; KIND one of server_error, server_error(5xx), throttle, throttle_pascal_case,
-throttle_page, token_revoked, drop_connection, lose_response, latency(MS); COUNT calls in a
-row (default 1). While it runs: `sandbox fault`, or the admin routes POST /sandbox/faults
-{\"endpoint\", \"fault\", \"count\"}, GET /sandbox/faults, DELETE /sandbox/faults (loopback only).
+upload_info, multipart_init, multipart_query, oss_put, commit, create_instance, get_instance,
+list_instance_ids, form_schema, open_connection; KIND one of server_error, server_error(5xx),
+throttle, throttle_pascal_case, throttle_page, token_revoked, drop_connection, lose_response,
+latency(MS); COUNT calls in a row (default 1). While it runs: `sandbox fault`, or the admin
+routes POST /sandbox/faults {\"endpoint\", \"fault\", \"count\"}, GET /sandbox/faults,
+DELETE /sandbox/faults (loopback only).
 
 Instances stay RUNNING until decided: by `sandbox decide` (it calls the admin route
 POST /sandbox/instances/INSTANCE_ID/decide {\"action\": \"agree\", \"remark\": \"…\"}), or by

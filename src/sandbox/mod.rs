@@ -3,12 +3,12 @@
 //!
 //! It behaves like an outside server: strict request validation with DingTalk's own error
 //! shapes, a directory of the users, departments and templates that exist (anything else is
-//! refused as DingTalk refuses it), an OSS endpoint that checks header signatures, a QPS
-//! limit, latency, token and ticket expiry, and faults injected per endpoint. It records every request so tests can assert
-//! on what the client actually sent. Instances are approval processes that are decided by
-//! hand (a method, an admin route) or automatically, and report their outcome through
-//! GetProcessInstance and a Stream mode gateway on a second port. It depends on nothing
-//! else in this crate.
+//! refused as DingTalk refuses it), simple and multipart uploads to an OSS endpoint that
+//! checks header signatures, a QPS limit, latency, token and ticket expiry, and faults
+//! injected per endpoint. It records every request so tests can assert on what the client
+//! actually sent. Instances are approval processes that are decided by hand (a method, an
+//! admin route) or automatically, and report their outcome through GetProcessInstance and a
+//! Stream mode gateway on a second port. It depends on nothing else in this crate.
 
 mod admin;
 mod auth;
@@ -20,6 +20,7 @@ mod form;
 mod ids;
 mod latency;
 mod listener;
+mod multipart;
 mod oss;
 mod pipeline;
 mod process;
@@ -46,7 +47,7 @@ pub use directory::{Directory, DirectoryError};
 pub use faults::{Fault, FaultSpec, FaultSpecError};
 pub use latency::Latency;
 pub use process::{DecideError, Decision, InstanceStatus, Outcome, UnknownDecision};
-pub use records::{Endpoint, Instance, Received, StoredFile, UnknownEndpoint};
+pub use records::{Endpoint, Instance, PartPut, Received, StoredFile, UnknownEndpoint};
 pub use stream::{AckStatus, StreamDelivery, StreamEvent, StreamOptions, StreamPing, StreamStats};
 
 use listener::{ConnTag, KillableListener};
@@ -257,12 +258,19 @@ impl Sandbox {
         state.files.iter().map(|f| f.file.clone()).collect()
     }
 
-    /// The bytes of a committed file; `None` when unknown or larger than 64 MiB
-    /// (only length and MD5 are kept for those).
+    /// The bytes of a committed file (a multipart upload's parts assembled); `None` when
+    /// unknown or larger than 64 MiB (only length and MD5 are kept for those).
     #[cfg(test)]
     pub(crate) fn file_content(&self, file_id: &str) -> Option<bytes::Bytes> {
         let state = self.shared.lock();
         state.files.by_id(file_id).and_then(|f| f.content.clone())
+    }
+
+    /// Every PUT of a multipart upload's part received so far, in arrival order, refused and
+    /// faulted ones included (their `status` tells); none when the sandbox was started
+    /// without `record_requests`. A part PUT twice shows twice.
+    pub fn part_puts(&self) -> Vec<PartPut> {
+        multipart::part_puts(&self.shared.lock())
     }
 
     /// The next `times` calls to `endpoint` suffer `fault` (queued after earlier injections).
@@ -321,7 +329,7 @@ impl Sandbox {
         self.shared.lock().expire_tokens();
     }
 
-    /// Every upload ticket issued so far expires now.
+    /// Every upload ticket and multipart part URL issued so far expires now.
     pub fn expire_tickets(&self) {
         self.shared.lock().expire_tickets();
     }
@@ -383,6 +391,14 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/v1.0/storage/spaces/{space_id}/files/uploadInfos/query",
             post(handler(Endpoint::UploadInfo, storage::upload_info)),
+        )
+        .route(
+            "/v1.0/storage/spaces/{space_id}/files/multiPartUploadInfos/init",
+            post(handler(Endpoint::MultipartInit, multipart::init)),
+        )
+        .route(
+            "/v1.0/storage/spaces/files/multiPartUploadInfos/query",
+            post(handler(Endpoint::MultipartQuery, multipart::query)),
         )
         .route("/oss/{*object_key}", put(oss::put))
         .route(

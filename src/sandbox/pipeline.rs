@@ -136,6 +136,7 @@ impl Arrival {
             body: None,
             body_len: 0,
             body_md5: None,
+            part_number: None,
             status: 0,
             fault: fault.as_ref().map(ToString::to_string),
         };

@@ -22,7 +22,12 @@ pub enum Endpoint {
     Space,
     /// `POST /v1.0/storage/spaces/{spaceId}/files/uploadInfos/query`
     UploadInfo,
-    /// `PUT /oss/{objectKey}` (the OSS side, not a DingTalk API)
+    /// `POST /v1.0/storage/spaces/{spaceId}/files/multiPartUploadInfos/init`
+    MultipartInit,
+    /// `POST /v1.0/storage/spaces/files/multiPartUploadInfos/query` (no spaceId in the path)
+    MultipartQuery,
+    /// `PUT /oss/{objectKey}`, a whole file or one part of a multipart upload (the OSS
+    /// side, not a DingTalk API)
     OssPut,
     /// `POST /v1.0/storage/spaces/{spaceId}/files/commit`
     Commit,
@@ -47,6 +52,8 @@ impl Endpoint {
             Endpoint::UserGet,
             Endpoint::Space,
             Endpoint::UploadInfo,
+            Endpoint::MultipartInit,
+            Endpoint::MultipartQuery,
             Endpoint::OssPut,
             Endpoint::Commit,
             Endpoint::CreateInstance,
@@ -65,6 +72,8 @@ impl Endpoint {
             Endpoint::UserGet => "user_get",
             Endpoint::Space => "space",
             Endpoint::UploadInfo => "upload_info",
+            Endpoint::MultipartInit => "multipart_init",
+            Endpoint::MultipartQuery => "multipart_query",
             Endpoint::OssPut => "oss_put",
             Endpoint::Commit => "commit",
             Endpoint::CreateInstance => "create_instance",
@@ -85,7 +94,7 @@ impl fmt::Display for Endpoint {
 /// A string that names no [`Endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown sandbox endpoint `{0}` (expected one of token, legacy_token, user_get, space, upload_info, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema, open_connection)"
+    "unknown sandbox endpoint `{0}` (expected one of token, legacy_token, user_get, space, upload_info, multipart_init, multipart_query, oss_put, commit, create_instance, get_instance, list_instance_ids, form_schema, open_connection)"
 )]
 pub struct UnknownEndpoint(pub(crate) String);
 
@@ -120,6 +129,9 @@ pub struct Received {
     pub body_len: u64,
     /// Hex MD5 of the body (OSS PUT only).
     pub body_md5: Option<String>,
+    /// The `partNumber` of a multipart upload's part PUT (from its URL), refused ones
+    /// included; `None` for every other request.
+    pub part_number: Option<u32>,
     /// HTTP status answered; 0 while in flight or when the connection was dropped
     /// before any work. Under `LoseResponse` it is the status of the answer that was lost.
     pub status: u16,
@@ -167,8 +179,27 @@ pub struct StoredFile {
     pub(crate) size: u64,
     /// Lowercase suffix without the dot; empty when the name has none.
     pub(crate) extension: String,
-    /// Hex MD5 of the uploaded bytes.
+    /// Hex MD5 of the uploaded bytes. For a multipart upload too large to keep (over
+    /// 64 MiB in all), OSS's multipart ETag form instead: the hex MD5 of the parts' binary
+    /// MD5s concatenated in part order, then `-N` for N parts.
     pub md5: String,
     /// The upload ticket the file was committed from.
     pub(crate) upload_key: String,
+}
+
+/// One PUT of a multipart upload's part as the sandbox received it (see
+/// [`Sandbox::part_puts`](super::Sandbox::part_puts)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartPut {
+    /// The uploadKey from multiPartUploadInfos/init whose object the URL names; `None` when
+    /// it names no object the sandbox issued.
+    pub upload_key: Option<String>,
+    /// `partNumber` from the URL.
+    pub part_number: u32,
+    /// Bytes received, refused PUTs included (OSS reads a refused body to its end too).
+    pub body_len: u64,
+    /// Hex MD5 of the bytes received.
+    pub body_md5: Option<String>,
+    /// HTTP status answered; 0 when the connection was dropped before any work.
+    pub status: u16,
 }

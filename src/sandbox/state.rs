@@ -1,6 +1,7 @@
-//! The sandbox's in-memory world: tokens, users, grants, upload tickets, files,
-//! instances, queued faults and QPS windows, all behind one mutex; beside it the Stream
-//! gateway (with its own), the change signal tests wait on, and the background tasks' stop.
+//! The sandbox's in-memory world: tokens, users, grants, upload tickets, multipart
+//! uploads, files, instances, queued faults and QPS windows, all behind one mutex; beside it
+//! the Stream gateway (with its own), the change signal tests wait on, and the background
+//! tasks' stop.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::SandboxOptions;
 use super::faults::Fault;
 use super::ids;
+use super::multipart::Multipart;
 use super::process::{Decision, Process};
 use super::records::{Endpoint, Instance, Received, StoredFile};
 use super::stream::Gateway;
@@ -74,7 +76,8 @@ impl Shared {
     }
 }
 
-/// An upload ticket from uploadInfos/query and what became of it.
+/// An upload ticket from uploadInfos/query and what became of it (multipart uploads are
+/// `multipart::Multipart`).
 pub(super) struct Ticket {
     pub(crate) upload_key: String,
     pub(crate) union_id: String,
@@ -88,7 +91,7 @@ pub(super) struct Ticket {
     pub(crate) committed: bool,
 }
 
-/// The bytes of one successful PUT.
+/// The bytes of one successful PUT (a whole file or one part).
 #[derive(Clone)]
 pub(super) struct Upload {
     pub(crate) len: u64,
@@ -221,7 +224,9 @@ pub(super) struct State {
     grants: HashMap<String, Instant>,
     /// uploadKey → ticket.
     pub(crate) tickets: HashMap<String, Ticket>,
-    /// OSS object key → uploadKey.
+    /// uploadKey → multipart upload.
+    pub(crate) multiparts: HashMap<String, Multipart>,
+    /// OSS object key → uploadKey (of a ticket or a multipart upload).
     pub(crate) objects: HashMap<String, String>,
     pub(crate) files: Files,
     pub(crate) instances: Vec<InstanceRecord>,
@@ -292,6 +297,13 @@ impl State {
         let now = self.now();
         for ticket in self.tickets.values_mut() {
             ticket.expires_at = now;
+        }
+        let parts = self
+            .multiparts
+            .values_mut()
+            .flat_map(|upload| upload.signatures.values_mut());
+        for signature in parts {
+            signature.expires_at = now;
         }
     }
 

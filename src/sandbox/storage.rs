@@ -1,4 +1,5 @@
-//! Storage v1.0 endpoints: upload tickets (uploadInfos/query) and file commit.
+//! Storage v1.0 endpoints: upload tickets (uploadInfos/query) and file commit, for simple
+//! and multipart uploads alike (the multipart calls themselves are in `multipart.rs`).
 
 use std::collections::BTreeMap;
 
@@ -7,10 +8,11 @@ use serde_json::{Value, json};
 
 use super::error::{self, Refusal};
 use super::ids;
+use super::multipart;
 use super::pipeline::{self, Call};
 use super::records::StoredFile;
-use super::state::{FileRecord, Shared, Ticket};
-use super::wire::{CommitRequest, UploadInfoRequest};
+use super::state::{FileRecord, Shared, State, Ticket, Upload};
+use super::wire::{CommitRequest, UploadInfoRequest, UploadOption};
 
 const REGIONS: [&str; 5] = [
     "ZHANGJIAKOU",
@@ -21,8 +23,8 @@ const REGIONS: [&str; 5] = [
 ];
 
 /// Checks the `{spaceId}` path segment and the `unionId` query parameter shared by
-/// both storage calls; returns the unionId.
-fn space_and_operator<'a>(shared: &Shared, call: &'a Call) -> Result<&'a str, Refusal> {
+/// the storage calls addressed to a space; returns the unionId.
+pub(super) fn space_and_operator<'a>(shared: &Shared, call: &'a Call) -> Result<&'a str, Refusal> {
     // Path: /v1.0/storage/spaces/{spaceId}/files/...
     let space = call.path.split('/').nth(4).unwrap_or_default();
     if space != shared.options.space_id.to_string() {
@@ -33,10 +35,91 @@ fn space_and_operator<'a>(shared: &Shared, call: &'a Call) -> Result<&'a str, Re
         )
         .into());
     }
+    operator(call)
+}
+
+/// The `unionId` query parameter every storage call needs.
+pub(super) fn operator(call: &Call) -> Result<&str, Refusal> {
     match call.query.get("unionId").filter(|u| !u.is_empty()) {
         Some(union_id) => Ok(union_id),
         None => Err(error::api(400, "paramError", "unionId is required").into()),
     }
+}
+
+/// 403 for a user without a live upload grant (spaces/infos/query gives one).
+pub(super) fn no_upload_grant() -> Response {
+    error::api(
+        403,
+        "permissionDenied",
+        "没有权限: the user has no upload grant on this space; call spaces/infos/query first",
+    )
+}
+
+/// The headers of a fresh OSS header signature (V1) made at `now_ms`: a new Authorization
+/// every time, so a client that sends an older one is told apart.
+pub(super) fn signed_headers(now_ms: i64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "Authorization".to_owned(),
+            format!("OSS sandbox:{}", ids::random_hex(20)),
+        ),
+        ("x-oss-date".to_owned(), ids::rfc1123(now_ms)),
+    ])
+}
+
+/// The `Expires` (unix seconds) of a URL signed at `now_ms` that lives `ttl`.
+pub(super) fn expires_param(now_ms: i64, ttl: std::time::Duration) -> i64 {
+    now_ms / 1000 + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)
+}
+
+/// The checks uploadInfos/query and multiPartUploadInfos/init make of their `option`.
+pub(super) fn check_option(option: Option<&UploadOption>) -> Result<(), Refusal> {
+    let Some(option) = option else {
+        return Ok(());
+    };
+    if option
+        .storage_driver
+        .as_deref()
+        .is_some_and(|d| d != "DINGTALK")
+    {
+        return Err(error::api(
+            400,
+            "paramError.storageDriver",
+            "storageDriver must be DINGTALK",
+        )
+        .into());
+    }
+    if option
+        .prefer_region
+        .as_deref()
+        .is_some_and(|r| !REGIONS.contains(&r))
+    {
+        return Err(error::api(400, "paramError", "preferRegion is not a known region").into());
+    }
+    let Some(pre) = option.pre_check_param.as_ref() else {
+        return Ok(());
+    };
+    if let Some(problem) = pre.name.as_deref().and_then(name_problem) {
+        return Err(illegal_name(problem).into());
+    }
+    if pre.size.is_some_and(|s| s < 0) {
+        return Err(
+            error::api(400, "paramError", "preCheckParam.size must not be negative").into(),
+        );
+    }
+    if pre
+        .md5
+        .as_deref()
+        .is_some_and(|m| m.len() != 32 || hex::decode(m).is_err())
+    {
+        return Err(
+            error::api(400, "paramError", "preCheckParam.md5 must be 32 hex digits").into(),
+        );
+    }
+    if pre.parent_id.as_deref().is_some_and(|p| p != "0") {
+        return Err(error::api(400, "paramError", "preCheckParam.parentId does not exist").into());
+    }
+    Ok(())
 }
 
 /// DingPan's name rules; `None` when the name is acceptable.
@@ -87,67 +170,24 @@ pub(super) fn upload_info(shared: &Shared, call: &Call) -> Response {
             "multipart upload is not supported by this call; use multiPartUploadInfos",
         );
     }
-    let option = request.option;
-    let pre_check = option.as_ref().and_then(|o| o.pre_check_param.as_ref());
-    if let Some(option) = &option {
-        if option
-            .storage_driver
-            .as_deref()
-            .is_some_and(|d| d != "DINGTALK")
-        {
-            return error::api(
-                400,
-                "paramError.storageDriver",
-                "storageDriver must be DINGTALK",
-            );
-        }
-        if option
-            .prefer_region
-            .as_deref()
-            .is_some_and(|r| !REGIONS.contains(&r))
-        {
-            return error::api(400, "paramError", "preferRegion is not a known region");
-        }
+    if let Err(response) = check_option(request.option.as_ref()) {
+        return *response;
     }
-    if let Some(pre) = pre_check {
-        if let Some(problem) = pre.name.as_deref().and_then(name_problem) {
-            return illegal_name(problem);
-        }
-        if pre.size.is_some_and(|s| s < 0) {
-            return error::api(400, "paramError", "preCheckParam.size must not be negative");
-        }
-        if pre
-            .md5
-            .as_deref()
-            .is_some_and(|m| m.len() != 32 || hex::decode(m).is_err())
-        {
-            return error::api(400, "paramError", "preCheckParam.md5 must be 32 hex digits");
-        }
-        if pre.parent_id.as_deref().is_some_and(|p| p != "0") {
-            return error::api(400, "paramError", "preCheckParam.parentId does not exist");
-        }
-    }
+    let pre_check = request
+        .option
+        .as_ref()
+        .and_then(|o| o.pre_check_param.as_ref());
 
     let mut state = shared.lock();
     if !state.may_upload(&union_id) {
-        return error::api(
-            403,
-            "permissionDenied",
-            "没有权限: the user has no upload grant on this space; call spaces/infos/query first",
-        );
+        return no_upload_grant();
     }
     let ttl = shared.options.ticket_ttl;
     let upload_key = format!("sbx{}", ids::random_hex(24));
     let object_key = format!("{}/{}", shared.options.space_id, ids::random_hex(16));
     let now_ms = ids::now_ms();
-    let expires = now_ms / 1000 + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    let signed_headers = BTreeMap::from([
-        (
-            "Authorization".to_owned(),
-            format!("OSS sandbox:{}", ids::random_hex(20)),
-        ),
-        ("x-oss-date".to_owned(), ids::rfc1123(now_ms)),
-    ]);
+    let expires = expires_param(now_ms, ttl);
+    let signed_headers = signed_headers(now_ms);
     let ticket = Ticket {
         upload_key: upload_key.clone(),
         union_id,
@@ -244,21 +284,9 @@ pub(super) fn commit(shared: &Shared, call: &Call) -> Response {
             "没有权限: the user has no upload grant on this space; call spaces/infos/query again",
         );
     }
-    let Some(ticket) = state.tickets.get(&request.upload_key) else {
-        return error::api(400, "paramError", "uploadKey not found");
-    };
-    if ticket.union_id != union_id {
-        return error::api(
-            403,
-            "permissionDenied",
-            "没有权限: unionId is not the uploader of this uploadKey",
-        );
-    }
-    if ticket.committed {
-        return error::api(400, "paramError", "uploadKey already committed");
-    }
-    let Some(upload) = ticket.upload.clone() else {
-        return error::api(400, "paramError", "file not uploaded");
+    let upload = match uploaded(&state, &request.upload_key, &union_id) {
+        Ok(upload) => upload,
+        Err(response) => return *response,
     };
     if option
         .and_then(|o| o.size)
@@ -319,10 +347,44 @@ pub(super) fn commit(shared: &Shared, call: &Call) -> Response {
     };
     if let Some(ticket) = state.tickets.get_mut(&request.upload_key) {
         ticket.committed = true;
+    } else if let Some(upload) = state.multiparts.get_mut(&request.upload_key) {
+        upload.mark_committed();
     }
     let body = json!({"dentry": dentry(state.files.get(index), &union_id)});
     drop(state);
     error::ok(&body)
+}
+
+/// The bytes `upload_key` stands for, a simple upload's or a multipart upload's assembled
+/// parts, when `union_id` may commit them.
+fn uploaded(state: &State, upload_key: &str, union_id: &str) -> Result<Upload, Refusal> {
+    let (uploader, committed) = match (
+        state.tickets.get(upload_key),
+        state.multiparts.get(upload_key),
+    ) {
+        (Some(ticket), _) => (&ticket.union_id, ticket.committed),
+        (None, Some(upload)) => (&upload.union_id, upload.committed),
+        (None, None) => return Err(error::api(400, "paramError", "uploadKey not found").into()),
+    };
+    if *uploader != union_id {
+        return Err(error::api(
+            403,
+            "permissionDenied",
+            "没有权限: unionId is not the uploader of this uploadKey",
+        )
+        .into());
+    }
+    if committed {
+        return Err(error::api(400, "paramError", "uploadKey already committed").into());
+    }
+    if let Some(upload) = state.multiparts.get(upload_key) {
+        return multipart::assemble(upload);
+    }
+    state
+        .tickets
+        .get(upload_key)
+        .and_then(|ticket| ticket.upload.clone())
+        .ok_or_else(|| error::api(400, "paramError", "file not uploaded").into())
 }
 
 /// Lowercase suffix without the dot; empty when there is none.

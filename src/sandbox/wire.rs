@@ -122,6 +122,36 @@ pub(super) struct PreCheckParam {
     pub(crate) name: Option<String>,
 }
 
+/// `POST /v1.0/storage/spaces/{spaceId}/files/multiPartUploadInfos/init`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct MultipartInitRequest {
+    pub(crate) option: Option<UploadOption>,
+}
+
+/// `POST /v1.0/storage/spaces/files/multiPartUploadInfos/query`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct MultipartQueryRequest {
+    pub(crate) upload_key: String,
+    pub(crate) part_numbers: Vec<i32>,
+    #[expect(
+        dead_code,
+        reason = "type-checked only; the sandbox has no intranet endpoints"
+    )]
+    option: Option<MultipartQueryOption>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct MultipartQueryOption {
+    #[expect(
+        dead_code,
+        reason = "type-checked only; the sandbox has no intranet endpoints"
+    )]
+    prefer_intranet: Option<bool>,
+}
+
 /// `POST /v1.0/storage/spaces/{spaceId}/files/commit`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -4,6 +4,8 @@
 mod faults;
 mod flow;
 mod knobs;
+mod multipart;
+mod multipart_refusals;
 mod process;
 mod storage;
 mod stream;
