@@ -41,6 +41,19 @@ impl StepError {
         StepError::Permanent(Reason::new(message))
     }
 
+    /// The same decision, its message led by `what` it was about ("part 3 of 40: …").
+    pub(super) fn about(mut self, what: &str) -> Self {
+        let reason = match &mut self {
+            StepError::Retryable(reason)
+            | StepError::Permanent(reason)
+            | StepError::Ambiguous(reason)
+            | StepError::RetryAfter { reason, .. }
+            | StepError::Stale { reason, .. } => reason,
+        };
+        reason.message = format!("{what}: {}", reason.message);
+        self
+    }
+
     /// Maps a DingTalk error. `may_be_done` is whether the call changes state, so that a
     /// lost answer means the change may have happened (create instance).
     pub(super) fn from_dingtalk(error: DingTalkError, may_be_done: bool) -> Self {

@@ -8,6 +8,7 @@ mod backoff;
 mod error;
 mod files;
 mod grants;
+mod parts;
 mod payload;
 mod reconcile;
 mod step;
@@ -17,9 +18,11 @@ use std::time::Duration;
 
 pub(crate) use backoff::backoff;
 pub(crate) use error::{Reason, StepError};
+pub use parts::{DEFAULT_MULTIPART_THRESHOLD_BYTES, DEFAULT_PART_BYTES, PartPlan};
 pub(crate) use payload::{UploadLimits, validate};
 pub use step::{
-    CHECKPOINT_UPLOADS_FROM_BYTES, CREATE_STEP, PendingUpload, Progress, Step, SubmitIntent,
+    CHECKPOINT_UPLOADS_FROM_BYTES, CREATE_STEP, PartTarget, PartedUpload, PendingUpload, Progress,
+    Step, SubmitIntent,
 };
 
 use crate::dingtalk::{
@@ -55,6 +58,7 @@ pub struct Approval {
     submit_settle: Duration,
     grants: Grants,
     templates: Templates,
+    parts: PartPlan,
 }
 
 /// What `advance` needs to know about the claim it runs under.
@@ -78,7 +82,14 @@ impl Approval {
             submit_settle: DEFAULT_SUBMIT_SETTLE,
             grants: Grants::default(),
             templates: Templates::default(),
+            parts: PartPlan::default(),
         }
+    }
+
+    /// Sets when a file goes in parts and how large they are.
+    pub fn with_parts(mut self, plan: PartPlan) -> Self {
+        self.parts = plan;
+        self
     }
 
     /// Sets how long a create without an answer may still land (see
@@ -107,6 +118,12 @@ impl Approval {
             Step::UploadInfo { progress } => self.upload_info(job, progress, at).await,
             Step::Put { progress, upload } => self.put(job, progress, upload, at, sent).await,
             Step::Commit { progress, upload } => self.commit(job, progress, upload, at).await,
+            Step::PutParts { progress, upload } => {
+                self.put_part(job, progress, upload, at, sent).await
+            }
+            Step::CommitParts { progress, upload } => {
+                self.commit_parts(job, progress, upload, at).await
+            }
             Step::Submit { progress, intent } => self.submit(job, progress, intent, at).await,
             Step::Done { .. } => Ok(step),
         }
@@ -185,24 +202,33 @@ impl Approval {
             size: found.size,
             md5_hex: found.md5.clone(),
         };
-        let mut answer = self
-            .dingtalk
-            .upload_info(progress.space_id, &progress.union_id, &request)
-            .await;
+        let parted = self.parts.parted(found.size);
+        let mut answer = self.open_upload(&progress, &request, parted).await;
         if let Err(error) = &answer
             && error.class() == ErrorClass::Permanent
             && !refreshed
         {
             // The grant's lifetime is undocumented: a refusal may only mean it lapsed.
             // Renewing it is one harmless call; a refusal after that is the real answer.
-            tracing::debug!(error = %error, "uploadInfos refused; renewing the upload grant once");
+            tracing::debug!(error = %error, "upload refused; renewing the upload grant once");
             self.refresh_grant(job, &mut progress, at).await?;
-            answer = self
-                .dingtalk
-                .upload_info(progress.space_id, &progress.union_id, &request)
-                .await;
+            answer = self.open_upload(&progress, &request, parted).await;
         }
-        let ticket = answer.map_err(|e| StepError::from_dingtalk(e, false))?;
+        let ticket = match answer.map_err(|e| StepError::from_dingtalk(e, false))? {
+            Opened::Ticket(ticket) => ticket,
+            Opened::Parts(upload_key) => {
+                let upload = PartedUpload {
+                    upload_key,
+                    size: found.size,
+                    modified: found.modified,
+                    part_bytes: self.parts.part_bytes_for(found.size),
+                    parts_done: 0,
+                    started_at_ms: at.now_ms,
+                    targets: Vec::new(),
+                };
+                return Ok(Step::PutParts { progress, upload });
+            }
+        };
         let lifetime_ms =
             i64::try_from(ticket.expiration_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let upload = PendingUpload {
@@ -214,6 +240,23 @@ impl Approval {
             snapshot: found.snapshot,
         };
         Ok(Step::Put { progress, upload })
+    }
+
+    /// Asks for a simple upload's ticket, or opens an upload in parts.
+    async fn open_upload(
+        &self,
+        progress: &Progress,
+        request: &UploadInfoRequest,
+        parted: bool,
+    ) -> Result<Opened, crate::dingtalk::DingTalkError> {
+        let (space, user) = (progress.space_id, &progress.union_id);
+        if parted {
+            let key = self.dingtalk.multipart_init(space, user, request).await?;
+            Ok(Opened::Parts(key))
+        } else {
+            let ticket = self.dingtalk.upload_info(space, user, request).await?;
+            Ok(Opened::Ticket(ticket))
+        }
     }
 
     /// Queries the approval space again, which renews the originator's upload grant.
@@ -278,12 +321,36 @@ impl Approval {
     async fn commit(
         &self,
         job: &Job,
-        mut progress: Progress,
+        progress: Progress,
         upload: PendingUpload,
         at: Attempt,
     ) -> Result<Step, StepError> {
+        let key = upload.ticket.upload_key.clone();
+        self.commit_key(job, progress, &key, upload.size, at).await
+    }
+
+    async fn commit_parts(
+        &self,
+        job: &Job,
+        progress: Progress,
+        upload: PartedUpload,
+        at: Attempt,
+    ) -> Result<Step, StepError> {
+        self.commit_key(job, progress, &upload.upload_key, upload.size, at)
+            .await
+    }
+
+    /// Commits the upload `key` of `size` bytes, the attachment after the committed ones.
+    async fn commit_key(
+        &self,
+        job: &Job,
+        mut progress: Progress,
+        key: &str,
+        size: u64,
+        at: Attempt,
+    ) -> Result<Step, StepError> {
         let attachment = next_attachment(job, &progress)?;
-        let mut dentry = self.send_commit(&progress, &upload, attachment).await;
+        let mut dentry = self.send_commit(&progress, key, size, attachment).await;
         if let Err(error) = &dentry
             && error.is_permission_denied()
         {
@@ -292,7 +359,7 @@ impl Approval {
             // OSS. A refusal after that is the real answer.
             tracing::debug!(error = %error, "commit refused; renewing the upload grant once");
             self.refresh_grant(job, &mut progress, at).await?;
-            dentry = self.send_commit(&progress, &upload, attachment).await;
+            dentry = self.send_commit(&progress, key, size, attachment).await;
         }
         let dentry = match dentry {
             Ok(dentry) => dentry,
@@ -315,20 +382,21 @@ impl Approval {
         Ok(Step::Submit { progress, intent })
     }
 
-    /// Commits `upload` of `attachment` into the space `progress` names.
+    /// Commits the upload `key` of `attachment` into the space `progress` names.
     async fn send_commit(
         &self,
         progress: &Progress,
-        upload: &PendingUpload,
+        key: &str,
+        size: u64,
         attachment: &Attachment,
     ) -> Result<Dentry, crate::dingtalk::DingTalkError> {
         self.dingtalk
             .commit(
                 progress.space_id,
                 &progress.union_id,
-                &upload.ticket.upload_key,
+                key,
                 &attachment.name,
-                upload.size,
+                size,
             )
             .await
     }
@@ -357,13 +425,24 @@ impl Approval {
     }
 }
 
+/// What opening an upload gave.
+enum Opened {
+    /// A simple upload's ticket.
+    Ticket(crate::dingtalk::UploadTicket),
+    /// The key of an upload in parts.
+    Parts(String),
+}
+
 /// Uploads from here on run under `grant`.
 fn adopt(progress: &mut Progress, grant: Grant) {
     progress.space_id = grant.space_id;
     progress.granted_at_ms = grant.granted_at_ms;
 }
 
-fn next_attachment<'a>(job: &'a Job, progress: &Progress) -> Result<&'a Attachment, StepError> {
+pub(super) fn next_attachment<'a>(
+    job: &'a Job,
+    progress: &Progress,
+) -> Result<&'a Attachment, StepError> {
     job.attachments.get(progress.files.len()).ok_or_else(|| {
         StepError::permanent(format!(
             "checkpoint has {} committed files but the payload lists {} attachments",
@@ -373,7 +452,7 @@ fn next_attachment<'a>(job: &'a Job, progress: &Progress) -> Result<&'a Attachme
     })
 }
 
-fn stale(message: &str, http_status: Option<u16>, progress: Progress) -> StepError {
+pub(super) fn stale(message: &str, http_status: Option<u16>, progress: Progress) -> StepError {
     StepError::Stale {
         reason: Reason {
             message: message.to_string(),

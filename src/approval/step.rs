@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dingtalk::{Dentry, UploadTicket};
+use crate::dingtalk::{Dentry, PartTicket, UploadTicket};
 use crate::oss::Snapshot;
 
 /// Attachments of at least this size are checkpointed after their ticket and their PUT:
@@ -42,6 +42,20 @@ pub enum Step {
         /// The ticket for this attachment.
         upload: PendingUpload,
     },
+    /// PUT the next part of a large attachment uploaded in parts (dingtalk-api.md §5.7).
+    PutParts {
+        /// What earlier steps produced.
+        progress: Progress,
+        /// The upload and the parts already in OSS.
+        upload: PartedUpload,
+    },
+    /// Commit a large attachment whose parts are all in OSS.
+    CommitParts {
+        /// What earlier steps produced.
+        progress: Progress,
+        /// The upload, every part in OSS.
+        upload: PartedUpload,
+    },
     /// Create the approval instance. The intent is stored before the create is sent.
     Submit {
         /// What earlier steps produced (all attachments committed).
@@ -66,10 +80,18 @@ impl Step {
         match self {
             Step::Space => "space",
             Step::UploadInfo { .. } => "upload_info",
-            Step::Put { .. } => "put",
-            Step::Commit { .. } => "commit",
+            Step::Put { .. } | Step::PutParts { .. } => "put",
+            Step::Commit { .. } | Step::CommitParts { .. } => "commit",
             Step::Submit { .. } => CREATE_STEP,
             Step::Done { .. } => "done",
+        }
+    }
+
+    /// The upload in parts this step sends or commits, if it is one.
+    pub fn parted_upload(&self) -> Option<&PartedUpload> {
+        match self {
+            Step::PutParts { upload, .. } | Step::CommitParts { upload, .. } => Some(upload),
+            _ => None,
         }
     }
 
@@ -84,7 +106,7 @@ impl Step {
     /// Whether the job must store `next`, reached by finishing `self`, before it goes on.
     ///
     /// Only where a restart could otherwise repeat something that must not happen twice or
-    /// costs real work: after a commit (the file now exists in the space; committing again
+    /// costs real work: after each part of a large file, after a commit (the file now exists in the space; committing again
     /// would leave a duplicate) and before a create (the intent rides in the submit
     /// checkpoint). The space grant, an upload ticket and a small file's PUT are cheaper to
     /// redo from the last checkpoint than to store: one DingTalk call, or a hash and PUT of
@@ -143,6 +165,76 @@ pub struct PendingUpload {
     /// checkpoint reads the file.
     #[serde(skip)]
     pub snapshot: Option<Snapshot>,
+}
+
+/// A large attachment (the one at index `progress.files.len()`) uploaded in parts of
+/// `part_bytes` (the last one shorter), sent in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartedUpload {
+    /// The upload's key from multiPartUploadInfos/init, needed by the commit.
+    pub(crate) upload_key: String,
+    /// The file's size when the upload was opened.
+    pub size: u64,
+    /// The file's modification time then, where the filesystem keeps one: a part is not sent
+    /// from a file written since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<SystemTime>,
+    /// The size of every part but the last.
+    pub part_bytes: u64,
+    /// Parts 1 to this one are in OSS.
+    pub parts_done: u32,
+    /// When the upload was opened (unix ms): its mean speed counts from here.
+    pub started_at_ms: i64,
+    /// Signed targets already fetched for the parts after `parts_done`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<PartTarget>,
+}
+
+impl PartedUpload {
+    /// How many parts the file has.
+    pub fn part_count(&self) -> u32 {
+        let count = self.size.div_ceil(self.part_bytes.max(1));
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Where part `number` (from 1) starts in the file, and its length.
+    pub fn span(&self, number: u32) -> (u64, u64) {
+        let offset = u64::from(number.saturating_sub(1)).saturating_mul(self.part_bytes);
+        (
+            offset,
+            self.part_bytes.min(self.size.saturating_sub(offset)),
+        )
+    }
+
+    /// Bytes of the file in OSS.
+    pub fn bytes_done(&self) -> u64 {
+        u64::from(self.parts_done)
+            .saturating_mul(self.part_bytes)
+            .min(self.size)
+    }
+
+    /// "12 of 40 parts in OSS (96.00 MiB of 320.00 MiB)", for people.
+    pub fn summary(&self) -> String {
+        let bytes = |n: u64| indicatif::HumanBytes(n).to_string();
+        format!(
+            "{} of {} parts in OSS ({} of {})",
+            self.parts_done,
+            self.part_count(),
+            bytes(self.bytes_done()),
+            bytes(self.size)
+        )
+    }
+}
+
+/// A part's signed target and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartTarget {
+    /// DingTalk's answer for the part.
+    pub ticket: PartTicket,
+    /// When the signature stops working (unix ms).
+    pub expires_at_ms: i64,
 }
 
 /// The record that a create may have been sent.
@@ -290,6 +382,67 @@ mod tests {
         );
         assert!(commit.must_store(&submit), "the intent precedes any create");
         assert!(submit.must_store(&submit.clone()), "a re-armed intent");
+    }
+
+    fn parted(parts_done: u32) -> PartedUpload {
+        PartedUpload {
+            upload_key: "k".into(),
+            size: 25 * 1024 * 1024,
+            modified: None,
+            part_bytes: 8 * 1024 * 1024,
+            parts_done,
+            started_at_ms: 7,
+            targets: vec![],
+        }
+    }
+
+    #[test]
+    fn every_part_of_a_file_in_parts_is_stored_before_the_next() {
+        let open = Step::UploadInfo {
+            progress: progress(),
+        };
+        let first = Step::PutParts {
+            progress: progress(),
+            upload: parted(0),
+        };
+        let second = Step::PutParts {
+            progress: progress(),
+            upload: parted(1),
+        };
+        let commit = Step::CommitParts {
+            progress: progress(),
+            upload: parted(4),
+        };
+        assert!(open.must_store(&first), "the upload's key");
+        assert!(first.must_store(&second), "a part now in OSS");
+        assert!(second.must_store(&commit), "the last part");
+        assert_eq!((first.name(), commit.name()), ("put", "commit"));
+    }
+
+    #[test]
+    fn a_file_in_parts_reads_back_from_its_checkpoint_with_its_part_targets() {
+        let mut upload = parted(2);
+        upload.targets.push(PartTarget {
+            ticket: PartTicket {
+                part_number: 3,
+                resource_urls: vec!["http://127.0.0.1/o?partNumber=3".into()],
+                headers: Default::default(),
+                expiration_secs: 900,
+            },
+            expires_at_ms: 99,
+        });
+        let step = Step::PutParts {
+            progress: progress(),
+            upload,
+        };
+        let back = Step::from_checkpoint(Some(&step.to_checkpoint())).unwrap();
+        assert_eq!(back, step);
+        let upload = back.parted_upload().unwrap();
+        assert_eq!(upload.part_count(), 4);
+        assert_eq!(
+            upload.summary(),
+            "2 of 4 parts in OSS (16.00 MiB of 25.00 MiB)"
+        );
     }
 
     fn step_json_has_armed(step: &Step) -> bool {

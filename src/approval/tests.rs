@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::dingtalk::UploadTicket;
+use md5::Digest;
 
 fn upload(expiration_secs: u64) -> PendingUpload {
     PendingUpload {
@@ -45,19 +46,8 @@ async fn run_steps(approval: &Approval, job: &Job) -> Result<Step, StepError> {
     panic!("no end after 20 steps");
 }
 
-#[tokio::test]
-async fn a_grant_that_lapses_during_the_put_is_renewed_once_and_the_commit_retried() {
-    use crate::sandbox::{Endpoint, Fault, Sandbox, SandboxOptions};
-    // The grant lapses while OSS takes its time over the PUT, as a 3 s grant would under
-    // a 4 s upload; the sandbox's grants run on the wall clock, hence short real times.
-    let grant_ttl = Duration::from_millis(300);
-    let sandbox = Sandbox::start(SandboxOptions {
-        grant_ttl,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap();
-    sandbox.inject(Endpoint::OssPut, Fault::Latency(grant_ttl * 2), 1);
+/// A state machine talking to `sandbox`.
+fn approval_for(sandbox: &crate::sandbox::Sandbox) -> Approval {
     let options = sandbox.options().clone();
     let dingtalk = DingTalk::new(crate::dingtalk::ClientSettings {
         api_base: sandbox.base_url(),
@@ -71,11 +61,14 @@ async fn a_grant_that_lapses_during_the_put_is_renewed_once_and_the_commit_retri
     })
     .unwrap();
     let oss = Oss::new(Duration::from_secs(2), Duration::from_secs(5)).unwrap();
-    let approval = Approval::new(dingtalk, oss);
-    let dir = tempfile::tempdir().unwrap();
-    let spool = std::fs::canonicalize(dir.path()).unwrap();
+    Approval::new(dingtalk, oss)
+}
+
+/// A checked job attaching one file of `content`, written into `dir`.
+fn job_with_file(dir: &std::path::Path, content: &[u8]) -> Job {
+    let spool = std::fs::canonicalize(dir).unwrap();
     let file = spool.join("long.pdf");
-    std::fs::write(&file, b"sent while the grant lapses").unwrap();
+    std::fs::write(&file, content).unwrap();
     let payload = serde_json::json!({
         "process_code": "PROC-TEST",
         "originator_user_id": "manager4220",
@@ -85,9 +78,59 @@ async fn a_grant_that_lapses_during_the_put_is_renewed_once_and_the_commit_retri
     });
     let limits = UploadLimits {
         allowed_dirs: vec![spool],
-        max_file_bytes: 1 << 20,
+        max_file_bytes: 1 << 30,
     };
-    let job = validate(&payload.to_string(), "附件", &limits).unwrap();
+    validate(&payload.to_string(), "附件", &limits).unwrap()
+}
+
+#[tokio::test]
+async fn a_file_from_the_threshold_goes_in_parts_and_one_below_it_in_one_put() {
+    use crate::sandbox::{Endpoint, Sandbox, SandboxOptions};
+    let plan = PartPlan {
+        threshold_bytes: 300 * 1024,
+        part_bytes: 100 * 1024,
+    };
+    for (size, inits, tickets, puts) in [(300 * 1024, 1, 0, 3), (300 * 1024 - 1, 0, 1, 1)] {
+        let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+        let approval = approval_for(&sandbox).with_parts(plan);
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..size).map(|i: usize| (i % 251) as u8).collect();
+        let job = job_with_file(dir.path(), &content);
+
+        let done = run_steps(&approval, &job).await;
+
+        assert!(matches!(done, Ok(Step::Done { .. })), "{size}: {done:?}");
+        let count = |endpoint| {
+            sandbox
+                .requests()
+                .iter()
+                .filter(|r| r.endpoint == endpoint)
+                .count()
+        };
+        assert_eq!(count(Endpoint::MultipartInit), inits, "{size}");
+        assert_eq!(count(Endpoint::UploadInfo), tickets, "{size}");
+        assert_eq!(count(Endpoint::OssPut), puts, "{size}");
+        let files = sandbox.files();
+        assert_eq!(files[0].md5, hex::encode(md5::Md5::digest(&content)));
+    }
+}
+
+#[tokio::test]
+async fn a_grant_that_lapses_during_the_put_is_renewed_once_and_the_commit_retried() {
+    use crate::sandbox::{Endpoint, Fault, Sandbox, SandboxOptions};
+    // The grant lapses while OSS takes its time over the PUT, as a 3 s grant would under
+    // a 4 s upload; the sandbox's grants run on the wall clock, hence short real times.
+    let grant_ttl = Duration::from_millis(300);
+    let sandbox = Sandbox::start(SandboxOptions {
+        grant_ttl,
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap();
+    sandbox.inject(Endpoint::OssPut, Fault::Latency(grant_ttl * 2), 1);
+    let approval = approval_for(&sandbox);
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_with_file(dir.path(), b"sent while the grant lapses");
 
     let done = run_steps(&approval, &job).await;
 

@@ -1,13 +1,14 @@
-//! One large attachment (a sparse file) through the real upload path: the worker hashes it
-//! for the ticket, streams it to the sandbox's OSS endpoint and commits it. Reports MB/s, the
-//! loopback PUT ceiling of the same size to the same sandbox just before, and how far this
-//! process's peak RSS rose above the idle worker's.
+//! One large attachment (a sparse file) through the real upload path: the worker streams it
+//! to the sandbox's OSS endpoint, whole or in parts as `[upload]` decides for its size, and
+//! commits it. Reports MB/s, the loopback PUT ceiling of the same size to the same sandbox
+//! just before, and how far this process's peak RSS rose above the idle worker's.
 
 use std::time::{Duration, Instant};
 
 use super::BenchError;
 use super::setup::{self, Checkpoints, Running, Scratch};
 use super::stats::{rate, reset_peak_rss, rss_kib};
+use crate::approval::PartPlan;
 use crate::queue::{NewJob, now_ms};
 use crate::worker::WorkerSettings;
 
@@ -23,9 +24,11 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) struct LargeFileFigures {
     /// File size.
     pub(crate) bytes: u64,
+    /// Parts it went in (0: one PUT).
+    pub(crate) parts: u64,
     /// The job from claim to succeeded.
     pub(crate) job_secs: f64,
-    /// The `put` step alone, from its event.
+    /// The `put` step alone, or its parts' `put_part` steps together, from their events.
     pub(crate) put_secs: f64,
     /// `bytes` over the whole job (hash, PUT, commit, submit), MB/s.
     pub(crate) job_mb_per_sec: f64,
@@ -42,11 +45,12 @@ pub(crate) struct LargeFileFigures {
     pub(crate) peak_reset: bool,
 }
 
-/// Uploads one sparse file of `bytes`.
+/// Uploads one sparse file of `bytes`, in parts when `plan` says so for its size.
 pub(crate) async fn measure(
     scratch: &Scratch,
     sandbox_url: &str,
     bytes: u64,
+    plan: PartPlan,
 ) -> Result<LargeFileFigures, BenchError> {
     let ceiling_mb_per_sec = super::ceilings::loopback_put_mb_per_sec(sandbox_url, bytes).await?;
     let path = scratch.spool.join("large.bin");
@@ -57,6 +61,8 @@ pub(crate) async fn measure(
     let queue = scratch.queue(Checkpoints::Automatic).await?;
     let mut config = scratch.config(sandbox_url, 1);
     config.upload.max_file_bytes = bytes.max(config.upload.max_file_bytes);
+    config.upload.multipart_threshold_bytes = plan.threshold_bytes;
+    config.upload.part_bytes = plan.part_bytes;
     let worker = setup::worker(
         queue.clone(),
         sandbox_url,
@@ -89,7 +95,15 @@ pub(crate) async fn measure(
             .find(|e| e.kind == kind && (step.is_none() || e.step.as_deref() == step))
             .map(|e| (e.at, e.duration_ms.unwrap_or(0)))
     };
-    let put_ms = ms("step_done", Some("put")).map_or(0, |(_, d)| d);
+    let part_events: Vec<i64> = events
+        .iter()
+        .filter(|e| e.kind == "step_done" && e.step.as_deref() == Some("put_part"))
+        .map(|e| e.duration_ms.unwrap_or(0))
+        .collect();
+    let put_ms = match ms("step_done", Some("put")) {
+        Some((_, whole)) => whole,
+        None => part_events.iter().sum(),
+    };
     let job_ms = match (ms("claimed", None), ms("succeeded", None)) {
         (Some((claimed, _)), Some((succeeded, _))) => succeeded - claimed,
         _ => i64::try_from(wall.as_millis()).unwrap_or(i64::MAX),
@@ -99,6 +113,7 @@ pub(crate) async fn measure(
     let secs = |ms: i64| Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     Ok(LargeFileFigures {
         bytes,
+        parts: part_events.len() as u64,
         job_secs: secs(job_ms).as_secs_f64(),
         put_secs: secs(put_ms).as_secs_f64(),
         job_mb_per_sec: rate(bytes as f64 / 1e6, secs(job_ms)),

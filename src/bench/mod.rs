@@ -122,6 +122,8 @@ struct Sizes {
     arrival_rate: u32,
     arrival_secs: u64,
     large_file_bytes: u64,
+    /// The large file sent in parts (the default part size).
+    large_parts_bytes: u64,
     limiter_secs: u64,
     batch_jobs: usize,
     /// Jobs the `run` processes of the processes scenario drain per run.
@@ -155,6 +157,7 @@ impl Sizes {
             arrival_rate: 50,
             arrival_secs: 10,
             large_file_bytes: 1024 * 1024 * 1024,
+            large_parts_bytes: 4 * 1024 * 1024 * 1024,
             limiter_secs: 10,
             batch_jobs: 50_000,
             process_jobs: options.jobs.unwrap_or(2_000) * 2,
@@ -200,6 +203,7 @@ impl Sizes {
             arrival_rate: 20,
             arrival_secs: 1,
             large_file_bytes: 16 * 1024 * 1024,
+            large_parts_bytes: 80 * 1024 * 1024,
             limiter_secs: 2,
             batch_jobs: 2_000,
             process_jobs: options.jobs.unwrap_or(100) * 2,
@@ -240,6 +244,8 @@ pub(crate) struct Results {
     pub(crate) claim_plan: Vec<String>,
     pub(crate) open_loop: Option<openloop::OpenLoopFigures>,
     pub(crate) large_file: Option<largefile::LargeFileFigures>,
+    /// The large file in parts.
+    pub(crate) large_parts: Option<largefile::LargeFileFigures>,
     pub(crate) limiter: Option<limiter::LimiterFigures>,
     /// Batch enqueue.
     pub(crate) batch: Option<batch::BatchFigures>,
@@ -423,14 +429,27 @@ async fn run_sqlite(options: &BenchOptions) -> Result<Results, BenchError> {
     }
 
     if wants(Scenario::LargeFile) {
+        // One PUT (the threshold above the file), then the default parts.
+        let whole = crate::approval::PartPlan {
+            threshold_bytes: u64::MAX,
+            ..Default::default()
+        };
         let mut runs = Vec::new();
         for run in 0..sizes.runs {
             let dir = setup::Scratch::new(&scratch.dir, &format!("large-{run}"), false)?;
-            runs.push(largefile::measure(&dir, sandbox.url(), sizes.large_file_bytes).await?);
+            runs.push(
+                largefile::measure(&dir, sandbox.url(), sizes.large_file_bytes, whole).await?,
+            );
         }
         let figures = report::median_large(&runs);
         report::large_file(&figures);
         results.large_file = Some(figures);
+        let dir = setup::Scratch::new(&scratch.dir, "large-parts", false)?;
+        let parts = crate::approval::PartPlan::default();
+        let figures =
+            largefile::measure(&dir, sandbox.url(), sizes.large_parts_bytes, parts).await?;
+        report::large_file(&figures);
+        results.large_parts = Some(figures);
     }
 
     if wants(Scenario::Limiter) {

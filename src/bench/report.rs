@@ -235,6 +235,7 @@ pub(super) fn median_large(runs: &[LargeFileFigures]) -> LargeFileFigures {
     let pick = |f: fn(&LargeFileFigures) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     LargeFileFigures {
         bytes: runs.first().map_or(0, |r| r.bytes),
+        parts: runs.first().map_or(0, |r| r.parts),
         job_secs: pick(|r| r.job_secs),
         put_secs: pick(|r| r.put_secs),
         job_mb_per_sec: pick(|r| r.job_mb_per_sec),
@@ -248,12 +249,16 @@ pub(super) fn median_large(runs: &[LargeFileFigures]) -> LargeFileFigures {
 }
 
 pub(super) fn large_file(f: &LargeFileFigures) {
+    let how = match f.parts {
+        0 => "one PUT".to_owned(),
+        parts => format!("{parts} parts"),
+    };
     println!(
-        "== large file ({} MiB sparse attachment, real upload path)",
+        "== large file ({} MiB sparse attachment in {how}, real upload path)",
         f.bytes / (1024 * 1024)
     );
     println!(
-        "  whole job {:.2} s = {:.0} MB/s (ticket + PUT, hashed as it is sent + commit + submit); PUT step {:.2} s = {:.0} MB/s",
+        "  whole job {:.2} s = {:.0} MB/s (ticket + PUT, hashed as it is sent + commit + submit); PUT steps {:.2} s = {:.0} MB/s",
         f.job_secs, f.job_mb_per_sec, f.put_secs, f.put_mb_per_sec
     );
     println!(

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::CliError;
 use super::enqueue::Until;
 use super::inspect::{instance_id, job_json};
-use crate::approval::Step;
+use crate::approval::{PartedUpload, Step};
 use crate::queue::{EventRow, JobId, JobRow, LiveUpload, Queue, now_ms};
 
 /// How often the database is read while following.
@@ -105,7 +105,10 @@ pub(crate) async fn follow(
                 let now = now_ms();
                 if now - followed.upload_said_at >= UPLOAD_LINE_EVERY_MS {
                     followed.upload_said_at = now;
-                    say(format!("{label}  … {}", upload.summary(now)));
+                    let parts = parted(&job)
+                        .map(|upload| format!("; {}", upload.summary()))
+                        .unwrap_or_default();
+                    say(format!("{label}  … {}{parts}", upload.summary(now)));
                 }
             }
             if events.is_empty() && job.status == "queued" && !followed.announced_wait && !json {
@@ -208,7 +211,7 @@ pub(crate) async fn follow(
 fn file_label(job: &JobRow, event: &EventRow, done: usize) -> String {
     let upload_step = matches!(
         event.step.as_deref(),
-        Some("upload_info" | "put" | "commit")
+        Some("upload_info" | "put" | "put_part" | "commit")
     );
     let payload: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
     let files = payload["attachments"].as_array().map_or(0, Vec::len);
@@ -234,6 +237,8 @@ fn describe(event: &EventRow, job: &JobRow, file: &str) -> Option<String> {
     let attempt = event.attempt.unwrap_or(job.attempt);
     let line = match event.kind.as_str() {
         "claimed" => format!("attempt {attempt} started"),
+        // A large file's parts show on the progress line, not one line each.
+        "step_done" if event.step.as_deref() == Some("put_part") => return None,
         "step_done" => format!("  ✓ {step} ({})", millis(event.duration_ms)),
         "step_failed" => format!("  ↺ {step}: {error}; redoing"),
         "retry_scheduled" => {
@@ -335,12 +340,29 @@ fn attachment_sizes(job: &JobRow) -> Vec<u64> {
 
 fn update_bar(bar: &ProgressBar, job: &JobRow, upload: Option<&LiveUpload>) {
     let (done, uploading) = uploaded_bytes(job);
+    let parts = parted(job);
+    // A live report of a file in parts counts its earlier parts too; between reports the
+    // checkpoint's parts are what is known.
+    let stored = parts.as_ref().map_or(0, PartedUpload::bytes_done);
     let sending = upload.map_or(0, |upload| u64::try_from(upload.bytes_sent).unwrap_or(0));
-    bar.set_position(done + sending);
-    bar.set_message(match uploading {
-        Some(name) => format!("uploading {name}"),
-        None => job.step.clone(),
+    bar.set_position(done + sending.max(stored));
+    bar.set_message(match (uploading, parts) {
+        (Some(name), Some(parts)) => format!(
+            "uploading {name} (part {} of {})",
+            (parts.parts_done + 1).min(parts.part_count()),
+            parts.part_count()
+        ),
+        (Some(name), None) => format!("uploading {name}"),
+        (None, _) => job.step.clone(),
     });
+}
+
+/// The upload in parts the job's checkpoint holds, if any.
+fn parted(job: &JobRow) -> Option<PartedUpload> {
+    Step::from_checkpoint(job.checkpoint.as_deref())
+        .ok()?
+        .parted_upload()
+        .cloned()
 }
 
 /// Bytes of attachments whose PUT is checkpointed, and the file being uploaded now.
@@ -354,7 +376,7 @@ fn uploaded_bytes(job: &JobRow) -> (u64, Option<String>) {
         Step::UploadInfo { progress } | Step::Submit { progress, .. } => {
             (committed(&progress.files), None)
         }
-        Step::Put { progress, .. } => {
+        Step::Put { progress, .. } | Step::PutParts { progress, .. } => {
             let payload: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
             let next = &payload["attachments"][progress.files.len()];
             let name = next["name"]
@@ -364,6 +386,7 @@ fn uploaded_bytes(job: &JobRow) -> (u64, Option<String>) {
             (committed(&progress.files), name)
         }
         Step::Commit { progress, upload } => (committed(&progress.files) + upload.size, None),
+        Step::CommitParts { progress, upload } => (committed(&progress.files) + upload.size, None),
         Step::Done { files, .. } => (committed(&files), None),
     }
 }

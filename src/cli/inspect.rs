@@ -9,6 +9,7 @@ use super::duration::{human, ms_before, parse_duration};
 use super::outcome::{outcome_json, print_outcome};
 use super::table::{render, time};
 use super::{CliError, open_existing_queue};
+use crate::approval::Step;
 use crate::config::Config;
 use crate::queue::{JobFilter, JobId, JobRow, JobStatus, LiveUpload, Verdict, now_ms};
 
@@ -224,6 +225,7 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     if args.json {
         let mut detail = detail;
         detail["upload"] = upload.as_ref().map_or(Value::Null, upload_json);
+        detail["parts"] = parts_json(&job);
         detail["events"] = serde_json::to_value(&events).unwrap_or(Value::Null);
         detail["outcome"] = outcome
             .as_ref()
@@ -254,6 +256,9 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     }
     if let Some(upload) = &upload {
         println!("{}", upload.summary(now));
+    }
+    if let Some(parts) = parts_line(&job) {
+        println!("{parts}");
     }
     if let Some(error) = &job.last_error {
         println!("last error: {error}");
@@ -291,6 +296,30 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
         print_outcome(outcome, &deliveries);
     }
     Ok(())
+}
+
+/// "uploading b.zip in parts: 12 of 40 parts in OSS (…)" for a job whose checkpoint holds
+/// an upload in parts.
+pub(crate) fn parts_line(job: &JobRow) -> Option<String> {
+    let step = Step::from_checkpoint(job.checkpoint.as_deref()).ok()?;
+    let upload = step.parted_upload()?;
+    Some(format!("uploading in parts: {}", upload.summary()))
+}
+
+/// The upload in parts the job's checkpoint holds, as JSON (null when there is none).
+fn parts_json(job: &JobRow) -> Value {
+    let Some(step) = Step::from_checkpoint(job.checkpoint.as_deref()).ok() else {
+        return Value::Null;
+    };
+    step.parted_upload().map_or(Value::Null, |upload| {
+        json!({
+            "parts_done": upload.parts_done,
+            "part_count": upload.part_count(),
+            "part_bytes": upload.part_bytes,
+            "bytes_done": upload.bytes_done(),
+            "bytes_total": upload.size,
+        })
+    })
 }
 
 /// A live upload as JSON, with its mean speed and the time left at that speed.

@@ -37,6 +37,8 @@ const DEFAULT_ATTACHMENT_FIELD: &str = "附件";
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
 const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 30;
 const DEFAULT_MAX_FILE_BYTES: u64 = 500 * 1024 * 1024;
+/// OSS's largest part.
+const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 const DEFAULT_MAX_CONCURRENCY: u32 = 64;
 const DEFAULT_POLL_INTERVAL_MS: u64 = 200;
 const DEFAULT_LEASE_SECS: u64 = 60;
@@ -204,6 +206,10 @@ pub struct UploadConfig {
     pub allowed_dirs: Vec<PathBuf>,
     /// Largest attachment in bytes.
     pub max_file_bytes: u64,
+    /// Attachments of at least this many bytes are uploaded in resumable parts.
+    pub multipart_threshold_bytes: u64,
+    /// The size of each part but the last (grown when a file would need more than 10 000).
+    pub part_bytes: u64,
 }
 
 impl Default for UploadConfig {
@@ -211,6 +217,18 @@ impl Default for UploadConfig {
         UploadConfig {
             allowed_dirs: Vec::new(),
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            multipart_threshold_bytes: crate::approval::DEFAULT_MULTIPART_THRESHOLD_BYTES,
+            part_bytes: crate::approval::DEFAULT_PART_BYTES,
+        }
+    }
+}
+
+impl UploadConfig {
+    /// When a file goes in parts, and how large they are.
+    pub fn part_plan(&self) -> crate::approval::PartPlan {
+        crate::approval::PartPlan {
+            threshold_bytes: self.multipart_threshold_bytes,
+            part_bytes: self.part_bytes,
         }
     }
 }
@@ -445,6 +463,19 @@ impl Config {
         check(
             self.upload.max_file_bytes > 0,
             "[upload] max_file_bytes: must be at least 1",
+        );
+        check(
+            self.upload.multipart_threshold_bytes > 0,
+            "[upload] multipart_threshold_bytes: must be at least 1",
+        );
+        let part = self.upload.part_bytes;
+        check(
+            (crate::dingtalk::MIN_PART_BYTES..=MAX_PART_BYTES).contains(&part),
+            &format!(
+                "[upload] part_bytes: must be in {}..={MAX_PART_BYTES} (OSS takes parts of \
+                 100 KiB to 5 GiB), not {part}",
+                crate::dingtalk::MIN_PART_BYTES
+            ),
         );
         for dir in &self.upload.allowed_dirs {
             check(

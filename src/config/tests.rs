@@ -126,6 +126,27 @@ fn a_rate_limit_above_ten_thousand_calls_a_second_is_refused() {
 }
 
 #[test]
+fn parts_smaller_than_oss_takes_and_a_zero_threshold_are_refused_naming_the_key() {
+    let found = problems("[upload]\npart_bytes = 65536\nmultipart_threshold_bytes = 0\n");
+    assert_eq!(
+        found,
+        vec![
+            "[upload] multipart_threshold_bytes: must be at least 1",
+            "[upload] part_bytes: must be in 102400..=5368709120 (OSS takes parts of 100 KiB \
+             to 5 GiB), not 65536",
+        ]
+    );
+    let config = Config::parse("", Path::new("w.toml")).unwrap();
+    assert_eq!(
+        config.upload.part_plan(),
+        crate::approval::PartPlan {
+            threshold_bytes: 64 * 1024 * 1024,
+            part_bytes: 8 * 1024 * 1024
+        }
+    );
+}
+
+#[test]
 fn the_example_worker_toml_is_valid() {
     let text = include_str!("../../worker.toml");
     let config = Config::parse(text, Path::new("worker.toml")).unwrap();

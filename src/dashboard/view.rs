@@ -309,6 +309,9 @@ pub(crate) struct JobDetail {
     pub(crate) deliveries: Vec<DeliveryView>,
     /// The upload it is running now, as its worker last reported it.
     pub(crate) upload: Option<UploadView>,
+    /// A large attachment's upload in parts, as its checkpoint stands: "12 of 40 parts in
+    /// OSS (…)".
+    pub(crate) parts: Option<String>,
 }
 
 /// A running upload: its worker's last report, with its mean speed and the time left.
@@ -341,6 +344,9 @@ impl JobDetail {
             payload: json_or_text(Some(&job.payload)),
             result: json_or_text(job.result.as_deref()),
             has_checkpoint: job.checkpoint.is_some(),
+            parts: crate::approval::Step::from_checkpoint(job.checkpoint.as_deref())
+                .ok()
+                .and_then(|step| step.parted_upload().map(|upload| upload.summary())),
             events: event_views(&events),
             outcome: outcome.as_ref().map(outcome_view),
             deliveries: deliveries.iter().map(delivery_view).collect(),

@@ -11,6 +11,12 @@ pub(crate) const STREAM_OPEN_ENDPOINT: &str = "gateway/connections/open";
 /// The endpoint name of the storage commit call.
 pub(crate) const COMMIT_ENDPOINT: &str = "storage/files/commit";
 
+/// The endpoint name of the call opening a multipart upload (§5.7).
+pub(crate) const MULTIPART_INIT_ENDPOINT: &str = "storage/multiPartUploadInfos/init";
+
+/// The endpoint name of the call giving a multipart upload's part targets (§5.7).
+pub(crate) const MULTIPART_QUERY_ENDPOINT: &str = "storage/multiPartUploadInfos/query";
+
 /// Longest pause an in-call retry may wait for; anything longer goes back to the queue, because
 /// workers never sleep for minutes (DESIGN §6).
 pub(crate) const MAX_IN_CALL_WAIT: Duration = Duration::from_secs(2);
@@ -157,8 +163,8 @@ impl DingTalkError {
         }
     }
 
-    /// True when `commit` refused the uploadKey itself (unknown, expired or already
-    /// consumed): the upload must be redone with a fresh ticket. DingTalk does not document
+    /// True when `commit` or a multipart part query refused the uploadKey itself (unknown,
+    /// expired or already consumed): the upload must be redone with a fresh ticket. DingTalk does not document
     /// the code for this, so it is recognised here, once: a 4xx `paramError` or any code or
     /// message naming the uploadKey.
     pub(crate) fn is_upload_key_rejected(&self) -> bool {
@@ -169,7 +175,9 @@ impl DingTalkError {
                 code,
                 message,
                 ..
-            } if *endpoint == COMMIT_ENDPOINT && (400..500).contains(status) => {
+            } if (*endpoint == COMMIT_ENDPOINT || *endpoint == MULTIPART_QUERY_ENDPOINT)
+                && (400..500).contains(status) =>
+            {
                 code == "paramError"
                     || code.to_ascii_lowercase().contains("uploadkey")
                     || message.to_ascii_lowercase().contains("uploadkey")

@@ -25,6 +25,22 @@ pub struct UploadInfoRequest {
     pub md5_hex: Option<String>,
 }
 
+impl<'a> UploadInfoOption<'a> {
+    /// DingPan's pre-check of `file` in the space root, on DingTalk's own storage.
+    pub(super) fn for_file(file: &'a UploadInfoRequest) -> Self {
+        UploadInfoOption {
+            storage_driver: "DINGTALK",
+            pre_check_param: PreCheckParam {
+                md5: file.md5_hex.as_deref(),
+                size: file.size,
+                parent_id: "0",
+                name: &file.name,
+            },
+            prefer_intranet: false,
+        }
+    }
+}
+
 /// Where and how to PUT the bytes. Stored in the job checkpoint (snake_case), not the wire shape.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadTicket {
@@ -65,16 +81,7 @@ impl DingTalk {
         let body = UploadInfoBody {
             protocol: "HEADER_SIGNATURE",
             multipart: false,
-            option: UploadInfoOption {
-                storage_driver: "DINGTALK",
-                pre_check_param: PreCheckParam {
-                    md5: file.md5_hex.as_deref(),
-                    size: file.size,
-                    parent_id: "0",
-                    name: &file.name,
-                },
-                prefer_intranet: false,
-            },
+            option: UploadInfoOption::for_file(file),
         };
         let request = Request::post(
             "storage/uploadInfos/query",

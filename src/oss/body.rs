@@ -5,7 +5,7 @@
 //! only checked against the file.
 
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -25,9 +25,30 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks read ahead of the socket, so the next read overlaps the send.
 const READ_AHEAD_CHUNKS: usize = 4;
 
+/// The bytes of the file a body carries: all of it, or one part of a multipart upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    /// Where the body starts in the file.
+    pub(super) offset: u64,
+    /// How many bytes it carries.
+    pub(super) len: u64,
+}
+
+impl Span {
+    /// All of a file of `size` bytes.
+    pub(super) fn whole(size: u64) -> Self {
+        Self {
+            offset: 0,
+            len: size,
+        }
+    }
+}
+
 /// What the upload has done so far, shared by the reader, the body and the stall watchdog.
 pub(super) struct Progress {
     bytes: SentBytes,
+    /// The count before this body: a part's counter starts at its earlier parts' bytes.
+    start: u64,
     /// Why the file is not the one the ticket was issued for, once the reader found out.
     changed: Mutex<Option<String>>,
     /// The hex MD5 of the whole body, known before its last chunk is handed over.
@@ -39,6 +60,7 @@ impl Progress {
     /// Counts into `sent`, which the caller may read while the upload runs.
     pub(super) fn new(sent: SentBytes) -> Self {
         Self {
+            start: sent.get(),
             bytes: sent,
             changed: Mutex::new(None),
             md5: OnceLock::new(),
@@ -46,9 +68,9 @@ impl Progress {
         }
     }
 
-    /// Bytes handed to the connection so far.
+    /// Bytes of this body handed to the connection so far.
     pub(super) fn bytes(&self) -> u64 {
-        self.bytes.get()
+        self.bytes.get().saturating_sub(self.start)
     }
 
     /// How the file changed during the upload, if it did.
@@ -100,8 +122,8 @@ impl Progress {
     }
 }
 
-/// Opens `path` and streams exactly `expected_size` bytes of it. What is opened must be a
-/// regular file of that size, modified at `expected_modified` when given, else
+/// Opens `path` and streams the `span` of it (all of it, or one part of a multipart upload).
+/// What is opened must be a regular file of `expected_size` bytes, modified at `expected_modified` when given, else
 /// [`OssError::FileChanged`] before anything is sent. A file that ends early, or is written to
 /// while it is read, records why in `progress` and ends the stream with an error, so the
 /// request is aborted instead of finishing with other bytes.
@@ -109,6 +131,7 @@ pub(super) async fn open(
     path: &Path,
     expected_size: u64,
     expected_modified: Option<SystemTime>,
+    span: Span,
     progress: &Arc<Progress>,
 ) -> Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static, OssError> {
     let (opened_tx, opened_rx) = oneshot::channel();
@@ -119,6 +142,7 @@ pub(super) async fn open(
             size: Some(expected_size),
             modified: expected_modified,
         },
+        span,
         progress: Arc::clone(progress),
         chunks: chunks_tx,
     };
@@ -148,6 +172,8 @@ struct Reader {
     path: PathBuf,
     /// What the ticket was issued for; the size is always given.
     expected: Expected,
+    /// What of the file to send.
+    span: Span,
     progress: Arc<Progress>,
     chunks: mpsc::Sender<io::Result<Bytes>>,
 }
@@ -164,7 +190,27 @@ impl Reader {
             }
         };
         // The ticket's size: `open_attachment` refused any other.
-        let expected_size = before.len();
+        let file_size = before.len();
+        let Some(end) = self
+            .span
+            .offset
+            .checked_add(self.span.len)
+            .filter(|end| *end <= file_size)
+        else {
+            let _ = opened.send(Err(OpenError::Changed(format!(
+                "{file_size} bytes, too short for bytes {} to {} of it",
+                self.span.offset,
+                self.span.offset.saturating_add(self.span.len)
+            ))));
+            return;
+        };
+        if self.span.offset > 0
+            && let Err(e) = file.seek(SeekFrom::Start(self.span.offset))
+        {
+            let _ = opened.send(Err(OpenError::Io(e)));
+            return;
+        }
+        let expected_size = end - self.span.offset;
         let mut hasher = Md5::new();
         if expected_size == 0 {
             // No chunk will carry it, so it is known before `open` can send the request.

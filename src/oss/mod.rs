@@ -5,6 +5,8 @@
 mod body;
 mod error;
 #[cfg(test)]
+mod part_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 mod tests;
@@ -18,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_LENGTH, ETAG, HeaderMap, HeaderName, HeaderValue};
 
-use body::Progress;
+use body::{Progress, Span};
 pub use error::OssError;
 use error::{classify, file_changed, transport_error};
 
@@ -46,6 +48,11 @@ pub struct Snapshot {
 pub struct SentBytes(Arc<AtomicU64>);
 
 impl SentBytes {
+    /// A count that starts at `bytes`: what earlier parts of the same file sent.
+    pub fn starting_at(bytes: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(bytes)))
+    }
+
     /// Bytes sent so far.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
@@ -116,7 +123,8 @@ impl Oss {
     ) -> Result<PutReceipt, OssError> {
         let header_map = ticket_headers(headers, expected_size)?;
         let progress = Arc::new(Progress::new(sent.clone()));
-        let chunks = body::open(path, expected_size, expected_modified, &progress).await?;
+        let span = Span::whole(expected_size);
+        let chunks = body::open(path, expected_size, expected_modified, span, &progress).await?;
         let request = self
             .http
             .put(url)
@@ -124,6 +132,34 @@ impl Oss {
             .body(reqwest::Body::wrap_stream(chunks));
         self.send(request, &progress, path, expected_size, expected_md5_hex)
             .await
+    }
+
+    /// PUTs one part of a multipart upload (dingtalk-api.md §5.7): `len` bytes of `path` from
+    /// `offset`, streamed and hashed like [`Oss::put_file`]'s body. The file must still be
+    /// `file_size` bytes, modified at `modified` when given. OSS's ETag of a part is the MD5
+    /// of its bytes, so what it stored is checked against what was sent.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put_part(
+        &self,
+        url: &str,
+        headers: &BTreeMap<String, String>,
+        path: &Path,
+        file_size: u64,
+        modified: Option<SystemTime>,
+        offset: u64,
+        len: u64,
+        sent: &SentBytes,
+    ) -> Result<PutReceipt, OssError> {
+        let header_map = ticket_headers(headers, len)?;
+        let progress = Arc::new(Progress::new(sent.clone()));
+        let span = Span { offset, len };
+        let chunks = body::open(path, file_size, modified, span, &progress).await?;
+        let request = self
+            .http
+            .put(url)
+            .headers(header_map)
+            .body(reqwest::Body::wrap_stream(chunks));
+        self.send(request, &progress, path, len, None).await
     }
 
     /// Like [`Oss::put_file`], but sends `snapshot`, the content read when the file was

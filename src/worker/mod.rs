@@ -67,6 +67,8 @@ pub struct WorkerSettings {
     pub(crate) attachment_field: String,
     /// Attachment confinement and size limit.
     pub(crate) upload: UploadLimits,
+    /// When an attachment goes in resumable parts, and their size.
+    pub parts: crate::approval::PartPlan,
     /// The DingTalk app, whose calls count against the monthly quota.
     app_key: String,
     /// Counted DingTalk calls per month after which the pool stops claiming.
@@ -107,6 +109,7 @@ impl WorkerSettings {
                 allowed_dirs,
                 max_file_bytes: config.upload.max_file_bytes,
             },
+            parts: config.upload.part_plan(),
             app_key: config.dingtalk.app_key.clone(),
             monthly_call_budget: config.dingtalk.monthly_call_budget,
             outcome: outcome::OutcomeSettings::from_config(&config.outcome),
@@ -233,7 +236,7 @@ impl Worker {
         Worker {
             inner: Arc::new(Inner {
                 queue,
-                approval,
+                approval: approval.with_parts(settings.parts),
                 dingtalk,
                 settings,
                 owner,

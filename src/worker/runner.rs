@@ -20,6 +20,9 @@ use crate::queue::{ClaimedJob, Failure, Fence, Follow, QueueError, StepDone, Uns
 const PAYLOAD_STEP: &str = "payload";
 /// The name events give a submit resumed by a later attempt: it reconciles before anything.
 const RECONCILE_STEP: &str = "reconcile";
+/// The label of one part's PUT in events and metrics: a part's duration is not a file's, and
+/// a large file's history shows each part.
+const PART_STEP: &str = "put_part";
 
 /// A runner's place among the worker's `concurrency` slots.
 pub(super) struct Slot<'a> {
@@ -365,10 +368,16 @@ fn delays(worker: &Worker, standing: Standing) -> policy::Delays {
     }
 }
 
-/// The file a PUT step sends.
+/// The file a PUT step sends: whole, or its next part.
 fn upload_file(job: &approval::Job, step: &Step) -> Option<UploadFile> {
-    let Step::Put { progress, upload } = step else {
-        return None;
+    let (progress, size, earlier) = match step {
+        Step::Put { progress, upload } => (progress, upload.size, None),
+        Step::PutParts { progress, upload } => (
+            progress,
+            upload.size,
+            Some((upload.bytes_done(), upload.started_at_ms)),
+        ),
+        _ => return None,
     };
     let index = progress.files.len();
     Some(UploadFile {
@@ -379,7 +388,8 @@ fn upload_file(job: &approval::Job, step: &Step) -> Option<UploadFile> {
             .get(index)
             .map(|attachment| attachment.name.clone())
             .unwrap_or_default(),
-        size: upload.size,
+        size,
+        earlier,
     })
 }
 
@@ -387,6 +397,8 @@ fn upload_file(job: &approval::Job, step: &Step) -> Option<UploadFile> {
 fn step_label(step: &Step, attempt: i64) -> &'static str {
     if policy::is_reconcile(step, attempt) {
         RECONCILE_STEP
+    } else if matches!(step, Step::PutParts { .. }) {
+        PART_STEP
     } else {
         step.name()
     }

@@ -19,6 +19,9 @@ pub(super) struct UploadFile {
     pub(super) count: usize,
     pub(super) name: String,
     pub(super) size: u64,
+    /// For a part of a file sent in parts: the bytes of the parts before it, and when its
+    /// upload was opened, so that progress and speed are the whole file's.
+    pub(super) earlier: Option<(u64, i64)>,
 }
 
 struct Live {
@@ -83,15 +86,17 @@ pub(super) struct Upload<'a> {
 impl Worker {
     /// Starts counting the upload of `file` by the claim `fence`.
     pub(super) fn upload(&self, fence: Fence, file: UploadFile, now_ms: i64) -> Upload<'_> {
-        let sent = SentBytes::default();
+        let (done, started_at) = file.earlier.unwrap_or((0, now_ms));
+        let sent = SentBytes::starting_at(done);
         self.inner.uploads.live().insert(
             fence.id,
             Live {
                 fence,
                 file,
                 sent: sent.clone(),
-                started_at: now_ms,
-                counted: 0,
+                started_at,
+                // The earlier parts' bytes were counted when they were sent.
+                counted: done,
             },
         );
         Upload {
@@ -127,6 +132,7 @@ mod tests {
                     count: 2,
                     name: "b.zip".into(),
                     size: 1000,
+                    earlier: None,
                 },
                 sent: sent.clone(),
                 started_at,

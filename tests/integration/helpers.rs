@@ -417,15 +417,18 @@ pub const BINARY_WORKER: &str = "[worker]\nconcurrency = 8\npoll_interval_ms = 2
      shutdown_grace_secs = 1\n";
 
 impl Harness {
-    /// Writes `NAME.toml` for the binary: this harness's sandbox, database and spool, a 2 s
-    /// request timeout, and `worker_table` (see [`BINARY_WORKER`]).
+    /// Writes `NAME.toml` for the binary: this harness's sandbox, database and spool, its
+    /// upload limits, a 2 s request timeout, and `worker_table` (see [`BINARY_WORKER`]).
     pub fn binary_config(&self, name: &str, worker_table: &str) -> PathBuf {
         self.config_file(
             &format!("{name}.toml"),
             &format!(
                 "[dingtalk]\nconnect_timeout_secs = 1\nrequest_timeout_secs = 2\n\
-                 [upload]\nmax_file_bytes = {}\n{worker_table}",
-                self.config.upload.max_file_bytes
+                 [upload]\nmax_file_bytes = {}\nmultipart_threshold_bytes = {}\n\
+                 part_bytes = {}\n{worker_table}",
+                self.config.upload.max_file_bytes,
+                self.config.upload.multipart_threshold_bytes,
+                self.config.upload.part_bytes,
             ),
         )
     }

@@ -35,6 +35,7 @@ mod dashboard;
 mod faults;
 mod helpers;
 mod kill;
+mod multipart;
 mod notify;
 mod ops;
 mod outcomes;

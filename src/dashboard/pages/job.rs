@@ -106,6 +106,7 @@ pub(crate) async fn job(
                     " " (upload.summary)
                 }
             }
+            @if let Some(parts) = &detail.parts { dt { "In parts" } dd { (parts) } }
         }
         section.panel {
             h2 { "History" }

@@ -1,14 +1,17 @@
 //! Live upload progress read by other processes: `show` and `enqueue --wait` tell the bytes
-//! sent of a slow upload, its speed and the time left, while the worker sends it.
+//! sent of a slow upload, its speed and the time left, and a large file's parts in OSS,
+//! while the worker sends it.
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use approval_worker::sandbox::SandboxOptions;
 use serde_json::Value;
 
-use super::{run, stderr, stdout};
+use super::{run, run_json, stderr, stdout};
 use crate::helpers::{Harness, bytes, md5_hex};
+use crate::multipart;
 
 const MIB: usize = 1024 * 1024;
 
@@ -24,26 +27,7 @@ async fn a_slow_upload_shows_its_bytes_speed_and_time_left_to_show_and_enqueue_w
     let data = bytes(24 * MIB, 5);
     let big = harness.file("big.bin", &data);
     harness.start();
-    let wait = harness
-        .command()
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "enqueue",
-            "--process-code",
-            "PROC-TEST",
-            "--originator",
-            "manager4220",
-            "--dept-id",
-            "-1",
-            "--attach",
-            big.to_str().unwrap(),
-            "--wait",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let wait = spawn_enqueue_wait(&harness, &config, &big);
 
     // `show`, another process, while the worker sends the file.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -100,4 +84,78 @@ async fn a_slow_upload_shows_its_bytes_speed_and_time_left_to_show_and_enqueue_w
     let after = run(&harness, &config, &["show", "1", "--json"]);
     let detail: Value = serde_json::from_str(&stdout(&after)).unwrap();
     assert!(detail["upload"].is_null(), "a finished job shows no upload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_and_enqueue_wait_tell_how_many_parts_of_a_large_file_are_in_oss() {
+    // 4 MiB in sixteen parts at 1 MiB/s: four seconds, long enough to be reported.
+    let mut h = multipart::harness(Some(MIB as u64), None).await;
+    let config = h.config_file("worker.toml", "");
+    let data = multipart::random_bytes(4 * MIB, 15);
+    let file = h.file("scan.tiff", &data);
+    h.start();
+    let wait = spawn_enqueue_wait(&h, &config, &file);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.all_jobs().await.is_empty() {
+        assert!(Instant::now() < deadline, "never enqueued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.wait_until(1, "two parts in OSS", |_, events| {
+        multipart::part_events(events) >= 2
+    })
+    .await;
+
+    let text = stdout(&run(&h, &config, &["show", "1"]));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("uploading in parts: "))
+        .unwrap_or_else(|| panic!("no parts line:\n{text}"));
+    assert!(
+        line.contains(" of 16 parts in OSS (") && line.ends_with(" of 4.00 MiB)"),
+        "{line}"
+    );
+    let detail = run_json(&h, &config, &["show", "1", "--json"]);
+    let parts = &detail["parts"];
+    assert_eq!(parts["part_count"], 16, "{detail}");
+    assert_eq!(parts["part_bytes"], multipart::PART, "{detail}");
+    assert!(parts["parts_done"].as_u64().unwrap() >= 2, "{detail}");
+
+    let out = wait.wait_with_output().unwrap();
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}{}", stderr(&out));
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("  … uploading file 1 of 1 (scan.tiff): ")
+                && l.contains(" of 16 parts in OSS")),
+        "{said}"
+    );
+    assert!(
+        !said.contains("put_part"),
+        "parts show on the progress line, not one line each:\n{said}"
+    );
+    multipart::assert_stored_identically(&h, &data);
+}
+
+/// Starts `enqueue --wait` of a job attaching `file`, its output piped.
+fn spawn_enqueue_wait(harness: &Harness, config: &Path, file: &Path) -> Child {
+    harness
+        .command()
+        .arg("--config")
+        .arg(config)
+        .args([
+            "enqueue",
+            "--process-code",
+            "PROC-TEST",
+            "--originator",
+            "manager4220",
+            "--dept-id",
+            "-1",
+            "--attach",
+            file.to_str().unwrap(),
+            "--wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
