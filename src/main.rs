@@ -15,6 +15,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    quiet_when_stdout_closes();
     let cli = Cli::parse();
     init_tracing(log_format(&cli));
     // One scheduler thread: the worker (and the sandbox) wait on I/O, and the wake-ups
@@ -42,6 +43,27 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// A reader that stops early (`approval-worker jobs | head`) closes stdout, and the next
+/// `println!` panics. Like other Unix tools, the command then ends quietly with the status a
+/// SIGPIPE gives (128 + 13) instead of printing a panic. Rust ignores SIGPIPE so that sockets
+/// report EPIPE as an error; restoring the signal instead would let a closed connection kill
+/// `run`.
+fn quiet_when_stdout_closes() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// `--log-format`, else the config's `[log] format` (a config that does not load is reported

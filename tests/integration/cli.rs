@@ -437,3 +437,29 @@ fn pause_and_resume_a_queue_and_stats_says_which_is_paused() {
     let stats = text(&run(dir.path(), &["stats"]).stdout);
     assert!(!stats.contains("PAUSED"), "{stats}");
 }
+
+#[tokio::test]
+async fn a_listing_whose_reader_stops_early_ends_quietly_with_the_sigpipe_status() {
+    let h = crate::helpers::Harness::new().await;
+    let file = h.file("a.pdf", b"%PDF");
+    // More than a pipe holds, so the listing cannot finish once its reader is gone.
+    for _ in 0..1_500 {
+        h.enqueue(&h.payload(&[&file])).await;
+    }
+    let config = h.config_file("worker.toml", "");
+    let mut child = h
+        .command()
+        .arg("--config")
+        .arg(&config)
+        .args(["jobs", "--limit", "1500"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "no panic printed");
+}
