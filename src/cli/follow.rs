@@ -95,7 +95,11 @@ pub(crate) async fn follow(
                 }
             }
             let upload = if job.status == "running" && job.step == "put" {
-                queue.live_upload(followed.id).await?
+                let stored = parted(&job).map_or(0, |upload| upload.bytes_done());
+                queue
+                    .live_upload(followed.id)
+                    .await?
+                    .map(|live| live.at_least(stored))
             } else {
                 None
             };

@@ -219,7 +219,14 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     let events = queue.events(args.id).await?;
     let outcome = queue.outcome(args.id).await?;
     let deliveries = queue.deliveries(args.id).await?;
-    let upload = queue.live_upload(args.id).await?;
+    let stored = Step::from_checkpoint(job.checkpoint.as_deref())
+        .ok()
+        .and_then(|step| step.parted_upload().map(|upload| upload.bytes_done()))
+        .unwrap_or(0);
+    let upload = queue
+        .live_upload(args.id)
+        .await?
+        .map(|live| live.at_least(stored));
     queue.close().await;
     let detail = job_json(&job);
     if args.json {

@@ -337,16 +337,21 @@ impl JobDetail {
         let outcome = queue.outcome(id).await?;
         let deliveries = queue.deliveries(id).await?;
         let paused = queue.paused().await?;
-        let upload = queue.live_upload(id).await?;
+        let parted = crate::approval::Step::from_checkpoint(job.checkpoint.as_deref())
+            .ok()
+            .and_then(|step| step.parted_upload().cloned());
+        let stored = parted.as_ref().map_or(0, |upload| upload.bytes_done());
+        let upload = queue
+            .live_upload(id)
+            .await?
+            .map(|live| live.at_least(stored));
         Ok(JobDetail {
             now_ms,
             job: JobView::new(&job, settings.max_attempts, &paused, now_ms),
             payload: json_or_text(Some(&job.payload)),
             result: json_or_text(job.result.as_deref()),
             has_checkpoint: job.checkpoint.is_some(),
-            parts: crate::approval::Step::from_checkpoint(job.checkpoint.as_deref())
-                .ok()
-                .and_then(|step| step.parted_upload().map(|upload| upload.summary())),
+            parts: parted.map(|upload| upload.summary()),
             events: event_views(&events),
             outcome: outcome.as_ref().map(outcome_view),
             deliveries: deliveries.iter().map(delivery_view).collect(),

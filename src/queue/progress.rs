@@ -50,6 +50,15 @@ pub struct LiveUpload {
 }
 
 impl LiveUpload {
+    /// The report, counting at least `stored` bytes sent: a file in parts may have stored
+    /// more parts since its worker's last report.
+    pub fn at_least(mut self, stored: u64) -> Self {
+        self.bytes_sent = self
+            .bytes_sent
+            .max(i64::try_from(stored).unwrap_or(i64::MAX));
+        self
+    }
+
     /// Mean bytes per second since the upload started, once there is something to measure.
     pub fn bytes_per_sec(&self) -> Option<f64> {
         let elapsed_ms = self.updated_at - self.started_at;
@@ -139,6 +148,12 @@ mod tests {
             started_at,
             updated_at,
         }
+    }
+
+    #[test]
+    fn parts_stored_since_the_last_report_count_and_an_older_figure_does_not_lower_it() {
+        assert_eq!(upload(100, 1000, 0, 1).at_least(300).bytes_sent, 300);
+        assert_eq!(upload(500, 1000, 0, 1).at_least(300).bytes_sent, 500);
     }
 
     #[test]
