@@ -87,14 +87,6 @@ impl Step {
         }
     }
 
-    /// The upload in parts this step sends or commits, if it is one.
-    pub fn parted_upload(&self) -> Option<&PartedUpload> {
-        match self {
-            Step::PutParts { upload, .. } | Step::CommitParts { upload, .. } => Some(upload),
-            _ => None,
-        }
-    }
-
     /// Reads a stored checkpoint; `None` (no checkpoint yet) is the first step.
     pub(crate) fn from_checkpoint(checkpoint: Option<&str>) -> Result<Step, serde_json::Error> {
         match checkpoint {
@@ -192,6 +184,14 @@ pub struct PartedUpload {
 }
 
 impl PartedUpload {
+    /// The upload in parts a stored checkpoint is sending or committing, if it is one.
+    pub fn in_checkpoint(checkpoint: Option<&str>) -> Option<PartedUpload> {
+        match Step::from_checkpoint(checkpoint).ok()? {
+            Step::PutParts { upload, .. } | Step::CommitParts { upload, .. } => Some(upload),
+            _ => None,
+        }
+    }
+
     /// How many parts the file has.
     pub fn part_count(&self) -> u32 {
         let count = self.size.div_ceil(self.part_bytes.max(1));
@@ -435,9 +435,9 @@ mod tests {
             progress: progress(),
             upload,
         };
-        let back = Step::from_checkpoint(Some(&step.to_checkpoint())).unwrap();
-        assert_eq!(back, step);
-        let upload = back.parted_upload().unwrap();
+        let stored = step.to_checkpoint();
+        assert_eq!(Step::from_checkpoint(Some(&stored)).unwrap(), step);
+        let upload = PartedUpload::in_checkpoint(Some(&stored)).unwrap();
         assert_eq!(upload.part_count(), 4);
         assert_eq!(
             upload.summary(),

@@ -363,10 +363,7 @@ fn update_bar(bar: &ProgressBar, job: &JobRow, upload: Option<&LiveUpload>) {
 
 /// The upload in parts the job's checkpoint holds, if any.
 fn parted(job: &JobRow) -> Option<PartedUpload> {
-    Step::from_checkpoint(job.checkpoint.as_deref())
-        .ok()?
-        .parted_upload()
-        .cloned()
+    PartedUpload::in_checkpoint(job.checkpoint.as_deref())
 }
 
 /// Bytes of attachments whose PUT is checkpointed, and the file being uploaded now.

@@ -9,7 +9,7 @@ use super::duration::{human, ms_before, parse_duration};
 use super::outcome::{outcome_json, print_outcome};
 use super::table::{render, time};
 use super::{CliError, open_existing_queue};
-use crate::approval::Step;
+use crate::approval::PartedUpload;
 use crate::config::Config;
 use crate::queue::{JobFilter, JobId, JobRow, JobStatus, LiveUpload, Verdict, now_ms};
 
@@ -219,10 +219,8 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     let events = queue.events(args.id).await?;
     let outcome = queue.outcome(args.id).await?;
     let deliveries = queue.deliveries(args.id).await?;
-    let stored = Step::from_checkpoint(job.checkpoint.as_deref())
-        .ok()
-        .and_then(|step| step.parted_upload().map(|upload| upload.bytes_done()))
-        .unwrap_or(0);
+    let stored = PartedUpload::in_checkpoint(job.checkpoint.as_deref())
+        .map_or(0, |upload| upload.bytes_done());
     let upload = queue
         .live_upload(args.id)
         .await?
@@ -307,18 +305,14 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
 
 /// "uploading b.zip in parts: 12 of 40 parts in OSS (…)" for a job whose checkpoint holds
 /// an upload in parts.
-pub(crate) fn parts_line(job: &JobRow) -> Option<String> {
-    let step = Step::from_checkpoint(job.checkpoint.as_deref()).ok()?;
-    let upload = step.parted_upload()?;
+fn parts_line(job: &JobRow) -> Option<String> {
+    let upload = PartedUpload::in_checkpoint(job.checkpoint.as_deref())?;
     Some(format!("uploading in parts: {}", upload.summary()))
 }
 
 /// The upload in parts the job's checkpoint holds, as JSON (null when there is none).
 fn parts_json(job: &JobRow) -> Value {
-    let Some(step) = Step::from_checkpoint(job.checkpoint.as_deref()).ok() else {
-        return Value::Null;
-    };
-    step.parted_upload().map_or(Value::Null, |upload| {
+    PartedUpload::in_checkpoint(job.checkpoint.as_deref()).map_or(Value::Null, |upload| {
         json!({
             "parts_done": upload.parts_done,
             "part_count": upload.part_count(),

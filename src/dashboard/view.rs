@@ -337,9 +337,7 @@ impl JobDetail {
         let outcome = queue.outcome(id).await?;
         let deliveries = queue.deliveries(id).await?;
         let paused = queue.paused().await?;
-        let parted = crate::approval::Step::from_checkpoint(job.checkpoint.as_deref())
-            .ok()
-            .and_then(|step| step.parted_upload().cloned());
+        let parted = crate::approval::PartedUpload::in_checkpoint(job.checkpoint.as_deref());
         let stored = parted.as_ref().map_or(0, |upload| upload.bytes_done());
         let upload = queue
             .live_upload(id)
