@@ -375,6 +375,17 @@ pub(super) fn targets(r: &Results) {
             ratio >= TARGET_UPLOAD_RATIO,
         );
     }
+    if let Some(l) = &r.large_parts {
+        line(
+            &format!(
+                "{} MiB in {} parts: RSS growth ≤ 16 MiB",
+                l.bytes / (1024 * 1024),
+                l.parts
+            ),
+            format!("{} KiB", l.rss_growth_kib),
+            l.rss_growth_kib <= TARGET_RSS_GROWTH_KIB,
+        );
+    }
     if let Some(l) = &r.limiter {
         let limit = f64::from(l.per_sec);
         let deviation = (l.achieved_per_sec - limit).abs() / limit;

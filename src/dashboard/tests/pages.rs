@@ -412,3 +412,94 @@ async fn a_running_upload_shows_its_bytes_speed_and_time_left_and_the_page_reloa
         "no upload, no reload"
     );
 }
+
+#[tokio::test]
+async fn an_upload_in_parts_shows_its_parts_and_counts_those_stored_since_the_last_report() {
+    let f = Fixture::new(Setup::default()).await;
+    let now = now_ms();
+    let id = f
+        .queue
+        .enqueue(
+            &NewJob {
+                payload: json!({"process_code": "PROC-BIG"}).to_string(),
+                ..NewJob::default()
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id;
+    let claimed = f
+        .queue
+        .claim("default", "w1", 10, 60_000, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|job| job.id == id)
+        .unwrap();
+    let step = crate::approval::Step::PutParts {
+        progress: crate::approval::Progress {
+            union_id: "u".into(),
+            space_id: 1,
+            granted_at_ms: now,
+            files: vec![],
+        },
+        upload: crate::approval::PartedUpload {
+            upload_key: "k".into(),
+            size: 100 * 1024 * 1024,
+            modified: None,
+            part_bytes: 8 * 1024 * 1024,
+            parts_done: 7,
+            started_at_ms: now - 4_000,
+            targets: vec![],
+        },
+    };
+    let done = crate::queue::StepDone {
+        step: "put_part",
+        duration_ms: 400,
+        at_ms: now,
+    };
+    f.queue
+        .checkpoint(
+            claimed.fence(),
+            &crate::queue::Unstored::default(),
+            &done,
+            step.name(),
+            &step.to_checkpoint(),
+        )
+        .await
+        .unwrap();
+    // The worker's last report, a moment before the seventh part was stored.
+    let report = crate::queue::UploadReport {
+        fence: claimed.fence(),
+        file_index: 0,
+        file_count: 1,
+        file_name: "scan.tiff".to_owned(),
+        bytes_sent: 48 * 1024 * 1024,
+        bytes_total: 100 * 1024 * 1024,
+        started_at: now - 4_000,
+    };
+    f.queue.report_uploads(&[report], now).await.unwrap();
+
+    let page = f.get(&format!("/jobs/{id}"), None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("7 of 13 parts in OSS (56.00 MiB of 100.00 MiB)"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("uploading file 1 of 1 (scan.tiff): 56.00 MiB of 100.00 MiB (56 %)"),
+        "{}",
+        page.body
+    );
+    let api: Value =
+        serde_json::from_str(&f.get(&format!("/api/jobs/{id}"), None).await.body).unwrap();
+    assert_eq!(api["upload"]["bytes_sent"], 56 * 1024 * 1024);
+    assert_eq!(
+        api["parts"],
+        "7 of 13 parts in OSS (56.00 MiB of 100.00 MiB)"
+    );
+}
