@@ -141,11 +141,15 @@ pub(crate) async fn job(
         settings,
         body,
     );
-    Ok(match detail.upload {
-        // The worker reports about once a second; a reload every few seconds follows it
-        // without a script (the page's CSP allows none).
-        Some(_) => ([("refresh", UPLOAD_REFRESH_SECS)], page).into_response(),
-        None => page.into_response(),
+    // The worker reports about once a second; a reload every few seconds follows it without
+    // a script (the page's CSP allows none). A running file in parts reloads too before its
+    // first report, which comes a second after the upload opened.
+    let uploading =
+        detail.upload.is_some() || (detail.parts.is_some() && detail.job.status == "running");
+    Ok(if uploading {
+        ([("refresh", UPLOAD_REFRESH_SECS)], page).into_response()
+    } else {
+        page.into_response()
     })
 }
 

@@ -469,6 +469,12 @@ async fn an_upload_in_parts_shows_its_parts_and_counts_those_stored_since_the_la
         )
         .await
         .unwrap();
+    let unreported = f.get(&format!("/jobs/{id}"), None).await;
+    assert!(unreported.body.contains("7 of 13 parts in OSS"));
+    assert_eq!(
+        unreported.headers["refresh"], "2",
+        "reloads before the worker's first report"
+    );
     // The worker's last report, a moment before the seventh part was stored.
     let report = crate::queue::UploadReport {
         fence: claimed.fence(),

@@ -1,7 +1,7 @@
 //! The dashboard in headless Chromium against a running worker and the sandbox: find a failed
 //! job, see why, retry it and watch it succeed; cancel queued jobs by filter after seeing how
 //! many; pause a queue, see a new job wait, resume it and watch the job succeed; watch a
-//! large upload's progress move.
+//! large upload's progress move and a large file's parts reach OSS.
 
 use std::time::{Duration, Instant};
 
@@ -372,6 +372,55 @@ async fn an_operator_watches_a_large_uploads_progress_move_on_its_page() {
     browser.close().await;
     stop.cancel();
     h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_a_large_files_parts_reach_oss_on_its_page() {
+    let Some(mut browser) = Browser::start("parts_progress").await else {
+        return;
+    };
+    // 12 MiB in 48 parts at 3 MiB/s: four seconds, two of the page's own reloads at least.
+    let mut h = crate::multipart::harness(Some(3 * 1024 * 1024), None).await;
+    let data = crate::multipart::random_bytes(12 * 1024 * 1024, 21);
+    let big = h.file("scan.tiff", &data);
+    h.start_timed();
+    let (base, stop) = serve_dashboard(&h).await;
+    let id = h.enqueue(&h.payload(&[&big])).await;
+
+    browser.open(&format!("{base}/jobs/{id}"), "job").await;
+    let first = browser.reload_until("parts in OSS", "parts").await;
+    let before = parts_done(&first).expect("a parts line");
+    assert!(first.contains(" of 48 parts in OSS ("), "{first}");
+    // The page reloads itself while the upload runs: no reload from here.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = browser.text().await;
+        if parts_done(&text).is_some_and(|now| now > before) {
+            browser.screenshot("parts_moved").await;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the parts in OSS never passed {before}: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let done = browser.reload_until("Approval outcome", "succeeded").await;
+    assert!(!done.contains("parts in OSS"), "{done}");
+    assert_eq!(h.finished(id).await.status, "succeeded");
+    crate::multipart::assert_stored_identically(&h, &data);
+
+    browser.close().await;
+    stop.cancel();
+    h.stop().await;
+}
+
+/// N in an "N of 48 parts in OSS" line.
+fn parts_done(text: &str) -> Option<u32> {
+    let end = text.find(" of 48 parts in OSS")?;
+    let start = text[..end].rfind(|c: char| !c.is_ascii_digit())? + 1;
+    text[start..end].parse().ok()
 }
 
 /// The percentage in an "uploading file …: 12.00 MiB of 30.00 MiB (40 %)" line.
