@@ -11,7 +11,9 @@ use super::table::{render, time};
 use super::{CliError, open_existing_queue};
 use crate::approval::PartedUpload;
 use crate::config::Config;
-use crate::queue::{JobFilter, JobId, JobRow, JobStatus, LiveUpload, Verdict, now_ms};
+use crate::queue::{
+    HistoryEntry, JobFilter, JobId, JobRow, JobStatus, LiveUpload, Verdict, history, now_ms,
+};
 
 const DEFAULT_LIST_LIMIT: i64 = 50;
 
@@ -276,13 +278,19 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     if !detail["result"].is_null() {
         println!("\nresult:\n{}", pretty(&detail["result"]));
     }
-    let rows: Vec<Vec<String>> = events
-        .iter()
-        .map(|e| {
+    // A large file's parts, one event each, fold into one row per run of them.
+    let rows: Vec<Vec<String>> = history(&events)
+        .into_iter()
+        .map(|HistoryEntry { event: e, count }| {
+            let step = e.step.clone().unwrap_or_default();
             vec![
                 time(e.at),
                 e.kind.clone(),
-                e.step.clone().unwrap_or_default(),
+                if count > 1 {
+                    format!("{step} × {count}")
+                } else {
+                    step
+                },
                 e.attempt.map(|a| a.to_string()).unwrap_or_default(),
                 e.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
                 e.error.clone().unwrap_or_default(),

@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::DashboardSettings;
 use super::failure::Failure;
 use crate::queue::{
-    DeliveryRow, EventRow, FinishedBucket, JobFilter, JobId, JobRow, LiveUpload, OutcomeRow,
-    PausedQueue, Queue, QueueCounts, quota_month,
+    DeliveryRow, EventRow, FinishedBucket, HistoryEntry, JobFilter, JobId, JobRow, LiveUpload,
+    OutcomeRow, PausedQueue, Queue, QueueCounts, quota_month,
 };
 
 /// Hours the overview's chart covers.
@@ -255,6 +255,9 @@ pub(crate) struct EventView {
     pub(crate) at: i64,
     pub(crate) kind: String,
     pub(crate) step: Option<String>,
+    /// How many events this one stands for: the parts of a run of them (their duration is
+    /// the sum, their time the last one's); else 1.
+    pub(crate) count: u32,
     pub(crate) attempt: Option<i64>,
     /// How long the step ran.
     pub(crate) duration_ms: Option<i64>,
@@ -365,19 +368,20 @@ impl JobDetail {
 
 fn event_views(events: &[EventRow]) -> Vec<EventView> {
     let mut previous: Option<i64> = None;
-    events
-        .iter()
-        .map(|event| {
+    crate::queue::history(events)
+        .into_iter()
+        .map(|HistoryEntry { event, count }| {
             let after_ms = previous.map(|at| event.at - at);
             previous = Some(event.at);
             EventView {
                 at: event.at,
-                kind: event.kind.clone(),
-                step: event.step.clone(),
+                kind: event.kind,
+                step: event.step,
+                count,
                 attempt: event.attempt,
                 duration_ms: event.duration_ms,
                 after_ms,
-                error: event.error.clone(),
+                error: event.error,
                 http_status: event.http_status,
             }
         })

@@ -68,7 +68,7 @@ pub struct JobRow {
 pub struct EventRow {
     /// Event id (orders the history).
     pub id: i64,
-    job_id: JobId,
+    pub(super) job_id: JobId,
     /// Unix ms.
     pub at: i64,
     /// What happened.

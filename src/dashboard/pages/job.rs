@@ -181,6 +181,7 @@ fn timeline_entry(event: &EventView, longest_ms: i64) -> Markup {
             div.what {
                 span.kind { (event.kind.replace('_', " ")) }
                 @if let Some(step) = &event.step { " " span.step { (step) } }
+                @if event.count > 1 { " " span.count { "× " (event.count) } }
                 @if let Some(attempt) = event.attempt { " " span.attempt { "attempt " (attempt) } }
                 @if let Some(duration) = event.duration_ms {
                     " " span.duration { (span(duration)) }

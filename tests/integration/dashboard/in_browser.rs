@@ -408,6 +408,10 @@ async fn an_operator_watches_a_large_files_parts_reach_oss_on_its_page() {
 
     let done = browser.reload_until("Approval outcome", "succeeded").await;
     assert!(!done.contains("parts in OSS"), "{done}");
+    assert!(
+        done.contains("put_part × 48"),
+        "one history entry for the parts: {done}"
+    );
     assert_eq!(h.finished(id).await.status, "succeeded");
     crate::multipart::assert_stored_identically(&h, &data);
 

@@ -134,6 +134,12 @@ async fn show_and_enqueue_wait_tell_how_many_parts_of_a_large_file_are_in_oss() 
         "parts show on the progress line, not one line each:\n{said}"
     );
     multipart::assert_stored_identically(&h, &data);
+    let history = stdout(&run(&h, &config, &["show", "1"]));
+    assert!(
+        history.contains("put_part × 16"),
+        "one history row for the parts:\n{history}"
+    );
+    assert!(!history.contains("uploading in parts"), "{history}");
 }
 
 /// Starts `enqueue --wait` of a job attaching `file`, its output piped.
