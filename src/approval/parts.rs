@@ -6,12 +6,11 @@
 //! after every part: a restart sends again at most the part that was on its way.
 
 use super::error::StepError;
+use super::payload::Job;
 use super::step::{PartTarget, PartedUpload, Progress, Step};
-use super::{Approval, Attempt, TICKET_MARGIN_MS, next_attachment};
+use super::{Approval, Attempt, Reason, TICKET_MARGIN_MS, next_attachment, stale};
 use crate::dingtalk::{MAX_PARTS, MAX_PARTS_PER_QUERY, MIN_PART_BYTES};
 use crate::oss::SentBytes;
-
-use super::payload::Job;
 
 /// Files from this size are sent in parts unless configured otherwise.
 pub const DEFAULT_MULTIPART_THRESHOLD_BYTES: u64 = 64 * 1024 * 1024;
@@ -119,7 +118,7 @@ impl Approval {
                 // fetched again, for the same upload; the parts in OSS stay.
                 upload.targets.clear();
                 Err(StepError::Stale {
-                    reason: super::Reason {
+                    reason: Reason {
                         message: format!("{part}: OSS refused its signature: {error}"),
                         http_status: error.http_status(),
                     },
@@ -161,7 +160,7 @@ impl Approval {
         let tickets = match answer {
             Ok(tickets) => tickets,
             Err(error) if error.is_upload_key_rejected() => {
-                return Err(super::stale(
+                return Err(stale(
                     &format!("the upload in parts is gone: {error}"),
                     error.http_status(),
                     progress.clone(),
