@@ -26,6 +26,29 @@ impl KillableListener {
     }
 }
 
+/// The receive buffer of each connection when OSS takes bytes at a set rate (Linux doubles
+/// it for bookkeeping).
+const SLOW_LINK_RECV_BUFFER: u32 = 64 * 1024;
+
+/// Listens on `addr`. With `slow_link` every connection gets a small fixed receive buffer:
+/// the sandbox models a slow OSS link by reading slowly, and the kernel's buffer, which on
+/// loopback grows to tens of MiB, would otherwise take in what that link has not carried
+/// yet, so the client would hand over its last byte long before OSS has it and wait for
+/// the answer in silence. Accepted connections inherit the listener's buffer size.
+pub(super) fn listen(addr: SocketAddr, slow_link: bool) -> io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted sandbox gets its port back at once.
+    socket.set_reuseaddr(true)?;
+    if slow_link {
+        socket.set_recv_buffer_size(SLOW_LINK_RECV_BUFFER)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Per-connection info handed to handlers through `ConnectInfo`.
 #[derive(Debug, Clone)]
 pub(super) struct ConnTag {

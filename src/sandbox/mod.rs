@@ -166,7 +166,7 @@ impl Sandbox {
     /// Binds `options.bind` (the API) and `options.stream.bind` (the Stream endpoint) and
     /// serves in background tasks.
     pub async fn start(options: SandboxOptions) -> std::io::Result<Sandbox> {
-        let tcp = tokio::net::TcpListener::bind(options.bind).await?;
+        let tcp = listener::listen(options.bind, options.oss_bytes_per_sec.is_some())?;
         let addr = tcp.local_addr()?;
         // A wildcard bind is reachable through loopback; the URL must be one clients can dial.
         let url_addr = if addr.ip().is_unspecified() {

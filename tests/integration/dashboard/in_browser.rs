@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{seed_history, serve_dashboard};
 use crate::helpers::browser::Browser;
-use crate::helpers::{Harness, audit, bytes, event_kinds, md5_hex};
+use crate::helpers::{Harness, Timing, audit, bytes, event_kinds, md5_hex};
 
 /// The dashboard token of the scenario that signs in.
 const TOKEN: &str = "browser-test-token-5b1f0c9e";
@@ -336,7 +336,7 @@ async fn an_operator_watches_a_large_uploads_progress_move_on_its_page() {
     // Large beside what loopback's socket buffers take in before OSS reads it.
     let data = bytes(30 * MIB, 9);
     let big = h.file("scan.tiff", &data);
-    h.start_timed();
+    h.start_timed_with(slow_link_timing());
     let (base, stop) = serve_dashboard(&h).await;
     let id = h.enqueue(&h.payload(&[&big])).await;
 
@@ -383,7 +383,7 @@ async fn an_operator_watches_a_large_files_parts_reach_oss_on_its_page() {
     let mut h = crate::multipart::harness(Some(3 * 1024 * 1024), None).await;
     let data = crate::multipart::random_bytes(12 * 1024 * 1024, 21);
     let big = h.file("scan.tiff", &data);
-    h.start_timed();
+    h.start_timed_with(slow_link_timing());
     let (base, stop) = serve_dashboard(&h).await;
     let id = h.enqueue(&h.payload(&[&big])).await;
 
@@ -418,6 +418,18 @@ async fn an_operator_watches_a_large_files_parts_reach_oss_on_its_page() {
     browser.close().await;
     stop.cancel();
     h.stop().await;
+}
+
+/// Timings for an upload over the sandbox's slow OSS link: the client's socket buffer
+/// (up to 4 MiB under Linux's defaults) drains at the link's pace after the last byte is
+/// handed over, more than a second of silence before OSS answers at 3 MiB/s, and longer on
+/// a loaded machine, so the 2 s default would cut uploads that are going well.
+fn slow_link_timing() -> Timing {
+    Timing {
+        request_timeout: Duration::from_secs(10),
+        submit_settle: Duration::from_secs(20),
+        ..Timing::default()
+    }
 }
 
 /// N in an "N of 48 parts in OSS" line.
