@@ -1,7 +1,8 @@
 //! Large attachments in parts (DingTalk's multipart upload): the real binary killed with
 //! SIGKILL again and again in the middle of one, and an in-process worker meeting expired
-//! signatures, a part OSS refuses, and a file written to between parts. Every check is on
-//! what the sandbox stored and received and on the job's row and history.
+//! signatures and a part OSS refuses (both on SQLite and PostgreSQL), and a file written to
+//! between parts. Every check is on what the sandbox stored and received and on the job's
+//! row and history.
 
 use std::time::Duration;
 
@@ -23,13 +24,28 @@ const SEED_ENV: &str = "APPROVAL_WORKER_PARTS_SEED";
 /// A harness whose worker sends files of 1 MiB and more in parts of [`PART`], against a
 /// sandbox whose OSS takes at most `oss_bytes_per_sec`.
 pub async fn harness(oss_bytes_per_sec: Option<u64>, ticket_ttl: Option<Duration>) -> Harness {
+    let options = sandbox_options(oss_bytes_per_sec, ticket_ttl);
+    in_parts(Harness::with_sandbox(options).await)
+}
+
+/// [`harness`] on a PostgreSQL database of its own; `None` where PostgreSQL is missing
+/// and not required.
+async fn harness_on_postgres(oss_bytes_per_sec: Option<u64>) -> Option<Harness> {
+    let options = sandbox_options(oss_bytes_per_sec, None);
+    Some(in_parts(Harness::on_postgres_with(options).await?))
+}
+
+fn sandbox_options(oss_bytes_per_sec: Option<u64>, ticket_ttl: Option<Duration>) -> SandboxOptions {
     let defaults = SandboxOptions::default();
-    let options = SandboxOptions {
+    SandboxOptions {
         oss_bytes_per_sec,
         ticket_ttl: ticket_ttl.unwrap_or(defaults.ticket_ttl),
         ..defaults
-    };
-    let mut h = Harness::with_sandbox(options).await;
+    }
+}
+
+/// `h` with its worker sending files of 1 MiB and more in parts of [`PART`].
+fn in_parts(mut h: Harness) -> Harness {
     h.config.upload.multipart_threshold_bytes = 1024 * 1024;
     h.config.upload.part_bytes = PART;
     h.config.upload.max_file_bytes = 64 * 1024 * 1024;
@@ -149,7 +165,17 @@ async fn a_file_in_parts_killed_twenty_times_is_committed_byte_identical_resendi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_whose_signature_oss_refuses_as_expired_is_signed_again_and_only_it_is_sent_again() {
     // 2 MiB in eight parts at 1 MiB/s: a quarter of a second each.
-    let mut h = harness(Some(1024 * 1024), None).await;
+    expired_signature(harness(Some(1024 * 1024), None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_part_whose_signature_oss_refuses_as_expired_is_signed_again() {
+    if let Some(h) = harness_on_postgres(Some(1024 * 1024)).await {
+        expired_signature(h).await;
+    }
+}
+
+async fn expired_signature(mut h: Harness) {
     let data = random_bytes(2 * 1024 * 1024, 11);
     let file = h.file("plan.pdf", &data);
     let id = h.enqueue(&h.payload(&[&file])).await;
@@ -214,7 +240,17 @@ async fn a_signature_about_to_expire_is_fetched_again_before_its_part_so_oss_ref
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_part_oss_refuses_with_a_server_error_is_retried_alone_from_the_checkpoint() {
-    let mut h = harness(Some(1024 * 1024), None).await;
+    server_error_on_a_part(harness(Some(1024 * 1024), None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_part_oss_refuses_with_a_server_error_is_retried_alone() {
+    if let Some(h) = harness_on_postgres(Some(1024 * 1024)).await {
+        server_error_on_a_part(h).await;
+    }
+}
+
+async fn server_error_on_a_part(mut h: Harness) {
     let data = random_bytes(2 * 1024 * 1024, 13);
     let file = h.file("plan.pdf", &data);
     let id = h.enqueue(&h.payload(&[&file])).await;
