@@ -4,25 +4,37 @@
 use std::time::Duration;
 
 use super::tests::{content, fake_oss, md5_hex, oss, temp_file, ticket_headers_fixture};
-use super::{OssError, SentBytes};
+use super::{OssError, PutReceipt, SentBytes};
+
+/// PUTs `len` bytes from `offset` of a file holding `data` to `url`, counting into `sent`.
+async fn put_span(
+    url: &str,
+    data: &[u8],
+    offset: u64,
+    len: u64,
+    sent: &SentBytes,
+) -> Result<PutReceipt, OssError> {
+    let file = temp_file(data);
+    oss(Duration::from_secs(5))
+        .put_part(
+            url,
+            &ticket_headers_fixture(),
+            file.path(),
+            data.len() as u64,
+            None,
+            offset,
+            len,
+            sent,
+        )
+        .await
+}
 
 #[tokio::test]
 async fn a_part_sends_exactly_its_span_with_the_ticket_headers_and_counts_on_from_earlier_parts() {
     let (url, log) = fake_oss(200, "").await;
     let data = content(700 * 1024);
-    let file = temp_file(&data);
     let sent = SentBytes::starting_at(256 * 1024);
-    let receipt = oss(Duration::from_secs(5))
-        .put_part(
-            &url,
-            &ticket_headers_fixture(),
-            file.path(),
-            data.len() as u64,
-            None,
-            256 * 1024,
-            256 * 1024,
-            &sent,
-        )
+    let receipt = put_span(&url, &data, 256 * 1024, 256 * 1024, &sent)
         .await
         .unwrap();
 
@@ -43,18 +55,7 @@ async fn a_part_sends_exactly_its_span_with_the_ticket_headers_and_counts_on_fro
 async fn the_last_part_carries_what_is_left_of_the_file() {
     let (url, log) = fake_oss(200, "").await;
     let data = content(600 * 1024);
-    let file = temp_file(&data);
-    oss(Duration::from_secs(5))
-        .put_part(
-            &url,
-            &ticket_headers_fixture(),
-            file.path(),
-            data.len() as u64,
-            None,
-            512 * 1024,
-            88 * 1024,
-            &SentBytes::default(),
-        )
+    put_span(&url, &data, 512 * 1024, 88 * 1024, &SentBytes::default())
         .await
         .unwrap();
     assert_eq!(log.lock().unwrap()[0].body.as_ref(), &data[512 * 1024..]);
@@ -64,18 +65,7 @@ async fn the_last_part_carries_what_is_left_of_the_file() {
 async fn a_part_beyond_the_files_end_is_refused_as_a_changed_file_before_sending() {
     let (url, log) = fake_oss(200, "").await;
     let data = content(300 * 1024);
-    let file = temp_file(&data);
-    let error = oss(Duration::from_secs(5))
-        .put_part(
-            &url,
-            &ticket_headers_fixture(),
-            file.path(),
-            data.len() as u64,
-            None,
-            256 * 1024,
-            256 * 1024,
-            &SentBytes::default(),
-        )
+    let error = put_span(&url, &data, 256 * 1024, 256 * 1024, &SentBytes::default())
         .await
         .unwrap_err();
     assert!(matches!(error, OssError::FileChanged { .. }), "{error:?}");

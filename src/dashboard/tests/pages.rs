@@ -342,26 +342,7 @@ async fn a_bulk_retry_shows_how_many_first_and_takes_at_most_the_cap() {
 async fn a_running_upload_shows_its_bytes_speed_and_time_left_and_the_page_reloads_itself() {
     let f = Fixture::new(Setup::default()).await;
     let now = now_ms();
-    let id = f
-        .queue
-        .enqueue(
-            &NewJob {
-                payload: json!({"process_code": "PROC-BIG"}).to_string(),
-                ..NewJob::default()
-            },
-            now,
-        )
-        .await
-        .unwrap()
-        .id;
-    let claimed = f
-        .queue
-        .claim("default", "w1", 10, 60_000, now)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|job| job.id == id)
-        .unwrap();
+    let (id, claimed) = running_job(&f, now).await;
     let done = crate::queue::StepDone {
         step: "upload_info",
         duration_ms: 40,
@@ -417,26 +398,7 @@ async fn a_running_upload_shows_its_bytes_speed_and_time_left_and_the_page_reloa
 async fn an_upload_in_parts_shows_its_parts_and_counts_those_stored_since_the_last_report() {
     let f = Fixture::new(Setup::default()).await;
     let now = now_ms();
-    let id = f
-        .queue
-        .enqueue(
-            &NewJob {
-                payload: json!({"process_code": "PROC-BIG"}).to_string(),
-                ..NewJob::default()
-            },
-            now,
-        )
-        .await
-        .unwrap()
-        .id;
-    let claimed = f
-        .queue
-        .claim("default", "w1", 10, 60_000, now)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|job| job.id == id)
-        .unwrap();
+    let (id, claimed) = running_job(&f, now).await;
     let step = crate::approval::Step::PutParts {
         progress: crate::approval::Progress {
             union_id: "u".into(),
@@ -508,4 +470,29 @@ async fn an_upload_in_parts_shows_its_parts_and_counts_those_stored_since_the_la
         api["parts"],
         "7 of 13 parts in OSS (56.00 MiB of 100.00 MiB)"
     );
+}
+
+/// A new job, claimed at `now`: its id and its claim.
+async fn running_job(f: &Fixture, now: i64) -> (i64, crate::queue::ClaimedJob) {
+    let id = f
+        .queue
+        .enqueue(
+            &NewJob {
+                payload: json!({"process_code": "PROC-BIG"}).to_string(),
+                ..NewJob::default()
+            },
+            now,
+        )
+        .await
+        .unwrap()
+        .id;
+    let claimed = f
+        .queue
+        .claim("default", "w1", 10, 60_000, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|job| job.id == id)
+        .unwrap();
+    (id, claimed)
 }
