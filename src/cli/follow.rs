@@ -94,8 +94,9 @@ pub(crate) async fn follow(
                     say(format!("{label}{line}"));
                 }
             }
+            let parts = PartedUpload::in_checkpoint(job.checkpoint.as_deref());
             let upload = if job.status == "running" && job.step == "put" {
-                let stored = parted(&job).map_or(0, |upload| upload.bytes_done());
+                let stored = parts.as_ref().map_or(0, PartedUpload::bytes_done);
                 queue
                     .live_upload(followed.id)
                     .await?
@@ -104,12 +105,13 @@ pub(crate) async fn follow(
                 None
             };
             if let Some(bar) = &bar {
-                update_bar(bar, &job, upload.as_ref());
+                update_bar(bar, &job, upload.as_ref(), parts.as_ref());
             } else if let Some(upload) = upload.as_ref().filter(|_| !json) {
                 let now = now_ms();
                 if now - followed.upload_said_at >= UPLOAD_LINE_EVERY_MS {
                     followed.upload_said_at = now;
-                    let parts = parted(&job)
+                    let parts = parts
+                        .as_ref()
                         .map(|upload| format!("; {}", upload.summary()))
                         .unwrap_or_default();
                     say(format!("{label}  … {}{parts}", upload.summary(now)));
@@ -342,12 +344,17 @@ fn attachment_sizes(job: &JobRow) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-fn update_bar(bar: &ProgressBar, job: &JobRow, upload: Option<&LiveUpload>) {
+/// `parts`: the upload in parts the job's checkpoint holds, if any.
+fn update_bar(
+    bar: &ProgressBar,
+    job: &JobRow,
+    upload: Option<&LiveUpload>,
+    parts: Option<&PartedUpload>,
+) {
     let (done, uploading) = uploaded_bytes(job);
-    let parts = parted(job);
     // A live report of a file in parts counts its earlier parts too; between reports the
     // checkpoint's parts are what is known.
-    let stored = parts.as_ref().map_or(0, PartedUpload::bytes_done);
+    let stored = parts.map_or(0, PartedUpload::bytes_done);
     let sending = upload.map_or(0, |upload| u64::try_from(upload.bytes_sent).unwrap_or(0));
     bar.set_position(done + sending.max(stored));
     bar.set_message(match (uploading, parts) {
@@ -359,11 +366,6 @@ fn update_bar(bar: &ProgressBar, job: &JobRow, upload: Option<&LiveUpload>) {
         (Some(name), None) => format!("uploading {name}"),
         (None, _) => job.step.clone(),
     });
-}
-
-/// The upload in parts the job's checkpoint holds, if any.
-fn parted(job: &JobRow) -> Option<PartedUpload> {
-    PartedUpload::in_checkpoint(job.checkpoint.as_deref())
 }
 
 /// Bytes of attachments whose PUT is checkpointed, and the file being uploaded now.

@@ -221,8 +221,8 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     let events = queue.events(args.id).await?;
     let outcome = queue.outcome(args.id).await?;
     let deliveries = queue.deliveries(args.id).await?;
-    let stored = PartedUpload::in_checkpoint(job.checkpoint.as_deref())
-        .map_or(0, |upload| upload.bytes_done());
+    let parts = PartedUpload::in_checkpoint(job.checkpoint.as_deref());
+    let stored = parts.as_ref().map_or(0, PartedUpload::bytes_done);
     let upload = queue
         .live_upload(args.id)
         .await?
@@ -232,7 +232,7 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     if args.json {
         let mut detail = detail;
         detail["upload"] = upload.as_ref().map_or(Value::Null, upload_json);
-        detail["parts"] = parts_json(&job);
+        detail["parts"] = parts.as_ref().map_or(Value::Null, parts_json);
         detail["events"] = serde_json::to_value(&events).unwrap_or(Value::Null);
         detail["outcome"] = outcome
             .as_ref()
@@ -264,8 +264,8 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     if let Some(upload) = &upload {
         println!("{}", upload.summary(now));
     }
-    if let Some(parts) = parts_line(&job) {
-        println!("{parts}");
+    if let Some(parts) = &parts {
+        println!("uploading in parts: {}", parts.summary());
     }
     if let Some(error) = &job.last_error {
         println!("last error: {error}");
@@ -311,23 +311,14 @@ pub(crate) async fn show(config: &Config, args: ShowArgs) -> Result<(), CliError
     Ok(())
 }
 
-/// "uploading b.zip in parts: 12 of 40 parts in OSS (…)" for a job whose checkpoint holds
-/// an upload in parts.
-fn parts_line(job: &JobRow) -> Option<String> {
-    let upload = PartedUpload::in_checkpoint(job.checkpoint.as_deref())?;
-    Some(format!("uploading in parts: {}", upload.summary()))
-}
-
-/// The upload in parts the job's checkpoint holds, as JSON (null when there is none).
-fn parts_json(job: &JobRow) -> Value {
-    PartedUpload::in_checkpoint(job.checkpoint.as_deref()).map_or(Value::Null, |upload| {
-        json!({
-            "parts_done": upload.parts_done,
-            "part_count": upload.part_count(),
-            "part_bytes": upload.part_bytes,
-            "bytes_done": upload.bytes_done(),
-            "bytes_total": upload.size,
-        })
+/// An upload in parts as JSON.
+fn parts_json(upload: &PartedUpload) -> Value {
+    json!({
+        "parts_done": upload.parts_done,
+        "part_count": upload.part_count(),
+        "part_bytes": upload.part_bytes,
+        "bytes_done": upload.bytes_done(),
+        "bytes_total": upload.size,
     })
 }
 

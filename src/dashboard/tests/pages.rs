@@ -343,31 +343,8 @@ async fn a_running_upload_shows_its_bytes_speed_and_time_left_and_the_page_reloa
     let f = Fixture::new(Setup::default()).await;
     let now = now_ms();
     let (id, claimed) = running_job(&f, now).await;
-    let done = crate::queue::StepDone {
-        step: "upload_info",
-        duration_ms: 40,
-        at_ms: now,
-    };
-    f.queue
-        .checkpoint(
-            claimed.fence(),
-            &crate::queue::Unstored::default(),
-            &done,
-            "put",
-            "{}",
-        )
-        .await
-        .unwrap();
-    let report = crate::queue::UploadReport {
-        fence: claimed.fence(),
-        file_index: 0,
-        file_count: 1,
-        file_name: "scan.tiff".to_owned(),
-        bytes_sent: 40 * 1024 * 1024,
-        bytes_total: 100 * 1024 * 1024,
-        started_at: now - 4_000,
-    };
-    f.queue.report_uploads(&[report], now).await.unwrap();
+    store_step(&f, &claimed, "upload_info", "put", "{}", now).await;
+    report_upload(&f, &claimed, 40 * 1024 * 1024, now).await;
 
     let page = f.get(&format!("/jobs/{id}"), None).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -416,21 +393,15 @@ async fn an_upload_in_parts_shows_its_parts_and_counts_those_stored_since_the_la
             targets: vec![],
         },
     };
-    let done = crate::queue::StepDone {
-        step: "put_part",
-        duration_ms: 400,
-        at_ms: now,
-    };
-    f.queue
-        .checkpoint(
-            claimed.fence(),
-            &crate::queue::Unstored::default(),
-            &done,
-            step.name(),
-            &step.to_checkpoint(),
-        )
-        .await
-        .unwrap();
+    store_step(
+        &f,
+        &claimed,
+        "put_part",
+        step.name(),
+        &step.to_checkpoint(),
+        now,
+    )
+    .await;
     let unreported = f.get(&format!("/jobs/{id}"), None).await;
     assert!(unreported.body.contains("7 of 13 parts in OSS"));
     assert_eq!(
@@ -438,16 +409,7 @@ async fn an_upload_in_parts_shows_its_parts_and_counts_those_stored_since_the_la
         "reloads before the worker's first report"
     );
     // The worker's last report, a moment before the seventh part was stored.
-    let report = crate::queue::UploadReport {
-        fence: claimed.fence(),
-        file_index: 0,
-        file_count: 1,
-        file_name: "scan.tiff".to_owned(),
-        bytes_sent: 48 * 1024 * 1024,
-        bytes_total: 100 * 1024 * 1024,
-        started_at: now - 4_000,
-    };
-    f.queue.report_uploads(&[report], now).await.unwrap();
+    report_upload(&f, &claimed, 48 * 1024 * 1024, now).await;
 
     let page = f.get(&format!("/jobs/{id}"), None).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -495,4 +457,44 @@ async fn running_job(f: &Fixture, now: i64) -> (i64, crate::queue::ClaimedJob) {
         .find(|job| job.id == id)
         .unwrap();
     (id, claimed)
+}
+
+/// Stores `checkpoint` at `step` for `claimed`, once `done` finished at `now`.
+async fn store_step(
+    f: &Fixture,
+    claimed: &crate::queue::ClaimedJob,
+    done: &'static str,
+    step: &str,
+    checkpoint: &str,
+    now: i64,
+) {
+    let done = crate::queue::StepDone {
+        step: done,
+        duration_ms: 40,
+        at_ms: now,
+    };
+    f.queue
+        .checkpoint(
+            claimed.fence(),
+            &crate::queue::Unstored::default(),
+            &done,
+            step,
+            checkpoint,
+        )
+        .await
+        .unwrap();
+}
+
+/// The worker's report at `now` of `sent` bytes of scan.tiff (100 MiB), begun 4 s before.
+async fn report_upload(f: &Fixture, claimed: &crate::queue::ClaimedJob, sent: i64, now: i64) {
+    let report = crate::queue::UploadReport {
+        fence: claimed.fence(),
+        file_index: 0,
+        file_count: 1,
+        file_name: "scan.tiff".to_owned(),
+        bytes_sent: sent,
+        bytes_total: 100 * 1024 * 1024,
+        started_at: now - 4_000,
+    };
+    f.queue.report_uploads(&[report], now).await.unwrap();
 }
